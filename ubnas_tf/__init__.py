@@ -1,0 +1,16 @@
+"""ubnas_tf: binary neural networks designed by differentiable architecture search (UBNAS).
+
+Importing the package selects the Keras 2 API (TF_USE_LEGACY_KERAS=1) before TensorFlow
+resolves `tf.keras`, and registers every custom object a saved model needs, so that a `.h5`
+written by the tools reloads with nothing but `import ubnas_tf`.
+"""
+from ubnas_tf._keras2 import select_keras2
+
+select_keras2()
+
+from ubnas_tf.errors import UserError  # noqa: E402
+from ubnas_tf.quantizers import ApproxSign, approx_sign  # noqa: E402
+from ubnas_tf import search_space  # noqa: E402,F401  (registers the op layers)
+
+__version__ = "0.1.0"
+__all__ = ["ApproxSign", "approx_sign", "UserError", "search_space", "__version__"]

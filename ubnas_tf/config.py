@@ -1,0 +1,154 @@
+"""Configs as data: YAML defaults, YAML files that override them, and `key=value` overrides.
+
+The defaults file of a tool (configs/search.yaml, configs/train.yaml) is also its schema: every
+key a user may set appears there, an unknown key is an error (never a silent default), and an
+override must have the type of the default (ints are accepted for floats; a default of null
+accepts any value).
+"""
+import copy
+import difflib
+import json
+import pathlib
+
+import yaml
+
+from ubnas_tf.errors import UserError
+
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+def _read_yaml(path) -> dict:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist: pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise UserError(f"config file {path} is not valid YAML{line}: fix its syntax") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys to values")
+    return data
+
+
+def defaults(tool: str) -> dict:
+    """The defaults (and schema) of a tool: configs/<tool>.yaml."""
+    return _read_yaml(CONFIG_DIR / f"{tool}.yaml")
+
+
+def _check_type(key: str, default, value):
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(
+        value, bool
+    ):
+        return float(value)
+    elif isinstance(default, int) and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif isinstance(default, type(value)) or isinstance(value, type(default)):
+        return value
+    raise UserError(
+        f"config key {key!r} needs a {type(default).__name__} like {default!r}, got {value!r}"
+    )
+
+
+def _unknown_key(key: str, known) -> UserError:
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], list(known), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return UserError(f"unknown config key {key!r}{hint}: known keys here are {', '.join(known)}")
+
+
+# Mappings whose keys are free (e.g. `augment: {cutout: 16}`) are marked in the defaults by
+# an empty mapping: their content is checked by the code that uses them.
+def merge(base: dict, update: dict, prefix: str = "") -> dict:
+    """`update` laid over `base`; keys must exist in `base` unless base's mapping is empty."""
+    result = copy.deepcopy(base)
+    free = not base
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if key not in result:
+            if not free:
+                raise _unknown_key(dotted, result)
+            result[key] = value
+        elif isinstance(result[key], dict) and result[key] and isinstance(value, dict):
+            result[key] = merge(result[key], value, dotted + ".")
+        elif isinstance(result[key], dict) and value is not None and not isinstance(value, dict):
+            raise UserError(f"config key {dotted!r} is a mapping: set its sub-keys, e.g. {dotted}.KEY=VALUE")
+        else:
+            result[key] = _check_type(dotted, result[key], value)
+    return result
+
+
+def parse_override(text: str) -> dict:
+    """`a.b.c=value` -> {'a': {'b': {'c': value}}}; the value is parsed as YAML."""
+    if "=" not in text:
+        raise UserError(f"--set {text!r} must look like key=value (dotted keys allowed)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise UserError(f"--set {text!r} has an empty key: use key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    nested = value
+    for part in reversed(key.split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def load(tool: str, files=(), overrides=()) -> dict:
+    """Resolve a tool's config: defaults, then each file in order, then each override."""
+    config = defaults(tool)
+    for path in files or ():
+        config = merge(config, _read_yaml(path))
+    for text in overrides or ():
+        config = merge(config, parse_override(text))
+    return config
+
+
+def to_markdown(config: dict) -> str:
+    """The resolved config as a markdown table (for TensorBoard and the README of a run)."""
+    rows = ["| key | value |", "|---|---|"]
+
+    def walk(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict) and value:
+                walk(value, f"{prefix}{key}.")
+            else:
+                rows.append(f"| {prefix}{key} | {json.dumps(value)} |")
+
+    walk(config)
+    return "\n".join(rows)
+
+
+def save(config: dict, path) -> None:
+    """Write the resolved config atomically as YAML."""
+    from ubnas_tf.io_utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
+
+
+def same_run(config_a: dict, config_b: dict, ignore=("epochs",)) -> list:
+    """Keys (dotted) whose values differ between two configs, ignoring `ignore`."""
+    differences = []
+
+    def walk(a, b, prefix=""):
+        for key in sorted(set(a) | set(b)):
+            dotted = f"{prefix}{key}"
+            if dotted in ignore:
+                continue
+            va, vb = a.get(key), b.get(key)
+            if isinstance(va, dict) and isinstance(vb, dict):
+                walk(va, vb, dotted + ".")
+            elif va != vb:
+                differences.append(dotted)
+
+    walk(config_a, config_b)
+    return differences
+
+

@@ -1,0 +1,185 @@
+"""The binary residual module and its configurable structure.
+
+UBNAS compares module structures and picks one; users will want to as well, so the structure
+is data (`ModuleStructure`), not one copy of each op per variant. Two presets come from EBNAS's
+code (shared/reference/UBNAS.md):
+
+- `ebnas_search`:  y = x + BN(Conv(sign(x)))                  real weights, BN without affine
+- `ebnas_retrain`: y = PReLU(x + BN(Conv_b(sign(BN(x)))))    sign(w) * per-channel scale
+
+On stride 2 the shortcut is AvgPool(2). Sign is ApproxSign; the convolution pads with +1
+(`pad_values=1`) so that Larq Compute Engine fuses it into LceBconv2d on every target.
+"""
+import dataclasses
+
+import larq as lq
+import tensorflow as tf
+
+from ubnas_tf.errors import UserError
+from ubnas_tf.quantizers import ApproxSign
+from ubnas_tf.search_space.layers import Subsample, make_norm, register
+
+WEIGHT_MODES = ("real", "sign", "scaled_sign")
+ACTIVATIONS = ("none", "prelu", "relu")
+NORMS = ("batch_stats", "batch_norm")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleStructure:
+    """How one binary module is wired.
+
+    pre_bn:      BN before the sign (Bi-Real/EBNAS retraining) or not (EBNAS search).
+    weights:     'real' latent weights, 'sign' (+-1), 'scaled_sign' (+-mean|w| per out channel).
+    activation:  applied after the residual add ('prelu' as EBNAS, 'none' as Bi-Real).
+    shortcut:    residual shortcut (pooled on stride 2) or a plain conv block.
+    norm:        'batch_stats' (search: no moving statistics) or 'batch_norm'.
+    affine:      learn BN scale and offset.
+    sign_width:  half-width of the ApproxSign gradient window.
+    groups:      grouped binary conv (LCE needs a multiple of 32 input channels per group).
+    weight_clip: clip latent binary weights to [-c, c] (None: no clip).
+    """
+
+    pre_bn: bool = False
+    weights: str = "real"
+    activation: str = "none"
+    shortcut: bool = True
+    norm: str = "batch_stats"
+    affine: bool = False
+    sign_width: float = 1.0
+    groups: int = 1
+    weight_clip: float | None = 1.0
+
+    def __post_init__(self):
+        for field, allowed in (
+            ("weights", WEIGHT_MODES),
+            ("activation", ACTIVATIONS),
+            ("norm", NORMS),
+        ):
+            if getattr(self, field) not in allowed:
+                raise UserError(
+                    f"module.{field}={getattr(self, field)!r} is not valid: use one of {allowed}"
+                )
+        if self.sign_width <= 0 or self.groups < 1:
+            raise UserError("module.sign_width must be > 0 and module.groups >= 1")
+
+    @classmethod
+    def from_config(cls, value) -> "ModuleStructure":
+        """From a preset name, a dict (unknown keys are an error) or a ModuleStructure."""
+        if isinstance(value, ModuleStructure):
+            return value
+        if isinstance(value, str):
+            if value not in PRESETS:
+                raise UserError(f"unknown module preset {value!r}: use one of {sorted(PRESETS)}")
+            return PRESETS[value]
+        if isinstance(value, dict):
+            known = {f.name for f in dataclasses.fields(cls)}
+            values = dict(value)
+            base = PRESETS[values.pop("preset")] if "preset" in values else cls()
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise UserError(f"unknown module key(s) {unknown}: use any of {sorted(known)}")
+            return dataclasses.replace(base, **values)
+        raise UserError(f"module must be a preset name or a mapping, got {value!r}")
+
+    def to_config(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS = {
+    "ebnas_search": ModuleStructure(),
+    "ebnas_retrain": ModuleStructure(
+        pre_bn=True, weights="scaled_sign", activation="prelu", norm="batch_norm", affine=True
+    ),
+    "bireal": ModuleStructure(
+        pre_bn=False, weights="scaled_sign", activation="none", norm="batch_norm", affine=True
+    ),
+}
+
+_KERNEL_QUANTIZERS = {"real": None, "sign": "ste_sign", "scaled_sign": "magnitude_aware_sign"}
+
+
+def _activation(kind: str, name: str):
+    if kind == "prelu":
+        return tf.keras.layers.PReLU(shared_axes=[1, 2], name=name)
+    if kind == "relu":
+        return tf.keras.layers.ReLU(name=name)
+    return None
+
+
+@register
+class BinaryConvModule(tf.keras.layers.Layer):
+    """One binary convolution wrapped in the configured residual module.
+
+    # Arguments
+        filters: output channels (must equal input channels when `structure.shortcut`).
+        kernel_size, dilation, strides: of the binary convolution.
+        structure: a `ModuleStructure`, preset name or dict.
+    """
+
+    def __init__(self, filters, kernel_size, dilation=1, strides=1, structure=None, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.dilation = int(dilation)
+        self.strides = int(strides)
+        self.structure = ModuleStructure.from_config(structure or "ebnas_search")
+        s = self.structure
+        # Keras refuses stride > 1 with dilation > 1: convolve at stride 1, then subsample.
+        subsample = self.strides > 1 and self.dilation > 1
+        binary_weights = s.weights != "real"
+        self.pre_norm = make_norm(s.norm, s.affine, name="pre_bn") if s.pre_bn else None
+        self.conv = lq.layers.QuantConv2D(
+            self.filters,
+            self.kernel_size,
+            strides=1 if subsample else self.strides,
+            dilation_rate=self.dilation,
+            padding="same",
+            pad_values=1.0,
+            groups=s.groups,
+            input_quantizer=ApproxSign(s.sign_width),
+            kernel_quantizer=_KERNEL_QUANTIZERS[s.weights],
+            kernel_constraint=lq.constraints.WeightClip(s.weight_clip)
+            if binary_weights and s.weight_clip
+            else None,
+            kernel_initializer="glorot_normal",
+            use_bias=False,
+            name="conv",
+        )
+        self.norm = make_norm(s.norm, s.affine, name="bn")
+        self.subsample = Subsample(self.strides, name="subsample") if subsample else None
+        self.shortcut_pool = (
+            tf.keras.layers.AveragePooling2D(self.strides, padding="same", name="shortcut_pool")
+            if s.shortcut and self.strides > 1
+            else None
+        )
+        self.activation = _activation(s.activation, name="act")
+
+    def build(self, input_shape):
+        if self.structure.shortcut and input_shape[-1] != self.filters:
+            raise ValueError(
+                f"a residual binary module needs as many input as output channels "
+                f"({input_shape[-1]} != {self.filters}); use shortcut=False"
+            )
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        x = inputs if self.pre_norm is None else self.pre_norm(inputs, training=training)
+        x = self.norm(self.conv(x), training=training)
+        if self.subsample is not None:
+            x = self.subsample(x)
+        if self.structure.shortcut:
+            shortcut = inputs if self.shortcut_pool is None else self.shortcut_pool(inputs)
+            x = x + shortcut
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "dilation": self.dilation,
+            "strides": self.strides,
+            "structure": self.structure.to_config(),
+        }
