@@ -10,6 +10,7 @@ INSTALL_REQUIRES = [
     "tensorflow-datasets==4.9.7",
     "protobuf>=3.20.3,<5",  # protobuf 5+ stops TensorFlow 2.16 from importing
     "tensorflow-metadata>=1.13,<1.17",  # newer releases pull protobuf 5+
+    "importlib_resources>=6",  # tensorflow-datasets' download_and_prepare imports it via etils
     "keras-tuner==1.4.7",
     "absl-py>=2.1,<3",
     "numpy>=1.26,<2",  # TensorFlow 2.16 wheels are built against numpy 1.x

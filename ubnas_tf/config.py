@@ -51,9 +51,9 @@ def _check_type(key: str, default, value):
         return value
     elif isinstance(default, type(value)) or isinstance(value, type(default)):
         return value
-    raise UserError(
-        f"config key {key!r} needs a {type(default).__name__} like {default!r}, got {value!r}"
-    )
+    kind = type(default).__name__
+    article = "an" if kind[0] in "aeiou" else "a"
+    raise UserError(f"config key {key!r} needs {article} {kind} like {default!r}, got {value!r}")
 
 
 def _unknown_key(key: str, known) -> UserError:

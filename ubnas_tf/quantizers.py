@@ -13,7 +13,7 @@ binarizer only in that form (a plain `tf.sign` would not fuse into LceQuantize/L
 import larq as lq
 import tensorflow as tf
 
-__all__ = ["ApproxSign", "approx_sign", "SERIALIZATION_PACKAGE"]
+__all__ = ["ApproxSign", "UBNASApproxSign", "approx_sign", "resolve", "SERIALIZATION_PACKAGE"]
 
 SERIALIZATION_PACKAGE = "ubnas_tf"
 
@@ -36,7 +36,7 @@ def approx_sign(x: tf.Tensor, width: float = 1.0) -> tf.Tensor:
 
 
 @tf.keras.utils.register_keras_serializable(package=SERIALIZATION_PACKAGE)
-class ApproxSign(lq.quantizers.Quantizer):
+class UBNASApproxSign(lq.quantizers.Quantizer):
     r"""Serializable ApproxSign quantizer (alias `"ubnas_tf>approx_sign"`).
 
     \\[ q(x) = \operatorname{sign}(x),\quad
@@ -64,7 +64,14 @@ class ApproxSign(lq.quantizers.Quantizer):
         return {**super().get_config(), "width": self.width}
 
 
-tf.keras.utils.get_custom_objects()[f"{SERIALIZATION_PACKAGE}>approx_sign"] = ApproxSign
+# The public name. The class itself is named differently from larq's `ApproxSign` because
+# `.h5` loading resolves a quantizer by its bare class name (the legacy path ignores the
+# package prefix): with the same name a reloaded model would silently get larq's quantizer.
+# The bare class name is registered too, for that legacy path.
+ApproxSign = UBNASApproxSign
+for _alias in (f"{SERIALIZATION_PACKAGE}>ApproxSign", f"{SERIALIZATION_PACKAGE}>approx_sign",
+               UBNASApproxSign.__name__):
+    tf.keras.utils.get_custom_objects()[_alias] = ApproxSign
 
 
 def resolve(identifier):
