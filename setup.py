@@ -1,5 +1,9 @@
 """ubnas_tf: binary neural networks by differentiable architecture search (UBNAS), for TF/Keras."""
+import pathlib
+
 import setuptools
+
+README = pathlib.Path(__file__).with_name("README.md")
 
 # The stack was measured to work together (DEVELOPERS.md); see README "Version pins".
 INSTALL_REQUIRES = [
@@ -23,7 +27,7 @@ setuptools.setup(
     name="ubnas_tf",
     version="0.1.0",
     description=__doc__,
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=README.read_text(encoding="utf-8") if README.is_file() else __doc__,
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11,<3.12",
