@@ -24,7 +24,11 @@ class BatchStatsNorm(tf.keras.layers.Layer):
         self.epsilon = epsilon
 
     def call(self, inputs):
-        channels = tf.shape(inputs)[-1]
+        # A static channel count makes scale and offset two constants; tf.shape would add a
+        # Shape/StridedSlice/Pack/Fill subgraph per norm (thousands of nodes in a supernet).
+        channels = inputs.shape[-1]
+        if channels is None:
+            channels = tf.shape(inputs)[-1]
         ones = tf.ones([channels], inputs.dtype)
         zeros = tf.zeros([channels], inputs.dtype)
         # One FusedBatchNormV3 op forward, one gradient op backward.

@@ -1,0 +1,187 @@
+"""Speed and memory of one search iteration (architecture step + weight step).
+
+    python benchmarks/search_step.py                 # both configs, each in a fresh process
+    python benchmarks/search_step.py --config b --iterations 10 --grappler off
+
+Configs (issue 4; PC-DARTS's figures for them are in shared/reference/PEER_BENCH.md):
+  (a) EBNAS's search supernet: C=16, 8 cells, batch 64, 32x32x3, 10 classes
+  (b) C=8, 5 cells, batch 32, 28x28x1, 10 classes
+Both: the binary search space (7 ops), 4 nodes, multiplier 4, K=8 normal / K=4 reduction,
+sigmoid edge weights with both regularizers, first-order architecture step, weights Adam with
+weight decay and grad clip 5. Random inputs, as the peer figures.
+
+Printed per config: time to first step (building the variables, tracing both steps and their
+first run), median seconds per iteration after 2 warm-up iterations (and min-max), images/s
+(one batch per iteration, as the peers count), peak RSS (getrusage), graph nodes of each step.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+CONFIGS = {
+    "a": dict(channels=16, cells=8, batch=64, input_shape=(32, 32, 3)),
+    "b": dict(channels=8, cells=5, batch=32, input_shape=(28, 28, 1)),
+}
+PEERS = {  # PC-DARTS PyTorch on this kind of machine (PEER_BENCH.md)
+    "a": dict(seconds=11.95, images=5.36, rss_gib=3.8),
+    "b": dict(seconds=2.35, images=13.6, rss_gib=0.76),
+}
+
+
+def measure(name: str, args) -> dict:
+    started = time.perf_counter()
+    # Must be set before TensorFlow loads; tools/search.py does the same.
+    os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if args.onednn == "on" else "0"
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import ubnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+    import numpy as np
+    import tensorflow as tf
+
+    from ubnas_tf.architect import Architect
+    from ubnas_tf.search_steps import FusedAdam, SearchSteps
+    from ubnas_tf.supernet import Supernet, SupernetConfig
+
+    if args.grappler == "off":
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    setup = CONFIGS[name]
+    imported = time.perf_counter()
+    config = SupernetConfig(num_classes=10, input_shape=setup["input_shape"],
+                            channels=setup["channels"], cells=setup["cells"],
+                            share_traces=args.share == "on")
+    architect = Architect(primitives=config.primitives, nodes=config.nodes,
+                          multiplier=config.multiplier, edge_weights="sigmoid",
+                          path_strength=1.5, edge_strength=0.8, ramp_epochs=49)
+    supernet = Supernet(config)
+    supernet.traces.inline = args.inline
+    supernet.build_variables(architect.arch_weights())
+    weight_optimizer = FusedAdam(supernet.trainable_variables, learning_rate=1e-3,
+                                 weight_decay=3e-4, clip_norm=5.0)
+    arch_optimizer = FusedAdam(architect.parameters, learning_rate=6e-4, beta_1=0.5,
+                               weight_decay=1e-3)
+    steps = SearchSteps(supernet, architect, weight_optimizer, arch_optimizer,
+                        tf.distribute.get_strategy(), order=args.order,
+                        jit_compile=args.xla)
+    batch = setup["batch"]
+    shape = (batch, *setup["input_shape"])
+    images = [tf.random.stateless_normal(shape, [i, 1]) for i in range(2)]
+    labels = [tf.random.stateless_uniform([batch], [i, 2], maxval=10, dtype=tf.int32)
+              for i in range(2)]
+    ramp = tf.constant(0.5)
+
+    def iteration():
+        arch_loss, _ = steps.arch_step(images[1], labels[1], images[0], labels[0], ramp)
+        loss, _ = steps.weight_step(images[0], labels[0])
+        return float(arch_loss), float(loss)
+
+    built = time.perf_counter()
+    losses = iteration()
+    first = time.perf_counter()
+    times = []
+    for index in range(2 + args.iterations):
+        start = time.perf_counter()
+        losses = iteration()
+        if index >= 2:
+            times.append(time.perf_counter() - start)
+    weight_times = []
+    for _ in range(args.iterations if args.weight_alone else 0):
+        start = time.perf_counter()
+        float(steps.weight_step(images[0], labels[0])[0])
+        weight_times.append(time.perf_counter() - start)
+    specs = (tf.TensorSpec(shape), tf.TensorSpec([batch], tf.int32))
+    nodes = {
+        "weight_step": len(steps.weight_step.get_concrete_function(*specs).graph.as_graph_def().node),
+        "arch_step": len(steps.arch_step.get_concrete_function(
+            *specs, *specs, tf.TensorSpec([])).graph.as_graph_def().node),
+    }
+    median = float(np.median(times))
+    return {
+        "config": name,
+        "import_s": round(imported - started, 2),
+        "build_s": round(built - imported, 2),
+        "first_step_s": round(first - built, 2),
+        "time_to_first_step_s": round(first - imported, 2),
+        "median_s": round(median, 3),
+        "min_s": round(min(times), 3),
+        "max_s": round(max(times), 3),
+        "images_per_s": round(batch / median, 1),
+        "weight_step_alone_s": round(float(np.median(weight_times)), 3) if weight_times else None,
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+        "graph_nodes": nodes,
+        "traces": dict(steps.traces),
+        "variables": len(supernet.trainable_variables),
+        "parameters": int(sum(np.prod(v.shape) for v in supernet.trainable_variables)),
+        "losses": [round(v, 4) for v in losses],
+        "options": {"grappler": args.grappler, "xla": args.xla, "inline": args.inline,
+                    "share": args.share, "order": args.order, "threads": args.threads,
+                    "onednn": args.onednn},
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", choices=["a", "b", "both"], default="both")
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--grappler", choices=["on", "off"], default="on")
+    parser.add_argument("--xla", action="store_true", help="jit_compile both steps")
+    parser.add_argument("--inline", action="store_true",
+                        help="inline the shared edge functions into the step graphs")
+    parser.add_argument("--share", choices=["on", "off"], default="on",
+                        help="trace each edge signature once (TraceCache)")
+    parser.add_argument("--order", choices=["first", "second"], default="first")
+    parser.add_argument("--onednn", choices=["on", "off"], default="on",
+                        help="TF_ENABLE_ONEDNN_OPTS (oneDNN conv/BN kernels)")
+    parser.add_argument("--threads", type=int, default=0, help="intra/inter-op threads (0: TF)")
+    parser.add_argument("--weight_alone", action="store_true",
+                        help="also time the weight step alone")
+    parser.add_argument("--json", action="store_true", help="print one JSON line per config")
+    parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._child:
+        print("RESULT " + json.dumps(measure(args.config, args)), flush=True)
+        return
+    names = ["a", "b"] if args.config == "both" else [args.config]
+    for name in names:
+        # A fresh process per config: peak RSS and time to first step are its own.
+        argv = [f"--iterations={args.iterations}", f"--grappler={args.grappler}",
+                f"--share={args.share}", f"--order={args.order}", f"--threads={args.threads}",
+                f"--onednn={args.onednn}"]
+        argv += [flag for flag, on in (("--xla", args.xla), ("--inline", args.inline),
+                                       ("--weight_alone", args.weight_alone)) if on]
+        command = [sys.executable, os.path.abspath(__file__), "--config", name, "--_child", *argv]
+        output = subprocess.run(command, capture_output=True, text=True,
+                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+        lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
+        if output.returncode or not lines:
+            sys.stderr.write(output.stderr[-3000:])
+            raise SystemExit(f"config {name} failed (exit {output.returncode})")
+        result = json.loads(lines[-1][len("RESULT "):])
+        if args.json:
+            print(json.dumps(result))
+            continue
+        peer = PEERS[name]
+        print(f"config ({name}): C={CONFIGS[name]['channels']}, {CONFIGS[name]['cells']} cells, "
+              f"batch {CONFIGS[name]['batch']}, input {CONFIGS[name]['input_shape']}")
+        print(f"  time to first step {result['time_to_first_step_s']:7.1f} s  (build "
+              f"{result['build_s']} s, trace + first run {result['first_step_s']} s)")
+        print(f"  s / iteration      {result['median_s']:7.3f}    (min {result['min_s']}, max "
+              f"{result['max_s']}; PC-DARTS {peer['seconds']})")
+        print(f"  images / s         {result['images_per_s']:7.1f}    (PC-DARTS {peer['images']})")
+        print(f"  peak RSS           {result['peak_rss_gib']:7.2f} GiB (PC-DARTS "
+              f"{peer['rss_gib']} GiB)")
+        if result["weight_step_alone_s"]:
+            print(f"  weight step alone  {result['weight_step_alone_s']:7.3f} s")
+        print(f"  graph nodes {result['graph_nodes']}, traces {result['traces']}, "
+              f"{result['variables']} variables, {result['parameters']} weights")
+        print(f"  options {result['options']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Hand-designed baselines: pinned sizes, the float version of a genotype, bad input."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import ubnas_tf  # noqa: F401
+from ubnas_tf import baselines
+from ubnas_tf import config as config_lib
+from ubnas_tf.cost import profile
+from ubnas_tf.data.info import DatasetInfo
+from ubnas_tf.errors import UserError
+from ubnas_tf.network import build_network
+
+from test_network import BINARY_GENOTYPE, binary_split_by_hand
+
+CIFAR = DatasetInfo("cifar-like", 10, (32, 32, 3), 10, 10, tuple("abcdefghij"), (0,) * 3, (1,) * 3)
+
+
+def test_bireal_by_hand():
+    model = baselines.bireal(CIFAR, width=16, blocks=(2, 2))
+    cost = profile(model)
+    # binary: 2 + 1 3x3 convs at 16->16, one 16->32 stride 2, one 32->32
+    assert cost.params_binary == 9 * 16 * 16 * 2 + 9 * 16 * 32 + 9 * 32 * 32
+    # float: stem conv + BN, a BN per binary conv, downsample 1x1 conv + BN, classifier
+    assert cost.params_float == (27 * 16 + 32) + (32 * 2 + 64 * 2) + (16 * 32 + 64) + (32 * 10 + 10)
+    assert model.output.shape[1:] == (10,)
+    assert model.get_layer("stage1_block0_add").output.shape[1:] == (16, 16, 32)
+    assert all(row.macs_float == 0 for row in cost.layers if "bconv" in row.name)
+    # every binary conv is the op the genotypes use, with Bi-Real's structure
+    module = model.get_layer("stage0_block1_bconv")
+    assert module.structure.weights == "scaled_sign" and module.structure.shortcut
+
+
+def test_quicknet_by_hand():
+    model = baselines.quicknet(CIFAR, filters=(16, 32), blocks=(1, 1))
+    cost = profile(model)
+    assert cost.params_binary == 9 * 16 * 16 + 9 * 32 * 32
+    stem = 27 * 4 + 8 + 9 * 4 + 4 * 16 + 32  # conv, BN, depthwise, (BN without affine), 1x1, BN
+    transition = 16 * 32 + 64  # the blur pool is frozen
+    assert cost.params_float == stem + 32 + transition + 64 + (32 * 10 + 10)
+    blur = model.get_layer("section1_block0_transition_blur")
+    assert not blur.trainable
+    np.testing.assert_allclose(blur.get_weights()[0][:, :, 0, 0],
+                               np.outer([1, 2, 1], [1, 2, 1]) / 16.0)
+    # 32 -> max pool 2 (stride 1) 31 -> blur stride 2 -> 16
+    assert model.get_layer("section1_block0_add").output.shape[1:] == (16, 16, 32)
+
+
+def test_float_version_keeps_the_genotype_and_makes_every_conv_float():
+    space = baselines.float_space("binary")
+    model = build_network(BINARY_GENOTYPE, input_shape=(32, 32, 3), num_classes=10, cells=3,
+                          channels=16, space=space)
+    cost = profile(model)
+    binary, floating = binary_split_by_hand()
+    assert cost.params_binary == 0 and cost.macs_binary == 0
+    assert cost.params_float == binary + floating  # same shapes, every weight 32-bit
+    module = model.get_layer("cell0_edge0_bin_conv_3x3")
+    assert isinstance(module, baselines.FloatConvModule)
+    assert type(module.conv) is tf.keras.layers.Conv2D
+    assert baselines.float_space("darts").name == "darts"
+
+
+def test_baselines_reload_from_h5(tmp_path):
+    info = DatasetInfo("x", 4, (12, 12, 1), 10, 10, tuple("abcd"), (0.0,), (1.0,))
+    config = config_lib.load("train", overrides=["cells=3", "channels=4", "auxiliary.enabled=false"])
+    x = np.random.default_rng(0).normal(size=(2, 12, 12, 1)).astype(np.float32)
+    for model in (baselines.bireal(info, width=8, blocks=(1, 1)),
+                  baselines.quicknet(info, filters=(8, 16), blocks=(1, 1)),
+                  baselines.build_baseline("float", info, config, BINARY_GENOTYPE)):
+        path = tmp_path / f"{model.name}.h5"
+        model.save(path)
+        again = tf.keras.models.load_model(path, compile=False)
+        np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda info: baselines.bireal(info, blocks=(1, 1, 1, 1)), "too small for bireal"),
+    (lambda info: baselines.quicknet(info, filters=(8, 16, 32, 64)), "too small for quicknet"),
+    (lambda info: baselines.quicknet(info, filters=(6, 12), blocks=(1, 1)), "multiple of 4"),
+    (lambda info: baselines.build_baseline("float", info, config_lib.load("train")),
+     "pass --genotype"),
+    (lambda info: baselines.build_baseline("resnet", info, config_lib.load("train")),
+     "unknown model 'resnet'"),
+])
+def test_bad_input(call, message):
+    tiny = DatasetInfo("tiny", 10, (6, 6, 1), 10, 10, tuple("abcdefghij"), (0.0,), (1.0,))
+    with pytest.raises(UserError, match=message):
+        call(tiny)

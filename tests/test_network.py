@@ -1,0 +1,195 @@
+"""The network builder against published tables, hand counts and bad input."""
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import ubnas_tf  # noqa: F401
+from ubnas_tf import config as config_lib
+from ubnas_tf.cost import profile
+from ubnas_tf.data.info import DatasetInfo
+from ubnas_tf.errors import UserError
+from ubnas_tf.genotype import Genotype, published
+from ubnas_tf.network import (DropPath, build_from_config, build_network, inference_model,
+                              reduction_cells, set_drop_path_rate)
+
+# A binary genotype using every op of the binary space, strided dilated convs included.
+BINARY_GENOTYPE = Genotype.from_dict({
+    "space": "binary",
+    "normal": [["bin_conv_3x3", 0], ["bin_dil_conv_3x3", 1], ["skip_connect", 0],
+               ["bin_conv_5x5", 2], ["max_pool_3x3", 1], ["avg_pool_3x3", 3],
+               ["bin_dil_conv_5x5", 4], ["skip_connect", 2]],
+    "normal_concat": [2, 3, 4, 5],
+    "reduce": [["bin_conv_3x3", 0], ["max_pool_3x3", 1], ["skip_connect", 0],
+               ["bin_conv_5x5", 2], ["avg_pool_3x3", 1], ["bin_dil_conv_3x3", 0],
+               ["bin_dil_conv_5x5", 3], ["skip_connect", 4]],
+    "reduce_concat": [2, 3, 4, 5],
+})
+
+
+def pytorch_darts_parameters(genotype, C=36, layers=20, classes=10, in_channels=3):
+    """Trainable parameters of quark0/darts `NetworkCIFAR` (auxiliary head excluded), counted
+    from its module definitions the way `utils.count_parameters_in_MB` does; independent of
+    our Keras code."""
+    def op(name, c, stride):
+        if name in ("max_pool_3x3", "avg_pool_3x3"):
+            return 0
+        if name == "skip_connect":  # Identity, or FactorizedReduce(c, c) on stride 2
+            return 0 if stride == 1 else c * (c // 2) * 2 + 2 * c
+        k = int(name[-1])
+        dil_conv = c * k * k + c * c + 2 * c  # ReLU, depthwise, pointwise, BN
+        return 2 * dil_conv if name.startswith("sep_conv") else dil_conv
+
+    stem = 3 * C
+    total = in_channels * stem * 9 + 2 * stem
+    c_pp, c_p, c = stem, stem, C
+    reduction_prev = False
+    for i in range(layers):
+        reduction = i in (layers // 3, 2 * layers // 3)
+        c = c * 2 if reduction else c
+        total += (c_pp * (c // 2) * 2 + 2 * c) if reduction_prev else (c_pp * c + 2 * c)
+        total += c_p * c + 2 * c
+        edges = genotype.reduce if reduction else genotype.normal
+        total += sum(op(name, c, 2 if reduction and j < 2 else 1) for name, j in edges)
+        c_pp, c_p = c_p, len(genotype.concat(reduction)) * c
+        reduction_prev = reduction
+    return total + c_p * classes + classes
+
+
+@pytest.fixture(scope="module")
+def darts_v2():
+    return build_network(published("DARTS_V2"), input_shape=(32, 32, 3), num_classes=10,
+                         cells=20, channels=36, auxiliary=True, drop_path=0.2)
+
+
+def test_darts_v2_has_the_published_3_3m_parameters(darts_v2):
+    # DARTS's own log of this model: "param size = 3.349342MB" (count_parameters_in_MB, which
+    # leaves out the auxiliary head); the paper's table rounds it to 3.3M.
+    cost = profile(darts_v2)
+    assert pytorch_darts_parameters(published("DARTS_V2")) == 3_349_342
+    assert cost.params_float == 3_349_342
+    assert cost.params_binary == 0 and cost.macs_binary == 0
+    # The auxiliary head is there (and DARTS's: 8x8 -> pool 2x2 -> conv 2x2), just not counted.
+    aux = 576 * 128 + 2 * 128 + 128 * 768 * 4 + 2 * 768 + 768 * 10 + 10
+    assert profile(darts_v2, exclude=()).params_float == 3_349_342 + aux
+    assert [tuple(o.shape) for o in darts_v2.outputs] == [(None, 10), (None, 10)]
+    first, second = reduction_cells(20)
+    assert (first, second) == (6, 13)
+    assert darts_v2.get_layer("cell5_out").output.shape[1:] == (32, 32, 144)
+    assert darts_v2.get_layer("cell6_out").output.shape[1:] == (16, 16, 288)
+    assert darts_v2.get_layer("cell19_out").output.shape[1:] == (8, 8, 576)
+    assert darts_v2.get_layer("auxiliary_conv2").output.shape[1:] == (1, 1, 768)
+    # Multiply-accumulates of convs and classifier (depthwise included), pinned as ours.
+    assert cost.macs_float == 528_359_040
+
+
+def test_pc_darts_has_the_published_3_6m_parameters():
+    # PC-DARTS, Table 1: 3.6M.
+    model = build_network(published("PC_DARTS"), input_shape=(32, 32, 3), num_classes=10,
+                          cells=20, channels=36)
+    assert pytorch_darts_parameters(published("PC_DARTS")) == 3_634_678
+    cost = profile(model)
+    assert cost.params_float == 3_634_678
+    # Pinned as ours; an independent counter (hanser, configs of PC_DARTS_cifar) notes
+    # "558M, 3.63M": the parameters agree exactly, the MACs within 0.3%.
+    assert cost.macs_float == 556_670_592
+    assert model.output.shape[1:] == (10,)
+
+
+def binary_split_by_hand(C=16, in_channels=3, classes=10):
+    """1-bit and 32-bit parameters of BINARY_GENOTYPE at cells=3 (reductions at 1 and 2),
+    with the ebnas_retrain module: pre-BN(2 Cin) -> binary conv -> BN(2 C) -> PReLU(C)."""
+    def module(c_in, c, k):
+        return k * k * c_in * c, 2 * c_in + 2 * c + c
+
+    stem = 3 * C
+    binary, floating = 0, in_channels * stem * 9 + 2 * stem
+    # (C_prev_prev, C_prev, C, reduction) of cells 0, 1, 2; every cell concatenates 4 nodes.
+    for c_pp, c_p, c in ((stem, stem, C), (stem, 4 * C, 2 * C), (4 * C, 8 * C, 4 * C)):
+        # two 1x1 preprocess modules, then bin_conv_3x3, bin_conv_5x5, the two dilated convs
+        for b, f in (module(c_pp, c, 1), module(c_p, c, 1), module(c, c, 3), module(c, c, 5),
+                     module(c, c, 3), module(c, c, 5)):
+            binary, floating = binary + b, floating + f
+    return binary, floating + 16 * C * classes + classes
+
+
+def test_binary_network_parameter_split_matches_a_hand_count():
+    model = build_network(BINARY_GENOTYPE, input_shape=(32, 32, 3), num_classes=10, cells=3,
+                          channels=16)
+    cost = profile(model)
+    assert binary_split_by_hand() == (382_976, 7_674)
+    assert (cost.params_binary, cost.params_float) == (382_976, 7_674)
+    assert cost.params_non_trainable == 3_136  # BN moving statistics
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 382_976 + 7_674
+    # every 3x3/5x5/1x1 binary conv really is binary in and out (a BOP), the stem and the
+    # classifier are float
+    assert (cost.macs_binary, cost.macs_float) == (76_021_760, 1_329_664)
+    assert cost.ops == 1_329_664 + 76_021_760 / 64
+    assert model.output.shape[1:] == (10,)
+    assert model.get_layer("cell0_out").output.shape[1:] == (32, 32, 64)
+    assert model.get_layer("cell1_out").output.shape[1:] == (16, 16, 128)
+    assert model.get_layer("cell2_out").output.shape[1:] == (8, 8, 256)
+    # a stride-2 dilated op lands on the reduced grid
+    assert model.get_layer("cell1_edge5_bin_dil_conv_3x3").output.shape[1:] == (16, 16, 32)
+
+
+def test_sizes_come_from_the_data_not_constants():
+    info = DatasetInfo("x", 7, (20, 24, 2), 10, 10, tuple("abcdefg"), (0.0, 0.0), (1.0, 1.0))
+    config = config_lib.load("train", overrides=["cells=3", "channels=8"])
+    model = build_from_config(BINARY_GENOTYPE, info, config)
+    assert model.input.shape[1:] == (20, 24, 2)
+    assert [tuple(o.shape) for o in model.outputs] == [(None, 7), (None, 7)]  # auxiliary head
+    exported = inference_model(model)
+    assert exported.output.shape[1:] == (7,)
+    assert model.get_layer("cell0_pre0").structure.weights == "scaled_sign"  # ebnas_retrain
+
+
+def test_genotype_from_another_space_is_refused():
+    info = DatasetInfo("x", 10, (32, 32, 3), 10, 10, tuple("abcdefghij"), (0,) * 3, (1,) * 3)
+    config = config_lib.load("train")  # space: binary
+    with pytest.raises(UserError, match="--set space=darts"):
+        build_from_config(published("DARTS_V2"), info, config)
+    with pytest.raises(UserError, match="unknown op 'sep_conv_3x3' in search space 'binary'"):
+        build_network(published("DARTS_V2"), input_shape=(32, 32, 3), num_classes=10,
+                      space="binary")
+
+
+@pytest.mark.parametrize("shape, auxiliary, message", [
+    ((3, 3, 1), False, "too small for the network's two stride-2 reductions"),
+    ((16, 16, 3), True, "auxiliary head needs at least 5x5"),
+    ((None, None, 3), False, "one fixed size"),
+])
+def test_data_the_network_cannot_take_is_refused(shape, auxiliary, message):
+    with pytest.raises(UserError, match=message):
+        build_network(BINARY_GENOTYPE, input_shape=shape, num_classes=10, cells=3, channels=8,
+                      auxiliary=auxiliary)
+
+
+def test_drop_path_drops_whole_examples_and_is_not_a_weight():
+    layer = DropPath(0.5)
+    model = tf.keras.Sequential([tf.keras.Input((2, 2, 3)), layer])
+    x = tf.ones((400, 2, 2, 3))
+    assert np.array_equal(model(x, training=True), x)  # rate starts at 0
+    set_drop_path_rate(model, 1.0)
+    assert float(layer.rate.numpy()) == 0.5
+    y = model(x, training=True).numpy()
+    per_example = y.reshape(400, -1)
+    assert set(np.unique(per_example)) <= {0.0, 2.0}  # kept examples scaled by 1 / (1 - p)
+    assert np.all(per_example.min(1) == per_example.max(1))  # all or nothing per example
+    assert 120 < (per_example[:, 0] == 0).sum() < 280
+    assert np.array_equal(model(x, training=False), x)
+    assert model.weights == []
+    assert DropPath.from_config(layer.get_config()).max_rate == 0.5
+
+
+def test_network_round_trips_through_h5(tmp_path):
+    model = build_network(BINARY_GENOTYPE, input_shape=(12, 12, 1), num_classes=3, cells=3,
+                          channels=4)
+    path = tmp_path / "net.h5"
+    model.save(path)
+    again = tf.keras.models.load_model(path, compile=False)
+    x = np.random.default_rng(0).normal(size=(2, 12, 12, 1)).astype(np.float32)
+    np.testing.assert_allclose(again(x).numpy(), model(x).numpy(), atol=1e-5)
+    assert profile(again).to_dict() == profile(model).to_dict()
+    assert json.loads(again.to_json())["config"]["name"] == "network"

@@ -1,0 +1,38 @@
+"""Retrain a searched genotype (or a hand-designed baseline), evaluate it and save it.
+
+    python tools/train.py (--genotype G.json | --model NAME) --dataset D --output_dir DIR
+        [--config configs/train_demo.yaml] [--set key=value ...]
+
+NAME is bireal, quicknet, or float (the float version of --genotype). Writes DIR/model.h5,
+DIR/saved_model/, DIR/metrics.json and DIR/summary.txt; re-running the same command resumes.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import ubnas_tf  # noqa: E402,F401  (Keras 2 before TensorFlow)
+from absl import flags  # noqa: E402
+
+from ubnas_tf import cli  # noqa: E402
+
+FLAGS = flags.FLAGS
+cli.define_config_flags()
+cli.define_data_flags()
+flags.DEFINE_string("genotype", None, "genotype.json of the network to train.")
+flags.DEFINE_string("model", None, "A baseline instead: bireal, quicknet, or float (the float "
+                    "version of --genotype).")
+
+
+def main(argv):
+    from ubnas_tf.train import run_training
+
+    if len(argv) > 1:
+        cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: use --genotype or --model")
+    run_training(cli.resolved_config("train"), dataset=FLAGS.dataset,
+                 output_dir=FLAGS.output_dir, genotype=FLAGS.genotype, model=FLAGS.model,
+                 data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,228 @@
+"""Hand-designed networks to judge a searched genotype against, under the same data and budget.
+
+- `bireal`: a Bi-Real-style binary ResNet for small images (Liu et al., "Bi-Real Net", ECCV
+  2018): every 3x3 binary conv has its own real-valued shortcut, y = x + BN(Conv_b(sign(x))),
+  with ApproxSign (Bi-Real's own gradient) and magnitude-aware weights; a downsampling block
+  adds AvgPool(2) -> float Conv1x1 -> BN on the shortcut. The binary conv is our
+  `BinaryConvModule` with the `bireal` structure, the op every genotype uses.
+- `quicknet`: a QuickNet-style network (larq-zoo `sota.QuickNet`, Bannink et al., "Larq
+  Compute Engine", MLSys 2021) scaled for small images: the stem keeps QuickNet's
+  conv -> depthwise -> 1x1 form without its two stride-2 steps, residual blocks are
+  x + BN(ReLU(Conv_b(sign(x)))) with sign weights clipped at 1.25, and transitions are
+  ReLU -> MaxPool(2, stride 1) -> fixed blur-pool depthwise conv (stride 2) -> float Conv1x1 -> BN.
+- `float`: the float version of any genotype: the same cells, every binary conv module with a
+  full-precision conv and full-precision activations (`float_space`).
+
+Every model takes its input shape and classes from the data, and uses only layers that reload
+from `.h5` after `import ubnas_tf` (the blur-pool kernel is set as a frozen weight, not as a
+custom initializer).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import larq as lq
+import numpy as np
+import tensorflow as tf
+
+from ubnas_tf.errors import UserError
+from ubnas_tf.quantizers import ApproxSign
+from ubnas_tf.search_space import BinaryConvModule, SearchSpace, get_space
+from ubnas_tf.search_space.layers import register
+
+__all__ = ["BASELINES", "FloatConvModule", "bireal", "quicknet", "float_space", "build_baseline"]
+
+
+def _bn(name):
+    return tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
+
+
+def _check_input(info, downsamplings: int, what: str):
+    height, width, _ = info.input_shape
+    if height is None or width is None:
+        raise UserError(f"{what} needs images of one fixed size: set data.input_size")
+    if min(height, width) < 2 ** downsamplings:
+        raise UserError(f"images of {height}x{width} are too small for {what}'s {downsamplings} "
+                        f"stride-2 stages: set data.input_size to {2 ** (downsamplings + 1)} or "
+                        "more, or use fewer stages")
+
+
+def _positive_ints(values, what):
+    values = tuple(values)
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
+        raise UserError(f"{what} must be a non-empty list of positive integers, got {list(values)}")
+    return values
+
+
+# --- Bi-Real ---------------------------------------------------------------------------------
+
+def bireal(info, *, width: int = 64, blocks=(4, 4, 4, 4), name: str = "bireal") -> tf.keras.Model:
+    """Bi-Real-style binary ResNet: stage s has width * 2**s channels and `blocks[s]` binary
+    3x3 convs, each with its own shortcut (Bi-Real-18 is blocks (4, 4, 4, 4), width 64)."""
+    blocks = _positive_ints(blocks, "baselines.bireal.blocks")
+    (width,) = _positive_ints([width], "baselines.bireal.width")
+    _check_input(info, len(blocks) - 1, "bireal")
+    inputs = tf.keras.Input(shape=tuple(info.input_shape), name="image")
+    x = tf.keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name="stem_conv")(inputs)
+    x = _bn("stem_bn")(x)
+    for stage, count in enumerate(blocks):
+        filters = width * 2 ** stage
+        for block in range(count):
+            prefix = f"stage{stage}_block{block}"
+            if block == 0 and stage > 0:
+                main = BinaryConvModule(filters, 3, strides=2,
+                                        structure={"preset": "bireal", "shortcut": False},
+                                        name=f"{prefix}_bconv")(x)
+                shortcut = tf.keras.layers.AveragePooling2D(2, padding="same",
+                                                            name=f"{prefix}_down_pool")(x)
+                shortcut = tf.keras.layers.Conv2D(filters, 1, use_bias=False,
+                                                  name=f"{prefix}_down_conv")(shortcut)
+                shortcut = _bn(f"{prefix}_down_bn")(shortcut)
+                x = tf.keras.layers.Add(name=f"{prefix}_add")([main, shortcut])
+            else:
+                x = BinaryConvModule(filters, 3, structure="bireal", name=f"{prefix}_bconv")(x)
+    x = tf.keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+    outputs = tf.keras.layers.Dense(info.num_classes, name="classifier")(x)
+    return tf.keras.Model(inputs, outputs, name=name)
+
+
+# --- QuickNet --------------------------------------------------------------------------------
+
+def _blur_kernel(channels: int) -> np.ndarray:
+    """The 3x3 binomial blur of anti-aliased pooling (Zhang, ICML 2019), one per channel."""
+    row = np.array([1.0, 2.0, 1.0])
+    kernel = np.outer(row, row) / 16.0
+    return np.repeat(kernel[:, :, None, None], channels, axis=2).astype(np.float32)
+
+
+def quicknet(info, *, filters=(64, 128, 256, 512), blocks=(4, 4, 4, 4),
+             name: str = "quicknet") -> tf.keras.Model:
+    """QuickNet-style binary network for small images (see the module docstring)."""
+    filters = _positive_ints(filters, "baselines.quicknet.filters")
+    blocks = _positive_ints(blocks, "baselines.quicknet.blocks")
+    if len(filters) != len(blocks):
+        raise UserError("baselines.quicknet.filters and .blocks must have the same length")
+    if filters[0] % 4:
+        raise UserError(f"baselines.quicknet.filters[0] must be a multiple of 4, got {filters[0]}")
+    transitions = sum(1 for a, b in zip(filters, filters[1:]) if a != b)
+    _check_input(info, transitions + 1, "quicknet")
+    inputs = tf.keras.Input(shape=tuple(info.input_shape), name="image")
+    x = tf.keras.layers.Conv2D(filters[0] // 4, 3, padding="same", use_bias=False,
+                               kernel_initializer="he_normal", name="stem_conv")(inputs)
+    x = _bn("stem_bn")(x)
+    x = tf.keras.layers.ReLU(name="stem_relu")(x)
+    x = tf.keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False,
+                                        name="stem_depthwise")(x)
+    x = tf.keras.layers.BatchNormalization(center=False, scale=False, name="stem_depthwise_bn")(x)
+    x = tf.keras.layers.Conv2D(filters[0], 1, use_bias=False, kernel_initializer="he_normal",
+                               name="stem_pointwise")(x)
+    x = _bn("stem_pointwise_bn")(x)
+    blur_layers = []
+    for section, (width, count) in enumerate(zip(filters, blocks)):
+        for block in range(count):
+            prefix = f"section{section}_block{block}"
+            if width != x.shape[-1]:
+                x = tf.keras.layers.ReLU(name=f"{prefix}_transition_relu")(x)
+                x = tf.keras.layers.MaxPool2D(2, strides=1, name=f"{prefix}_transition_pool")(x)
+                blur = tf.keras.layers.DepthwiseConv2D(3, strides=2, padding="same",
+                                                       use_bias=False, trainable=False,
+                                                       name=f"{prefix}_transition_blur")
+                x = blur(x)
+                blur_layers.append(blur)
+                x = tf.keras.layers.Conv2D(width, 1, use_bias=False,
+                                           kernel_initializer="glorot_normal",
+                                           name=f"{prefix}_transition_conv")(x)
+                x = _bn(f"{prefix}_transition_bn")(x)
+            residual = x
+            x = lq.layers.QuantConv2D(
+                width, 3, padding="same", pad_values=1.0, use_bias=False, activation="relu",
+                input_quantizer=lq.quantizers.SteSign(clip_value=1.25),
+                kernel_quantizer=lq.quantizers.SteSign(clip_value=1.25),
+                kernel_constraint=lq.constraints.WeightClip(1.25),
+                kernel_initializer="glorot_normal", name=f"{prefix}_bconv")(x)
+            x = _bn(f"{prefix}_bn")(x)
+            x = tf.keras.layers.Add(name=f"{prefix}_add")([x, residual])
+    x = tf.keras.layers.ReLU(name="head_relu")(x)
+    x = tf.keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+    outputs = tf.keras.layers.Dense(info.num_classes, kernel_initializer="glorot_normal",
+                                    name="classifier")(x)
+    model = tf.keras.Model(inputs, outputs, name=name)
+    # The blur is a fixed weight, saved with the model: no custom initializer to register.
+    for blur in blur_layers:
+        blur.set_weights([_blur_kernel(int(blur.depthwise_kernel.shape[2]))])
+    return model
+
+
+# --- the float version of a genotype ---------------------------------------------------------
+
+@register
+class FloatConvModule(BinaryConvModule):
+    """`BinaryConvModule` with its binary conv replaced by a full-precision one: same wiring
+    (pre-BN, BN, shortcut, activation), real weights and real activations."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        subsample = self.strides > 1 and self.dilation > 1
+        self.conv = tf.keras.layers.Conv2D(
+            self.filters,
+            self.kernel_size,
+            strides=1 if subsample else self.strides,
+            dilation_rate=self.dilation,
+            padding="same",
+            groups=self.structure.groups,
+            use_bias=False,
+            kernel_initializer="he_normal",
+            name="conv",
+        )
+
+
+def _float_conv(kernel_size, dilation):
+    def build(channels, stride, structure, name):
+        return FloatConvModule(channels, kernel_size, dilation, stride, structure=structure,
+                               name=name)
+
+    return build
+
+
+def _float_preprocess(channels, reduction_prev, structure, name):
+    return FloatConvModule(channels, 1, strides=2 if reduction_prev else 1,
+                           structure={**structure.to_config(), "shortcut": False}, name=name)
+
+
+def float_space(space: SearchSpace | str) -> SearchSpace:
+    """The same space with every binary conv module made full precision (same op names, so a
+    genotype of `space` builds in it unchanged). A float space is returned as it is."""
+    space = get_space(space) if isinstance(space, str) else space
+    if not space.binary:
+        return space
+    ops = dict(space.ops)
+    for op_name in ops:
+        if op_name.startswith("bin_"):
+            kernel_size = int(op_name[-1])
+            ops[op_name] = _float_conv(kernel_size, 2 if "_dil_" in op_name else 1)
+    return dataclasses.replace(space, ops=ops, preprocess=_float_preprocess, binary=False)
+
+
+# --- by name ---------------------------------------------------------------------------------
+
+BASELINES = ("bireal", "quicknet", "float")
+
+
+def build_baseline(name: str, info, config: dict, genotype=None) -> tf.keras.Model:
+    """A baseline by name, sized by `config['baselines'][name]` (or the network keys for
+    `float`), for the data described by `info`."""
+    from ubnas_tf.network import build_from_config
+
+    settings = (config.get("baselines") or {}).get(name) or {}
+    if name == "bireal":
+        return bireal(info, **settings)
+    if name == "quicknet":
+        return quicknet(info, **settings)
+    if name == "float":
+        if genotype is None:
+            raise UserError("--model float is the float version of a genotype: pass --genotype "
+                            "G.json as well")
+        space = get_space(config.get("space") or genotype.space)
+        return build_from_config(genotype, info, config, space=float_space(space), name="float")
+    raise UserError(f"unknown model {name!r}: use one of {', '.join(BASELINES)} "
+                    "(or --genotype G.json for a searched network)")

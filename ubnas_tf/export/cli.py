@@ -1,0 +1,87 @@
+"""`lce_convert MODEL [-o OUT.tflite] [--report R.json] [--dataset D] [--no-verify] ...`
+
+Converts a Keras model (`.h5`, `.keras`, SavedModel folder) to `.tflite` with Larq Compute
+Engine, prints the op counts, the binary convolutions left unfused and why, the sizes beside
+the float model, and the comparison with the Keras model. Exit codes: 0 success; 2 bad input
+(one line on stderr); 1 conversion or verification failure (one line on stderr).
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+
+from ubnas_tf import cli
+
+FLAGS = flags.FLAGS
+EXIT_FAILURE = 1
+_USAGE = "usage: lce_convert MODEL [-o OUT.tflite] [--report R.json] [--dataset D] [--no-verify]"
+# Spellings users type, mapped to absl's boolean forms.
+_ALIASES = {"--no-verify": "--noverify", "--no_verify": "--noverify",
+            "--allow-lambda": "--allow_lambda"}
+
+
+def define_flags() -> None:
+    """Defines the flags once per process (tests import this module more than once)."""
+    if "target" in FLAGS:
+        return
+    import ubnas_tf.export.verify as verify
+    from ubnas_tf.export import convert
+
+    flags.DEFINE_string("output", None, "Output .tflite (default: MODEL with .tflite).",
+                        short_name="o")
+    flags.DEFINE_string("report", None, "Write the report as JSON to this file.")
+    flags.DEFINE_boolean("verify", True, "Compare the .tflite with the Keras model "
+                         "(--no-verify skips it).")
+    flags.DEFINE_enum("target", "arm", convert.TARGETS, "LCE target hardware.")
+    flags.DEFINE_enum("io", "float32", convert.IO_TYPES,
+                      "Input/output type (int8 needs a quantization-aware model).")
+    flags.DEFINE_boolean("allow_lambda", False, "Load models holding Lambda layers (Python "
+                         "bytecode that runs on load): only for files you trust.")
+    flags.DEFINE_float("tolerance", verify.DEFAULT_TOLERANCE, "Largest accepted max |logit "
+                       "diff| of the median sample, relative to max(1, max |Keras logit|).")
+    flags.DEFINE_float("min_agreement", verify.DEFAULT_MIN_AGREEMENT, "Smallest accepted "
+                       "fraction of samples with the same top-1 class in Keras and the .tflite.")
+    flags.DEFINE_integer("verify_samples", 32, "Samples compared in verification.")
+    flags.DEFINE_boolean("write_float", True, "Also write the float reference model "
+                         "OUT.float.tflite (for tools/benchmark.py).")
+    flags.DEFINE_integer("threads", 1, "Interpreter threads for verification.")
+    if "dataset" not in FLAGS:
+        cli.define_data_flags(required=False)
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv) -> None:
+    import ubnas_tf.export.verify as verify
+    from ubnas_tf.export import convert, pipeline
+
+    if len(argv) != 2:
+        cli.fail(f"give exactly one MODEL ({_USAGE}), got {len(argv) - 1}")
+    try:
+        result = pipeline.export_model(
+            argv[1], output=FLAGS.output, report_path=FLAGS.report, dataset=FLAGS.dataset,
+            verify=FLAGS.verify, target=FLAGS.target, io_type=FLAGS.io,
+            allow_lambda=FLAGS.allow_lambda, tolerance=FLAGS.tolerance,
+            min_agreement=FLAGS.min_agreement,
+            samples=FLAGS.verify_samples, write_float=FLAGS.write_float,
+            data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, num_threads=FLAGS.threads)
+    except (verify.VerificationError, convert.ConversionError) as error:
+        _fail(f"{error}; nothing written to the output", EXIT_FAILURE)
+    print(pipeline.format_summary(result))
+
+
+def console_main() -> None:
+    """Entry point of the `lce_convert` console script and of tools/convert.py."""
+    import ubnas_tf  # noqa: F401  (Keras 2 before TensorFlow; registers custom objects)
+
+    sys.argv = [_ALIASES.get(arg, arg) for arg in sys.argv]
+    define_flags()
+    cli.run(main)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,320 @@
+"""The discrete network of a genotype: DARTS's NetworkCIFAR wiring as a functional Keras model.
+
+Liu et al., "DARTS", ICLR 2019 (code quark0/darts, model.py `NetworkCIFAR`), as retrained by
+PC-DARTS, EBNAS and UBNAS:
+
+    stem:  full-precision Conv3x3(stem_multiplier * C) + BN
+    cells: `cells` cells, reductions (stride 2, channels x2) at cells//3 and 2*cells//3;
+           cell k takes the outputs of cells k-2 and k-1, projects them with the space's
+           preprocess (the first after a reduction halves the resolution), and each node sums
+           two ops of the genotype; the cell's output concatenates the genotype's `concat` nodes
+    head:  global average pooling + full-precision Dense classifier (logits)
+    aux:   DARTS's auxiliary head on the output of the second reduction cell (optional)
+
+Every op comes from `space.build_op(name, channels, stride, structure)`, the same definition
+the supernet mixes, with the retraining `ModuleStructure` (binary space: `ebnas_retrain`).
+
+Why the classifier is a `Dense` and not a 1x1 convolution: on the pooled 1x1 feature map the two
+compute the same thing, and Larq Compute Engine binarizes neither a `QuantDense` nor a
+full-precision classifier; the classifier stays float in every binary-NAS paper we compare with
+(it holds ~1% of the MACs), and a `Dense` converts to one TFLite FULLY_CONNECTED op.
+
+The layers are named so that a reader of a summary knows where they sit: `stem_*`,
+`cell{k}_pre{0,1}`, `cell{k}_edge{e}_{op}`, `cell{k}_node{n}`, `cell{k}_out`, `global_pool`,
+`classifier`, and `auxiliary_*` for the auxiliary head, which `ubnas_tf.cost` leaves out of the
+counts (as DARTS's `count_parameters_in_MB` does).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from ubnas_tf.errors import UserError
+from ubnas_tf.genotype import Genotype
+from ubnas_tf.search_space import ModuleStructure, SearchSpace, get_space
+from ubnas_tf.search_space.layers import Identity, register
+
+__all__ = [
+    "AUXILIARY_PREFIX",
+    "DropPath",
+    "NetworkSpec",
+    "build_network",
+    "build_from_config",
+    "check_space",
+    "inference_model",
+    "reduction_cells",
+    "set_drop_path_rate",
+]
+
+AUXILIARY_PREFIX = "auxiliary"
+
+
+def _keep_autograph_out_of_tf_keras() -> None:
+    """Stop AutoGraph from converting tf-keras's own code.
+
+    AutoGraph converts the `call` of every subclassed layer, and everything that call calls,
+    except modules on its do-not-convert list. That list names `keras` but not `tf_keras`, the
+    package Keras 2 lives in under TF 2.16, so each nested layer call in our ops (a layer that
+    holds layers) had Keras's `Layer.__call__` itself converted: building DARTS_V2 at 20 cells
+    took 140 s instead of 15 s, and so did reloading it from `.h5`. Keras's layers never needed
+    conversion (Keras 2 under the `keras` name was never converted). Idempotent.
+    """
+    from tensorflow.python.autograph.core import config as autograph_config
+
+    rule = autograph_config.DoNotConvert("tf_keras")
+    rules = tuple(autograph_config.CONVERSION_RULES)
+    if not any(getattr(r, "_prefix", None) == "tf_keras" for r in rules):
+        autograph_config.CONVERSION_RULES = (rule,) + rules
+
+
+_keep_autograph_out_of_tf_keras()
+
+
+@register
+class DropPath(tf.keras.layers.Layer):
+    """Drop a whole op output per example, scaling the kept ones (Larsson et al., FractalNet;
+    DARTS's `drop_path`): y = x * Bernoulli(1 - p) / (1 - p) in training, y = x otherwise.
+
+    `max_rate` is the rate at the end of training; DARTS raises the rate linearly over the
+    epochs, so the current rate lives in a variable that `set_drop_path_rate` assigns at the
+    start of each epoch. That variable is deliberately not a weight of the layer: it is a
+    schedule, not a parameter, so it is neither counted nor saved (a reloaded model, and
+    inference, never drop).
+    """
+
+    def __init__(self, max_rate: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= max_rate < 1.0:
+            raise UserError(f"drop_path must be in [0, 1), got {max_rate}")
+        self.max_rate = float(max_rate)
+        # object.__setattr__ keeps Keras from tracking the variable as a weight.
+        object.__setattr__(self, "_rate", tf.Variable(0.0, trainable=False, dtype=tf.float32))
+
+    @property
+    def rate(self) -> tf.Variable:
+        return self._rate
+
+    def call(self, inputs, training=None):
+        if training is None:
+            training = tf.keras.backend.learning_phase()
+        if self.max_rate == 0.0 or training is False or training == 0:
+            return inputs
+
+        def dropped():
+            keep = 1.0 - tf.cast(self._rate, inputs.dtype)
+            shape = tf.concat([tf.shape(inputs)[:1], tf.ones([tf.rank(inputs) - 1], tf.int32)], 0)
+            mask = tf.floor(keep + tf.random.uniform(shape, dtype=inputs.dtype))
+            return inputs / keep * mask
+
+        return tf.__internal__.smart_cond.smart_cond(training, dropped, lambda: inputs)
+
+    def get_config(self):
+        return {**super().get_config(), "max_rate": self.max_rate}
+
+
+def set_drop_path_rate(model: tf.keras.Model, progress: float) -> None:
+    """Set every DropPath of `model` to `max_rate * progress` (progress = epoch / epochs)."""
+    progress = min(max(float(progress), 0.0), 1.0)
+    for layer in model.layers:
+        if isinstance(layer, DropPath):
+            layer.rate.assign(layer.max_rate * progress)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkSpec:
+    """The size of a network: what `build_network` needs besides genotype, space and data."""
+
+    cells: int = 8
+    channels: int = 16
+    stem_multiplier: int = 3
+    module: object = None  # a ModuleStructure, preset name or mapping; None: the space's
+    auxiliary: bool = False
+    drop_path: float = 0.0
+
+    def __post_init__(self):
+        for field in ("cells", "channels", "stem_multiplier"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UserError(f"{field} must be a positive integer, got {value!r}")
+        if self.cells < 3:
+            raise UserError(f"cells must be at least 3 (two of them are reductions), got {self.cells}")
+
+
+def reduction_cells(cells: int) -> tuple[int, int]:
+    """Indices of the two reduction cells (DARTS: layers//3 and 2*layers//3)."""
+    return cells // 3, 2 * cells // 3
+
+
+def _check_input(input_shape, num_classes, auxiliary: bool) -> tuple:
+    if len(input_shape) != 3 or any(side is None for side in input_shape):
+        raise UserError(f"the network needs images of one fixed size (H, W, C), got {input_shape}: "
+                        "set data.input_size")
+    height, width, channels = (int(side) for side in input_shape)
+    if min(height, width) < 4 or channels < 1:
+        raise UserError(f"images of {height}x{width}x{channels} are too small for the network's "
+                        "two stride-2 reductions: set data.input_size to 8 or more")
+    if auxiliary and min(-(-height // 4), -(-width // 4)) < 5:
+        raise UserError(f"the auxiliary head needs at least 5x5 features after two reductions; "
+                        f"{height}x{width} images give {-(-height // 4)}x{-(-width // 4)}: set "
+                        "auxiliary.enabled=false or data.input_size to 20 or more")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise UserError(f"a classifier needs at least 2 classes, got {num_classes!r}")
+    return height, width, channels
+
+
+def _auxiliary_head(x, num_classes):
+    """DARTS's AuxiliaryHeadCIFAR: ReLU, AvgPool(5, stride 3), Conv1x1(128)+BN+ReLU,
+    Conv(768)+BN+ReLU, Dense. DARTS assumes 8x8 features (pooled to 2x2, then a 2x2 conv); the
+    second conv here spans whatever the pooling leaves, so 32x32 inputs give DARTS's head
+    exactly and other sizes still end at 1x1."""
+    p = AUXILIARY_PREFIX
+    x = tf.keras.layers.ReLU(name=f"{p}_relu0")(x)
+    x = tf.keras.layers.AveragePooling2D(5, strides=3, padding="valid", name=f"{p}_pool")(x)
+    pooled = (int(x.shape[1]), int(x.shape[2]))
+    x = tf.keras.layers.Conv2D(128, 1, use_bias=False, name=f"{p}_conv1")(x)
+    x = tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{p}_bn1")(x)
+    x = tf.keras.layers.ReLU(name=f"{p}_relu1")(x)
+    x = tf.keras.layers.Conv2D(768, pooled, use_bias=False, name=f"{p}_conv2")(x)
+    x = tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{p}_bn2")(x)
+    x = tf.keras.layers.ReLU(name=f"{p}_relu2")(x)
+    x = tf.keras.layers.Flatten(name=f"{p}_flatten")(x)
+    return tf.keras.layers.Dense(num_classes, name=f"{p}_classifier")(x)
+
+
+def _cell(space, genotype, structure, s0, s1, channels, reduction, reduction_prev, index,
+          drop_path):
+    prefix = f"cell{index}"
+    s0 = space.build_preprocess(channels, reduction_prev, structure, name=f"{prefix}_pre0")(s0)
+    s1 = space.build_preprocess(channels, False, structure, name=f"{prefix}_pre1")(s1)
+    states = [s0, s1]
+    edges = genotype.cell(reduction)
+    for node in range(len(edges) // 2):
+        branches = []
+        for edge in (2 * node, 2 * node + 1):
+            op_name, source = edges[edge]
+            stride = 2 if reduction and source < 2 else 1
+            op = space.build_op(op_name, channels, stride, structure,
+                                name=f"{prefix}_edge{edge}_{op_name}")
+            h = op(states[source])
+            # DARTS drops every op output except identities (dropping a skip would only
+            # rescale its input).
+            if drop_path > 0 and not isinstance(op, Identity):
+                h = DropPath(drop_path, name=f"{prefix}_edge{edge}_drop")(h)
+            branches.append(h)
+        states.append(tf.keras.layers.Add(name=f"{prefix}_node{node + 2}")(branches))
+    concat = genotype.concat(reduction)
+    if len(concat) == 1:
+        return states[concat[0]]
+    return tf.keras.layers.Concatenate(name=f"{prefix}_out")([states[i] for i in concat])
+
+
+def build_network(
+    genotype: Genotype,
+    *,
+    input_shape,
+    num_classes: int,
+    space: SearchSpace | str | None = None,
+    cells: int = 8,
+    channels: int = 16,
+    stem_multiplier: int = 3,
+    module=None,
+    auxiliary: bool = False,
+    drop_path: float = 0.0,
+    name: str = "network",
+) -> tf.keras.Model:
+    """The network of `genotype` as a functional Keras model that outputs logits.
+
+    # Arguments
+        genotype: the cells to stack.
+        input_shape, num_classes: from the data (`DatasetInfo.input_shape`, `.num_classes`).
+        space: the search space whose ops to build (default: the genotype's own).
+        cells, channels: depth and initial channels C (DARTS's `layers` and `init_channels`).
+        stem_multiplier: the stem has stem_multiplier * C channels.
+        module: the `ModuleStructure` of the binary ops (preset, mapping or None for the
+            space's retraining default).
+        auxiliary: add DARTS's auxiliary head; the model then outputs [logits, aux_logits].
+        drop_path: final drop-path rate (0 adds no DropPath layer).
+
+    # Raises
+        UserError: for a genotype of another space, or data the network cannot take.
+    """
+    if space is None:
+        space = get_space(genotype.space)
+    elif isinstance(space, str):
+        space = get_space(space)
+    spec = NetworkSpec(cells, channels, stem_multiplier, module, auxiliary, drop_path)
+    structure = ModuleStructure.from_config(module or space.network_module)
+    for field in ("normal", "reduce"):
+        for op_name, _ in getattr(genotype, field):
+            space.check_op(op_name)
+    _check_input(tuple(input_shape), num_classes, auxiliary)
+
+    inputs = tf.keras.Input(shape=tuple(int(side) for side in input_shape), name="image")
+    stem_channels = spec.stem_multiplier * spec.channels
+    x = tf.keras.layers.Conv2D(stem_channels, 3, padding="same", use_bias=False,
+                               name="stem_conv")(inputs)
+    x = tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="stem_bn")(x)
+
+    s0 = s1 = x
+    current = spec.channels
+    reduction_prev = False
+    reductions = reduction_cells(spec.cells)
+    aux_logits = None
+    for index in range(spec.cells):
+        reduction = index in reductions
+        if reduction:
+            current *= 2
+        s0, s1 = s1, _cell(space, genotype, structure, s0, s1, current, reduction,
+                           reduction_prev, index, spec.drop_path)
+        reduction_prev = reduction
+        if auxiliary and index == reductions[1]:
+            aux_logits = _auxiliary_head(s1, num_classes)
+
+    x = tf.keras.layers.GlobalAveragePooling2D(name="global_pool")(s1)
+    logits = tf.keras.layers.Dense(num_classes, name="classifier")(x)
+    outputs = [logits, aux_logits] if auxiliary else logits
+    return tf.keras.Model(inputs, outputs, name=name)
+
+
+def check_space(genotype: Genotype, config_space: str | None, source: str = "genotype") -> None:
+    """Refuse a genotype searched in another space than the one the config trains."""
+    if config_space and genotype.space != config_space:
+        raise UserError(
+            f"{source} is from search space {genotype.space!r} but the config trains space "
+            f"{config_space!r}: pass --set space={genotype.space} or a genotype searched in "
+            f"{config_space!r}"
+        )
+
+
+def build_from_config(genotype: Genotype, info, config: dict, *, space=None,
+                      module=None, name: str = "network") -> tf.keras.Model:
+    """`build_network` sized by a train config (`cells`, `channels`, `stem_multiplier`,
+    `module`, `auxiliary`, `drop_path`) for the data described by `info` (a DatasetInfo).
+
+    `space` and `module` override the config's (the float baseline and two-stage training use
+    them); the genotype must come from the config's space.
+    """
+    check_space(genotype, config.get("space"))
+    auxiliary = config.get("auxiliary") or {}
+    return build_network(
+        genotype,
+        input_shape=info.input_shape,
+        num_classes=info.num_classes,
+        space=space,
+        cells=config["cells"],
+        channels=config["channels"],
+        stem_multiplier=config.get("stem_multiplier", 3),
+        module=module if module is not None else config.get("module"),
+        auxiliary=bool(auxiliary.get("enabled", False)),
+        drop_path=float(config.get("drop_path") or 0.0),
+        name=name,
+    )
+
+
+def inference_model(model: tf.keras.Model) -> tf.keras.Model:
+    """The model without its auxiliary output (sharing its layers and weights): what is saved,
+    evaluated and converted."""
+    if len(model.outputs) == 1:
+        return model
+    return tf.keras.Model(model.inputs, model.outputs[0], name=model.name)

@@ -1,0 +1,142 @@
+"""The main job end to end: search -> genotype -> retrain -> evaluate -> convert -> benchmark.
+
+It drives the command-line tools exactly as a user would (each step a fresh process, so the
+demo proves the documented path), then gathers their output files into one comparison table:
+the searched binary network beside a hand-designed binary baseline and the float network.
+"""
+import dataclasses
+import json
+import pathlib
+import subprocess
+import sys
+import time
+
+from ubnas_tf.io_utils import atomic_write_json, atomic_write_text
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass(frozen=True)
+class Contender:
+    """One network of the comparison: a label and how tools/train.py builds it."""
+
+    label: str
+    folder: str
+    train_args: tuple
+
+
+def contenders(genotype: pathlib.Path, baseline: str) -> list:
+    return [
+        Contender("searched (binary)", "searched", ("--genotype", str(genotype))),
+        Contender(f"{baseline} (binary)", "baseline", ("--model", baseline)),
+        Contender("searched (float)", "float", ("--genotype", str(genotype), "--model", "float")),
+    ]
+
+
+class Runner:
+    """Runs the steps in order, printing progress with the elapsed time."""
+
+    def __init__(self, total_steps: int):
+        self.total = total_steps
+        self.done = 0
+        self.start = time.monotonic()
+
+    def __call__(self, title: str, args: list) -> None:
+        self.done += 1
+        elapsed = time.monotonic() - self.start
+        print(f"\n=== [{self.done}/{self.total}] {title}  (t={elapsed:.0f}s)", flush=True)
+        print("$ " + " ".join(str(a) for a in args), flush=True)
+        result = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT)
+        if result.returncode != 0:
+            raise SystemExit(f"error: step '{title}' failed with exit code {result.returncode}")
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.start
+
+
+def run(*, dataset: str, output_dir, search_config, train_config, baseline: str,
+        overrides=(), benchmark_runs: int = 20) -> dict:
+    """Run the whole path and return (and write) the comparison table."""
+    out = pathlib.Path(output_dir)
+    search_dir = out / "search"
+    genotype = search_dir / "genotype.json"
+    models = contenders(genotype, baseline)
+    steps = Runner(1 + 3 * len(models))
+    sets = [arg for text in overrides for arg in ("--set", text)]
+    steps("search", ["tools/search.py", "--dataset", dataset, "--config", search_config,
+                     "--output_dir", search_dir, *sets])
+    for model in models:
+        steps(f"retrain + evaluate: {model.label}",
+              ["tools/train.py", *model.train_args, "--dataset", dataset, "--config",
+               train_config, "--output_dir", out / model.folder, *sets])
+    for model in models:
+        folder = out / model.folder
+        steps(f"lce_convert with verification: {model.label}",
+              ["tools/convert.py", folder / "model.h5", "--dataset", dataset,
+               "--report", folder / "report.json"])
+    for model in models:
+        folder = out / model.folder
+        steps(f"host benchmark: {model.label}",
+              ["tools/benchmark.py", folder / "model.tflite", "--runs", benchmark_runs,
+               "--output_json", folder / "benchmark.json"])
+    table = collect(out, models)
+    search_log = _read_jsonl(search_dir / "search_log.jsonl")
+    table["search_seconds"] = sum(entry.get("seconds", 0.0) for entry in search_log)
+    table["total_seconds"] = steps.seconds
+    atomic_write_json(out / "results.json", table)
+    atomic_write_text(out / "results.md", to_markdown(table))
+    print("\n" + to_markdown(table), flush=True)
+    print(f"\nwritten: {out / 'results.md'}, {out / 'results.json'}, "
+          f"{search_dir / 'genotype.png'}", flush=True)
+    return table
+
+
+def _read_json(path) -> dict:
+    return json.loads(pathlib.Path(path).read_text())
+
+
+def _read_jsonl(path) -> list:
+    path = pathlib.Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def collect(out: pathlib.Path, models) -> dict:
+    rows = []
+    for model in models:
+        folder = out / model.folder
+        metrics = _read_json(folder / "metrics.json")
+        report = _read_json(folder / "report.json")
+        latency = _read_json(folder / "benchmark.json")
+        rows.append({
+            "network": model.label,
+            "test_top1": metrics["test_top1"],
+            "params_binary": metrics["params_binary"],
+            "params_float": metrics["params_float"],
+            "ops": metrics["ops"],
+            "tflite_bytes": report["tflite_bytes"],
+            "latency_ms_median": latency["median_ms"],
+            "verify_max_abs_diff": report["verify"]["max_abs_diff"],
+        })
+    return {"rows": rows}
+
+
+def to_markdown(table: dict) -> str:
+    lines = [
+        "| network | top-1 | params 1-bit / 32-bit | OPs | .tflite | host latency |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in table["rows"]:
+        lines.append(
+            f"| {row['network']} | {100 * row['test_top1']:.2f}% | "
+            f"{row['params_binary']:,} / {row['params_float']:,} | {row['ops'] / 1e6:.2f}M | "
+            f"{row['tflite_bytes'] / 1024:.1f} KiB | {row['latency_ms_median']:.2f} ms |"
+        )
+    if "search_seconds" in table:
+        lines.append("")
+        lines.append(f"Search: {table['search_seconds']:.0f} s; whole run: "
+                     f"{table.get('total_seconds', 0):.0f} s. OPs = FLOPs + BOPs/64; latency "
+                     "is LCE's reference interpreter on this host (x86), not ARM.")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,432 @@
+"""The search supernet: DARTS cells of mixed ops with PC-DARTS partial channels.
+
+A plain network that *takes* the architecture weights as inputs of `call` (as khanrc/pt.darts
+does): it owns no architecture parameter, so a weight step cannot touch them, and the
+`Architect` (ubnas_tf/architect.py) owns them, their regularizers and the genotype.
+
+Wiring (Liu et al., DARTS, ICLR 2019): a stem, `cells` cells with reductions at 1/3 and 2/3,
+each cell taking the outputs of the two previous cells, N intermediate nodes, each node the sum
+of one mixed op per earlier state, the cell output the concat of the last `multiplier` nodes.
+
+Partial channels (Xu et al., PC-DARTS, ICLR 2020, model_search.py): a mixed op runs its candidate
+ops on the first C/K channels only and passes the other channels by (max-pooled 2x2 on stride-2
+edges), concatenates and shuffles the channels with K groups:
+
+    f_edge(x) = shuffle_K( concat( sum_o w_o * o(x[:C/K]),  pool?(x[C/K:]) ) )
+    node_i    = sum_j  e_ij * f_edge_ij(state_j)
+
+Ops come from `space.build_op` with the search-time module structure, the same definitions the
+retrained network builds; pool ops get a BatchNorm without affine as in DARTS, and `none` ops
+are skipped (they contribute exactly zero). Because the shuffle and the concat are linear and
+the same for every edge of a cell, a node is computed as
+
+    node_i = shuffle_K( concat( sum_jo e_ij w_ijo o_ij(x_j[:C/K]),  sum_j e_ij pool?(x_j[C/K:]) ) )
+
+one shuffle and one concat per node instead of one per edge, and each weighted sum is a single
+stack + matmul (far fewer graph nodes, forward and backward, than one multiply per op).
+`MixedOp.call` still computes the per-edge form; the tests check both agree.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from ubnas_tf.errors import UserError
+from ubnas_tf.search_space import ModuleStructure, SearchSpace, get_space
+from ubnas_tf.search_space.layers import make_norm
+
+__all__ = [
+    "ArchWeights",
+    "SupernetConfig",
+    "MixedOp",
+    "Cell",
+    "Supernet",
+    "channel_shuffle",
+    "weighted_sum",
+    "edge_count",
+    "TraceCache",
+]
+
+
+def edge_count(nodes: int) -> int:
+    """Edges of a cell with `nodes` intermediate nodes: node i has i + 2 inputs."""
+    return sum(2 + node for node in range(nodes))
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchWeights:
+    """The architecture weights a supernet forward pass takes.
+
+    normal_ops, reduce_ops:     [edges, ops] op weights (e.g. softmax of alphas).
+    normal_edges, reduce_edges: [edges] edge weights (PC-DARTS softmax or EBNAS sigmoid).
+    """
+
+    normal_ops: tf.Tensor
+    normal_edges: tf.Tensor
+    reduce_ops: tf.Tensor
+    reduce_edges: tf.Tensor
+
+    def for_cell(self, reduction: bool):
+        if reduction:
+            return self.reduce_ops, self.reduce_edges
+        return self.normal_ops, self.normal_edges
+
+
+@dataclasses.dataclass(frozen=True)
+class SupernetConfig:
+    """Sizes and choices of a supernet; `from_config` reads the search config's keys."""
+
+    num_classes: int
+    input_shape: tuple
+    channels: int = 16
+    cells: int = 8
+    nodes: int = 4
+    multiplier: int = 4
+    stem_multiplier: int = 3
+    space: str = "binary"
+    primitives: tuple | None = None
+    module: object = None
+    partial_normal: int = 8
+    partial_reduce: int = 4
+    share_traces: bool = True
+
+    def __post_init__(self):
+        space = get_space(self.space)
+        primitives = tuple(self.primitives or space.primitives)
+        for name in primitives:
+            space.check_op(name)
+        if not [p for p in primitives if p != "none"]:
+            raise UserError("primitives must hold at least one op other than 'none'")
+        if len(set(primitives)) != len(primitives):
+            raise UserError(f"primitives list an op twice: {list(primitives)}")
+        object.__setattr__(self, "primitives", primitives)
+        object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
+        if self.cells < 1 or self.nodes < 1 or self.channels < 1:
+            raise UserError("cells, nodes and channels must be >= 1")
+        if not 1 <= self.multiplier <= self.nodes:
+            raise UserError(f"multiplier must be in 1..nodes={self.nodes}, got {self.multiplier}")
+        for cell_type, k in (("normal", self.partial_normal), ("reduce", self.partial_reduce)):
+            if k < 1:
+                raise UserError(f"partial_channels.{cell_type} must be >= 1, got {k}")
+        for index, (reduction, channels) in enumerate(self.cell_plan()):
+            k = self.partial_reduce if reduction else self.partial_normal
+            if channels % k:
+                kind = "reduce" if reduction else "normal"
+                raise UserError(
+                    f"cell {index} has {channels} channels, not a multiple of "
+                    f"partial_channels.{kind}={k}: change channels or partial_channels"
+                )
+
+    @property
+    def structure(self) -> ModuleStructure:
+        return ModuleStructure.from_config(self.module or get_space(self.space).search_module)
+
+    def cell_plan(self):
+        """[(reduction, channels)] per cell: reductions at 1/3 and 2/3 double the channels."""
+        plan, channels = [], self.channels
+        for index in range(self.cells):
+            reduction = index in reduction_indices(self.cells)
+            channels *= 2 if reduction else 1
+            plan.append((reduction, channels))
+        return plan
+
+    @classmethod
+    def from_config(cls, config: dict, info) -> "SupernetConfig":
+        partial = config.get("partial_channels") or {}
+        return cls(
+            num_classes=info.num_classes,
+            input_shape=tuple(info.input_shape),
+            channels=config["channels"],
+            cells=config["cells"],
+            nodes=config["nodes"],
+            multiplier=config["multiplier"],
+            stem_multiplier=config["stem_multiplier"],
+            space=config["space"],
+            primitives=tuple(config["primitives"]) if config.get("primitives") else None,
+            module=config.get("module"),
+            partial_normal=int(partial.get("normal", 1)),
+            partial_reduce=int(partial.get("reduce", 1)),
+        )
+
+
+def reduction_indices(cells: int) -> tuple:
+    """DARTS puts reduction cells at 1/3 and 2/3 of the depth."""
+    if cells < 3:
+        return ()
+    return tuple(sorted({cells // 3, 2 * cells // 3}))
+
+
+def channel_shuffle(x: tf.Tensor, groups: int) -> tf.Tensor:
+    """ShuffleNet's channel shuffle on NHWC: channel g*(C/groups)+i moves to i*groups+g.
+
+    The NHWC form of PC-DARTS's view(b, groups, c/groups, h, w).transpose(1, 2).
+    """
+    if groups == 1:
+        return x
+    height, width, channels = x.shape[1], x.shape[2], x.shape[3]
+    x = tf.reshape(x, [-1, height, width, groups, channels // groups])
+    x = tf.transpose(x, [0, 1, 2, 4, 3])
+    return tf.reshape(x, [-1, height, width, channels])
+
+
+def weighted_sum(tensors, weights: tf.Tensor) -> tf.Tensor:
+    """sum_i weights[i] * tensors[i], as one Stack + MatMul (+ reshapes).
+
+    A multiply per tensor costs a broadcast-gradient subgraph each in the backward pass; the
+    matmul's gradient is two matmuls whatever the number of tensors.
+    """
+    if len(tensors) == 1:
+        return tensors[0] * weights[0]
+    shape = tensors[0].shape
+    flat = tf.reshape(tf.stack(tensors), [len(tensors), -1])
+    mixed = tf.matmul(tf.reshape(weights, [1, len(tensors)]), flat)
+    if shape.is_fully_defined():
+        return tf.reshape(mixed, shape)
+    return tf.reshape(mixed, tf.shape(tensors[0]))
+
+
+class TraceCache:
+    """Traces a layer's computation once per signature and replays it with other variables.
+
+    A supernet repeats the same edge (same ops, channels, stride, input shape) dozens of times
+    with different weights. Traced naively, each copy costs its own Python graph building
+    (about a millisecond per op here, tens of thousands of ops forward and backward: most of
+    a naive supernet's minutes to first step). Here the first layer of each signature is
+    traced into a `ConcreteFunction`; every other layer of that signature calls the same
+    function with its own variables as the captured inputs, so a signature is traced once
+    forward and once backward for all its copies and for every step function.
+
+    The functions are marked `_noinline`: each body is optimised once and run as a function
+    call (a few microseconds each) instead of being copied into the caller's graph, which
+    keeps the step graphs (and Grappler's time on them, and memory) small.
+
+    Only layers whose variables are all trainable are shared (a layer that updates state,
+    such as Keras BatchNormalization's moving averages, would update its template's copy);
+    others, and eager calls, run directly.
+    """
+
+    def __init__(self, enabled: bool = True, inline: bool = False):
+        self.enabled = enabled
+        self.inline = inline
+        self._functions = {}
+
+    @staticmethod
+    def signature(layer) -> tuple:
+        if isinstance(layer, MixedOp):
+            return ("MixedOp",) + layer.signature
+        config = dict(layer.get_config())
+        config.pop("name", None)
+        return (type(layer).__name__, repr(sorted(config.items())))
+
+    def call(self, layer, function, *inputs):
+        """`function(*inputs)`, where `function` reads only the variables of `layer`."""
+        ready = layer.ready if isinstance(layer, MixedOp) else layer.built
+        if not self.enabled or tf.executing_eagerly() or not ready or layer.non_trainable_weights:
+            return function(*inputs)
+        strategy = tf.distribute.get_strategy()
+        key = (self.signature(layer), id(strategy),
+               tuple((tuple(x.shape), x.dtype.name) for x in inputs))
+        if key not in self._functions:
+            self._functions[key] = self._trace(layer, function, inputs, strategy)
+        concrete, positions = self._functions[key]
+        weights = layer.weights
+        captured = [
+            capture if position is None else weights[position].handle
+            for capture, position in zip(concrete.captured_inputs, positions)
+        ]
+        # The public __call__ would pass the template's own variables; _call_flat takes the
+        # captured inputs to use, and records the call (forward/backward pair) on the tape.
+        return concrete._call_flat(list(inputs), captured)  # pylint: disable=protected-access
+
+    def _trace(self, layer, function, inputs, strategy):
+        attributes = None if self.inline else {"_noinline": True}
+        traced = tf.function(function, autograph=False, experimental_attributes=attributes)
+        concrete = traced.get_concrete_function(
+            *[tf.TensorSpec(x.shape, x.dtype) for x in inputs])
+        # Position in layer.weights of the variable behind each captured handle (any replica's
+        # copy: the replica that traced it captured its own).
+        owners = {}
+        for position, variable in enumerate(layer.weights):
+            for component in strategy.experimental_local_results(variable):
+                owners[id(component.handle)] = position
+        positions = [owners.get(id(capture)) for capture in concrete.captured_inputs]
+        return concrete, positions
+
+
+class MixedOp(tf.keras.layers.Layer):
+    """The candidate ops of one edge, on C/K partial channels (PC-DARTS).
+
+    # Arguments
+        space: the `SearchSpace` the ops come from.
+        primitives: op names; the op weights passed to `call` have one column per name.
+        channels: channels of the edge's input and output (C).
+        stride: 2 on the edges of a reduction cell that leave the cell inputs.
+        partial: K, the channel sampling ratio (1 gives the DARTS mixed op).
+        structure: module structure of the ops (search-time: real weights, BN without affine).
+    """
+
+    def __init__(self, space: SearchSpace, primitives, channels, stride, partial, structure,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if channels % partial:
+            raise ValueError(f"channels={channels} must be a multiple of K={partial}")
+        self.channels = channels
+        self.stride = stride
+        self.partial = partial
+        self.partial_channels = channels // partial
+        self.structure_config = repr(sorted(structure.to_config().items()))
+        self.space_name = space.name
+        self.primitives = tuple(primitives)
+        # Column of each op that runs: `none` contributes zero and is never built.
+        self.op_columns = [i for i, name in enumerate(self.primitives) if name != "none"]
+        self.candidate_ops = []
+        self.post_norms = []
+        for column in self.op_columns:
+            name = self.primitives[column]
+            self.candidate_ops.append(
+                space.build_op(name, self.partial_channels, stride, structure, name=name)
+            )
+            # DARTS/PC-DARTS follow every pool with BatchNorm(affine=False) in the supernet.
+            self.post_norms.append(
+                make_norm(structure.norm, False, name=f"{name}_bn") if "pool" in name else None
+            )
+
+    @property
+    def ready(self) -> bool:
+        """Whether every op has created its variables (the cell calls the ops, not this)."""
+        return all(op.built for op in self.candidate_ops)
+
+    @property
+    def signature(self) -> tuple:
+        """What makes two mixed ops interchangeable up to their weights."""
+        return (self.space_name, self.primitives, self.channels, self.stride, self.partial, self.structure_config)
+
+    def candidates(self, x: tf.Tensor) -> list:
+        """Outputs of the ops that run, on the partial channels of `x`, in `op_columns` order."""
+        outputs = []
+        for op, norm in zip(self.candidate_ops, self.post_norms):
+            y = op(x)
+            outputs.append(y if norm is None else norm(y))
+        return outputs
+
+    def split(self, x: tf.Tensor):
+        """(channels the ops see, bypassed channels after the 2x2 max pool of stride-2 edges)."""
+        if self.partial == 1:
+            return x, None
+        # One Split, whose gradient is one Concat (two strided slices would each need a
+        # zero-filled StridedSliceGrad of the whole input: measured 15% of a search step).
+        partial_input, bypass = tf.split(
+            x, [self.partial_channels, self.channels - self.partial_channels], axis=-1)
+        if self.stride > 1:
+            # SAME: the ceil(H/2) rows the 'same'-padded strided ops give, for odd sizes too.
+            bypass = tf.nn.max_pool2d(bypass, self.stride, self.stride, "SAME")
+        return partial_input, bypass
+
+    def call(self, x, op_weights):
+        """The PC-DARTS edge output: shuffle_K(concat(sum_o w_o o(x[:C/K]), bypass))."""
+        partial_input, bypass = self.split(x)
+        mixed = weighted_sum(self.candidates(partial_input), tf.gather(op_weights, self.op_columns))
+        if bypass is None:
+            return mixed
+        return channel_shuffle(tf.concat([mixed, bypass], axis=-1), self.partial)
+
+
+class Cell(tf.keras.layers.Layer):
+    """A DARTS search cell: two preprocessed inputs, `nodes` nodes of mixed ops, concat."""
+
+    def __init__(self, space, primitives, nodes, multiplier, channels, reduction,
+                 reduction_prev, partial, structure, traces=None, **kwargs):
+        super().__init__(**kwargs)
+        self.traces = traces or TraceCache(enabled=False)
+        self.nodes = nodes
+        self.multiplier = multiplier
+        self.reduction = reduction
+        self.partial = partial
+        self.channels = channels
+        self.preprocess0 = space.build_preprocess(channels, reduction_prev, structure,
+                                                  name="preprocess0")
+        self.preprocess1 = space.build_preprocess(channels, False, structure, name="preprocess1")
+        self.edges = []
+        for node in range(nodes):
+            for source in range(2 + node):
+                stride = 2 if reduction and source < 2 else 1
+                self.edges.append(MixedOp(space, primitives, channels, stride, partial, structure,
+                                          name=f"edge_{node}_{source}"))
+
+    def call(self, s0, s1, op_weights, edge_weights):
+        states = [self.traces.call(self.preprocess0, self.preprocess0, s0),
+                  self.traces.call(self.preprocess1, self.preprocess1, s1)]
+        op_columns = self.edges[0].op_columns
+        if len(op_columns) != op_weights.shape[-1]:
+            op_weights = tf.gather(op_weights, op_columns, axis=1)
+        # e_ij * w_ijo for every edge and op that runs, in the order of the candidates.
+        mixing = edge_weights[:, None] * op_weights
+        # The split of a state is the same for every edge leaving it (same stride): once.
+        splits = {}
+        offset = 0
+        for node in range(self.nodes):
+            outputs, bypasses = [], []
+            for source, state in enumerate(states):
+                edge = self.edges[offset + source]
+                if source not in splits:
+                    splits[source] = edge.split(state)
+                partial_input, bypass = splits[source]
+                outputs.extend(self.traces.call(edge, edge.candidates, partial_input))
+                if bypass is not None:
+                    bypasses.append(bypass)
+            end = offset + len(states)
+            mixed = weighted_sum(outputs, tf.reshape(mixing[offset:end], [-1]))
+            if bypasses:
+                bypass = weighted_sum(bypasses, edge_weights[offset:end])
+                mixed = channel_shuffle(tf.concat([mixed, bypass], axis=-1), self.partial)
+            offset = end
+            states.append(mixed)
+        return tf.concat(states[-self.multiplier:], axis=-1)
+
+
+class Supernet(tf.keras.Model):
+    """Stem, DARTS search cells, global pooling and a linear classifier.
+
+    `call(images, arch_weights)` with an `ArchWeights`; the network holds only the weights
+    of the ops (its `trainable_variables`).
+    """
+
+    def __init__(self, config: SupernetConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        space = get_space(config.space)
+        structure = config.structure
+        stem_channels = config.stem_multiplier * config.channels
+        self.stem_conv = tf.keras.layers.Conv2D(stem_channels, 3, padding="same", use_bias=False,
+                                                name="stem_conv")
+        self.stem_norm = make_norm(structure.norm, structure.affine, name="stem_bn")
+        # One trace per distinct edge/preprocess signature, shared by the whole network.
+        self.traces = TraceCache(enabled=config.share_traces)
+        self.search_cells = []
+        reduction_prev = False
+        for index, (reduction, channels) in enumerate(config.cell_plan()):
+            partial = config.partial_reduce if reduction else config.partial_normal
+            self.search_cells.append(Cell(
+                space, config.primitives, config.nodes, config.multiplier, channels, reduction,
+                reduction_prev, partial, structure, traces=self.traces, name=f"cell_{index}"))
+            reduction_prev = reduction
+        self.global_pool = tf.keras.layers.GlobalAveragePooling2D(name="global_pool")
+        self.classifier = tf.keras.layers.Dense(config.num_classes, name="classifier")
+
+    def call(self, images, arch_weights: ArchWeights):
+        s0 = s1 = self.stem_norm(self.stem_conv(images))
+        for cell in self.search_cells:
+            op_weights, edge_weights = arch_weights.for_cell(cell.reduction)
+            s0, s1 = s1, cell(s0, s1, op_weights, edge_weights)
+        return self.classifier(self.global_pool(s1))
+
+    def build_variables(self, arch_weights: ArchWeights) -> None:
+        """Create every weight with one eager forward pass on one 8x8 image.
+
+        No variable depends on the spatial size, and a tiny eager pass (seconds) is far cheaper
+        than letting the first `tf.function` trace create them (tf.function traces twice when
+        it creates variables, and each trace of a supernet costs tens of seconds).
+        """
+        depth = self.config.input_shape[-1]
+        self(tf.zeros([1, 8, 8, depth]), arch_weights)
