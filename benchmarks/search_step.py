@@ -12,7 +12,12 @@ weight decay and grad clip 5. Random inputs, as the peer figures.
 
 Printed per config: time to first step (building the variables, tracing both steps and their
 first run), median seconds per iteration after 2 warm-up iterations (and min-max), images/s
-(one batch per iteration, as the peers count), peak RSS (getrusage), graph nodes of each step.
+(one batch per iteration, as the peers count), the process's CPU seconds per iteration (wall
+time on a shared machine depends on the other processes: the load average is printed too),
+peak RSS (getrusage), graph nodes of each step.
+
+oneDNN's kernels are on by default (TF_ENABLE_ONEDNN_OPTS=1, as tools/search.py sets them);
+--onednn off measures TensorFlow's Eigen kernels.
 """
 import argparse
 import json
@@ -47,6 +52,11 @@ def measure(name: str, args) -> dict:
 
     if args.grappler == "off":
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    elif args.grappler != "on":  # a comma-separated list of passes to turn off
+        tf.config.optimizer.set_experimental_options(
+            {name: False for name in args.grappler.split(",")})
+    if args.deterministic:
+        tf.config.experimental.enable_op_determinism()
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
@@ -54,12 +64,11 @@ def measure(name: str, args) -> dict:
     imported = time.perf_counter()
     config = SupernetConfig(num_classes=10, input_shape=setup["input_shape"],
                             channels=setup["channels"], cells=setup["cells"],
-                            share_traces=args.share == "on")
+                            graph=args.graph)
     architect = Architect(primitives=config.primitives, nodes=config.nodes,
                           multiplier=config.multiplier, edge_weights="sigmoid",
                           path_strength=1.5, edge_strength=0.8, ramp_epochs=49)
     supernet = Supernet(config)
-    supernet.traces.inline = args.inline
     supernet.build_variables(architect.arch_weights())
     weight_optimizer = FusedAdam(supernet.trainable_variables, learning_rate=1e-3,
                                  weight_decay=3e-4, clip_norm=5.0)
@@ -83,12 +92,13 @@ def measure(name: str, args) -> dict:
     built = time.perf_counter()
     losses = iteration()
     first = time.perf_counter()
-    times = []
+    times, cpu_times = [], []
     for index in range(2 + args.iterations):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         losses = iteration()
         if index >= 2:
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
     weight_times = []
     for _ in range(args.iterations if args.weight_alone else 0):
         start = time.perf_counter()
@@ -96,7 +106,8 @@ def measure(name: str, args) -> dict:
         weight_times.append(time.perf_counter() - start)
     specs = (tf.TensorSpec(shape), tf.TensorSpec([batch], tf.int32))
     nodes = {
-        "weight_step": len(steps.weight_step.get_concrete_function(*specs).graph.as_graph_def().node),
+        "weight_step": len(
+            steps.weight_step.get_concrete_function(*specs).graph.as_graph_def().node),
         "arch_step": len(steps.arch_step.get_concrete_function(
             *specs, *specs, tf.TensorSpec([])).graph.as_graph_def().node),
     }
@@ -111,6 +122,10 @@ def measure(name: str, args) -> dict:
         "min_s": round(min(times), 3),
         "max_s": round(max(times), 3),
         "images_per_s": round(batch / median, 1),
+        # CPU seconds of this process (all threads) per iteration: less sensitive than wall
+        # time to other processes sharing the cores.
+        "cpu_s": round(float(np.median(cpu_times)), 3),
+        "load_average": round(os.getloadavg()[0], 2),
         "weight_step_alone_s": round(float(np.median(weight_times)), 3) if weight_times else None,
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
         "graph_nodes": nodes,
@@ -118,9 +133,9 @@ def measure(name: str, args) -> dict:
         "variables": len(supernet.trainable_variables),
         "parameters": int(sum(np.prod(v.shape) for v in supernet.trainable_variables)),
         "losses": [round(v, 4) for v in losses],
-        "options": {"grappler": args.grappler, "xla": args.xla, "inline": args.inline,
-                    "share": args.share, "order": args.order, "threads": args.threads,
-                    "onednn": args.onednn},
+        "options": {"grappler": args.grappler, "xla": args.xla, "graph": args.graph,
+                    "order": args.order, "threads": args.threads,
+                    "onednn": args.onednn, "deterministic": args.deterministic},
     }
 
 
@@ -129,16 +144,18 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=["a", "b", "both"], default="both")
     parser.add_argument("--iterations", type=int, default=10)
-    parser.add_argument("--grappler", choices=["on", "off"], default="on")
+    parser.add_argument("--grappler", default="on",
+                        help="on, off, or a comma-separated list of Grappler passes to turn "
+                        "off (e.g. memory_optimization,arithmetic_optimization)")
     parser.add_argument("--xla", action="store_true", help="jit_compile both steps")
-    parser.add_argument("--inline", action="store_true",
-                        help="inline the shared edge functions into the step graphs")
-    parser.add_argument("--share", choices=["on", "off"], default="on",
-                        help="trace each edge signature once (TraceCache)")
+    parser.add_argument("--graph", choices=["shared", "inlined", "flat"], default="shared",
+                        help="supernet_graph: how the step graphs hold the edges")
     parser.add_argument("--order", choices=["first", "second"], default="first")
     parser.add_argument("--onednn", choices=["on", "off"], default="on",
                         help="TF_ENABLE_ONEDNN_OPTS (oneDNN conv/BN kernels)")
     parser.add_argument("--threads", type=int, default=0, help="intra/inter-op threads (0: TF)")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="tf.config.experimental.enable_op_determinism (as the search)")
     parser.add_argument("--weight_alone", action="store_true",
                         help="also time the weight step alone")
     parser.add_argument("--json", action="store_true", help="print one JSON line per config")
@@ -151,10 +168,11 @@ def main():
     for name in names:
         # A fresh process per config: peak RSS and time to first step are its own.
         argv = [f"--iterations={args.iterations}", f"--grappler={args.grappler}",
-                f"--share={args.share}", f"--order={args.order}", f"--threads={args.threads}",
+                f"--graph={args.graph}", f"--order={args.order}", f"--threads={args.threads}",
                 f"--onednn={args.onednn}"]
-        argv += [flag for flag, on in (("--xla", args.xla), ("--inline", args.inline),
-                                       ("--weight_alone", args.weight_alone)) if on]
+        argv += [flag for flag, on in (("--xla", args.xla),
+                                       ("--weight_alone", args.weight_alone),
+                                       ("--deterministic", args.deterministic)) if on]
         command = [sys.executable, os.path.abspath(__file__), "--config", name, "--_child", *argv]
         output = subprocess.run(command, capture_output=True, text=True,
                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
@@ -174,6 +192,8 @@ def main():
         print(f"  s / iteration      {result['median_s']:7.3f}    (min {result['min_s']}, max "
               f"{result['max_s']}; PC-DARTS {peer['seconds']})")
         print(f"  images / s         {result['images_per_s']:7.1f}    (PC-DARTS {peer['images']})")
+        print(f"  CPU s / iteration  {result['cpu_s']:7.3f}    (all threads; 1-min load average "
+              f"{result['load_average']} at the end)")
         print(f"  peak RSS           {result['peak_rss_gib']:7.2f} GiB (PC-DARTS "
               f"{peer['rss_gib']} GiB)")
         if result["weight_step_alone_s"]:

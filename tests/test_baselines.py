@@ -62,7 +62,8 @@ def test_float_version_keeps_the_genotype_and_makes_every_conv_float():
 
 def test_baselines_reload_from_h5(tmp_path):
     info = DatasetInfo("x", 4, (12, 12, 1), 10, 10, tuple("abcd"), (0.0,), (1.0,))
-    config = config_lib.load("train", overrides=["cells=3", "channels=4", "auxiliary.enabled=false"])
+    config = config_lib.load("train",
+                             overrides=["cells=3", "channels=4", "auxiliary.enabled=false"])
     x = np.random.default_rng(0).normal(size=(2, 12, 12, 1)).astype(np.float32)
     for model in (baselines.bireal(info, width=8, blocks=(1, 1)),
                   baselines.quicknet(info, filters=(8, 16), blocks=(1, 1)),

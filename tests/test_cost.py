@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import ubnas_tf  # noqa: F401
-from ubnas_tf.cost import profile
+from ubnas_tf.cost import op_profile, profile
 from ubnas_tf.quantizers import ApproxSign
 from ubnas_tf.search_space import BinaryConvModule
 
@@ -109,3 +109,18 @@ def test_grouped_binary_conv(groups):
     assert cost.params_binary == 9 * 8 // groups * 8
     assert cost.macs_binary == 9 * 8 // groups * 8 * 16
     assert np.isclose(cost.ops, cost.macs_binary / 64)
+
+
+def test_op_profile_costs_the_retrained_op():
+    conv = op_profile("binary", "bin_conv_3x3", channels=16, stride=1, input_size=8)
+    assert (conv.params_binary, conv.macs_binary) == (9 * 16 * 16, 9 * 16 * 16 * 64)
+    assert conv.ops == 9 * 16 * 16 * 64 / 64
+    strided = op_profile("binary", "bin_conv_5x5", channels=16, stride=2, input_size=8)
+    assert strided.macs_binary == 25 * 16 * 16 * 16
+    assert op_profile("binary", "max_pool_3x3", channels=16, input_size=8).ops == 0
+    # the supernet's real-weight module costs FLOPs, not BOPs
+    search = op_profile("binary", "bin_conv_3x3", channels=16, input_size=8,
+                        structure="ebnas_search")
+    assert search.macs_binary == 0 and search.macs_float == 9 * 16 * 16 * 64
+    sep = op_profile("darts", "sep_conv_3x3", channels=16, input_size=8)
+    assert sep.macs_float == 2 * (9 * 16 + 16 * 16) * 64

@@ -124,8 +124,12 @@ def test_binary_network_parameter_split_matches_a_hand_count():
     assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 382_976 + 7_674
     # every 3x3/5x5/1x1 binary conv really is binary in and out (a BOP), the stem and the
     # classifier are float
-    assert (cost.macs_binary, cost.macs_float) == (76_021_760, 1_329_664)
-    assert cost.ops == 1_329_664 + 76_021_760 / 64
+    # The stride-2 bin_dil_conv_3x3 of each reduction cell samples its input first, so it
+    # costs out_H*out_W*9*C*C: 16*16*9*32*32 + 8*8*9*64*64 = 4,718,592 BOPs (at stride 1 and
+    # subsampled after, it would cost four times that, 18,874,368).
+    assert (cost.macs_binary, cost.macs_float) == (61_865_984, 1_329_664)
+    assert 61_865_984 == 76_021_760 - (18_874_368 - 4_718_592)
+    assert cost.ops == 1_329_664 + 61_865_984 / 64
     assert model.output.shape[1:] == (10,)
     assert model.get_layer("cell0_out").output.shape[1:] == (32, 32, 64)
     assert model.get_layer("cell1_out").output.shape[1:] == (16, 16, 128)
@@ -179,6 +183,9 @@ def test_drop_path_drops_whole_examples_and_is_not_a_weight():
     assert np.all(per_example.min(1) == per_example.max(1))  # all or nothing per example
     assert 120 < (per_example[:, 0] == 0).sum() < 280
     assert np.array_equal(model(x, training=False), x)
+    graph = tf.function(lambda images, training: layer(images, training=training))
+    assert (graph(x, tf.constant(True)).numpy().reshape(400, -1)[:, 0] == 0).any()
+    assert np.array_equal(graph(x, tf.constant(False)), x)
     assert model.weights == []
     assert DropPath.from_config(layer.get_config()).max_rate == 0.5
 

@@ -164,8 +164,8 @@ def _arch_weights(config, seed=0):
 
 def test_shared_traces_give_the_same_outputs_and_gradients():
     """The TraceCache replays one trace with other variables: same values and gradients."""
-    shared = Supernet(_tiny_config(share_traces=True))
-    plain = Supernet(_tiny_config(share_traces=False))
+    shared = Supernet(_tiny_config(graph="shared"))
+    plain = Supernet(_tiny_config(graph="flat"))
     arch = _arch_weights(shared.config)
     for net in (shared, plain):
         net.build_variables(arch)

@@ -10,7 +10,9 @@ select_keras2()
 
 from ubnas_tf.errors import UserError  # noqa: E402
 from ubnas_tf.quantizers import ApproxSign, approx_sign  # noqa: E402
-from ubnas_tf import search_space  # noqa: E402,F401  (registers the op layers)
+# Registers every layer a saved model may hold: the op library, the network's own layers
+# (drop-path) and the baselines' (the float conv module).
+from ubnas_tf import search_space, network, baselines  # noqa: E402,F401
 
 __version__ = "0.1.0"
 __all__ = ["ApproxSign", "approx_sign", "UserError", "search_space", "__version__"]

@@ -26,7 +26,6 @@ import numpy as np
 import tensorflow as tf
 
 from ubnas_tf.errors import UserError
-from ubnas_tf.quantizers import ApproxSign
 from ubnas_tf.search_space import BinaryConvModule, SearchSpace, get_space
 from ubnas_tf.search_space.layers import register
 

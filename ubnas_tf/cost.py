@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from ubnas_tf.network import AUXILIARY_PREFIX
 
-__all__ = ["LayerCost", "CostProfile", "profile", "MAC_LAYERS"]
+__all__ = ["LayerCost", "CostProfile", "profile", "op_profile", "MAC_LAYERS"]
 
 # Layers whose MACs are (weights other than the bias) x (output pixels), larq's rule; their
 # larq Quant* subclasses are included by inheritance.
@@ -254,3 +254,21 @@ def profile(model: tf.keras.Model, *, exclude=(AUXILIARY_PREFIX,)) -> CostProfil
             continue
         _walk(layer, layer.name, rows)
     return CostProfile(tuple(rows))
+
+
+def op_profile(space, op_name: str, *, channels: int, stride: int = 1, input_size=(32, 32),
+               structure=None) -> CostProfile:
+    """The cost of one op of a search space on an input of `input_size` x `channels`: what an
+    OPs-aware search weighs each candidate op of an edge by.
+
+    `structure` defaults to the space's *retraining* module (`space.network_module`), so a
+    binary op is costed as the 1-bit op it becomes in the retrained network, not as the
+    real-weight op the supernet trains.
+    """
+    from ubnas_tf.search_space import get_space
+
+    space = get_space(space) if isinstance(space, str) else space
+    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+    inputs = tf.keras.Input((height, width, channels))
+    op = space.build_op(op_name, channels, stride, structure, name=op_name)
+    return profile(tf.keras.Model(inputs, op(inputs)))

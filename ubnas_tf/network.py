@@ -50,27 +50,6 @@ __all__ = [
 AUXILIARY_PREFIX = "auxiliary"
 
 
-def _keep_autograph_out_of_tf_keras() -> None:
-    """Stop AutoGraph from converting tf-keras's own code.
-
-    AutoGraph converts the `call` of every subclassed layer, and everything that call calls,
-    except modules on its do-not-convert list. That list names `keras` but not `tf_keras`, the
-    package Keras 2 lives in under TF 2.16, so each nested layer call in our ops (a layer that
-    holds layers) had Keras's `Layer.__call__` itself converted: building DARTS_V2 at 20 cells
-    took 140 s instead of 15 s, and so did reloading it from `.h5`. Keras's layers never needed
-    conversion (Keras 2 under the `keras` name was never converted). Idempotent.
-    """
-    from tensorflow.python.autograph.core import config as autograph_config
-
-    rule = autograph_config.DoNotConvert("tf_keras")
-    rules = tuple(autograph_config.CONVERSION_RULES)
-    if not any(getattr(r, "_prefix", None) == "tf_keras" for r in rules):
-        autograph_config.CONVERSION_RULES = (rule,) + rules
-
-
-_keep_autograph_out_of_tf_keras()
-
-
 @register
 class DropPath(tf.keras.layers.Layer):
     """Drop a whole op output per example, scaling the kept ones (Larsson et al., FractalNet;
@@ -96,10 +75,12 @@ class DropPath(tf.keras.layers.Layer):
         return self._rate
 
     def call(self, inputs, training=None):
+        if self.max_rate == 0.0:
+            return inputs
         if training is None:
             training = tf.keras.backend.learning_phase()
-        if self.max_rate == 0.0 or training is False or training == 0:
-            return inputs
+        if isinstance(training, int):  # learning_phase() gives 0 or 1
+            training = bool(training)
 
         def dropped():
             keep = 1.0 - tf.cast(self._rate, inputs.dtype)
@@ -138,7 +119,8 @@ class NetworkSpec:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"{field} must be a positive integer, got {value!r}")
         if self.cells < 3:
-            raise UserError(f"cells must be at least 3 (two of them are reductions), got {self.cells}")
+            raise UserError(
+                f"cells must be at least 3 (two of them are reductions), got {self.cells}")
 
 
 def reduction_cells(cells: int) -> tuple[int, int]:

@@ -79,7 +79,7 @@ def run(*, dataset: str, output_dir, search_config, train_config, baseline: str,
         folder = out / model.folder
         steps(f"host benchmark: {model.label}",
               ["tools/benchmark.py", folder / "model.tflite", "--runs", benchmark_runs,
-               "--output_json", folder / "benchmark.json"])
+               "--json", folder / "benchmark.json"])
     table = collect(out, models)
     search_log = _read_jsonl(search_dir / "search_log.jsonl")
     table["search_seconds"] = sum(entry.get("seconds", 0.0) for entry in search_log)
@@ -117,7 +117,7 @@ def collect(out: pathlib.Path, models) -> dict:
             "params_float": metrics["params_float"],
             "ops": metrics["ops"],
             "tflite_bytes": report["tflite_bytes"],
-            "latency_ms_median": latency["median_ms"],
+            "latency_ms_median": latency["latency"]["median_ms"],
             "verify_max_abs_diff": report["verify"]["max_abs_diff"],
         })
     return {"rows": rows}

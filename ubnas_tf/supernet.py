@@ -35,6 +35,7 @@ import tensorflow as tf
 from ubnas_tf.errors import UserError
 from ubnas_tf.search_space import ModuleStructure, SearchSpace, get_space
 from ubnas_tf.search_space.layers import make_norm
+from ubnas_tf.shared_traces import TraceCache
 
 __all__ = [
     "ArchWeights",
@@ -46,7 +47,15 @@ __all__ = [
     "weighted_sum",
     "edge_count",
     "TraceCache",
+    "GRAPH_MODES",
 ]
+
+
+# How the step graphs hold the edges (measured in benchmarks/search_step.py, see TraceCache):
+# 'shared': one trace per edge signature, run as function calls (smallest graphs, fastest start);
+# 'inlined': one trace per signature, inlined into the step graphs;
+# 'flat': every edge traced on its own (largest graphs, slowest start, ~10% faster steps).
+GRAPH_MODES = ("shared", "inlined", "flat")
 
 
 def edge_count(nodes: int) -> int:
@@ -89,7 +98,7 @@ class SupernetConfig:
     module: object = None
     partial_normal: int = 8
     partial_reduce: int = 4
-    share_traces: bool = True
+    graph: str = "shared"
 
     def __post_init__(self):
         space = get_space(self.space)
@@ -101,6 +110,9 @@ class SupernetConfig:
         if len(set(primitives)) != len(primitives):
             raise UserError(f"primitives list an op twice: {list(primitives)}")
         object.__setattr__(self, "primitives", primitives)
+        if self.graph not in GRAPH_MODES:
+            raise UserError(f"supernet graph {self.graph!r} is not valid: use one of "
+                            f"{', '.join(GRAPH_MODES)}")
         object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
         if self.cells < 1 or self.nodes < 1 or self.channels < 1:
             raise UserError("cells, nodes and channels must be >= 1")
@@ -130,24 +142,6 @@ class SupernetConfig:
             channels *= 2 if reduction else 1
             plan.append((reduction, channels))
         return plan
-
-    @classmethod
-    def from_config(cls, config: dict, info) -> "SupernetConfig":
-        partial = config.get("partial_channels") or {}
-        return cls(
-            num_classes=info.num_classes,
-            input_shape=tuple(info.input_shape),
-            channels=config["channels"],
-            cells=config["cells"],
-            nodes=config["nodes"],
-            multiplier=config["multiplier"],
-            stem_multiplier=config["stem_multiplier"],
-            space=config["space"],
-            primitives=tuple(config["primitives"]) if config.get("primitives") else None,
-            module=config.get("module"),
-            partial_normal=int(partial.get("normal", 1)),
-            partial_reduce=int(partial.get("reduce", 1)),
-        )
 
 
 def reduction_indices(cells: int) -> tuple:
@@ -184,74 +178,6 @@ def weighted_sum(tensors, weights: tf.Tensor) -> tf.Tensor:
     if shape.is_fully_defined():
         return tf.reshape(mixed, shape)
     return tf.reshape(mixed, tf.shape(tensors[0]))
-
-
-class TraceCache:
-    """Traces a layer's computation once per signature and replays it with other variables.
-
-    A supernet repeats the same edge (same ops, channels, stride, input shape) dozens of times
-    with different weights. Traced naively, each copy costs its own Python graph building
-    (about a millisecond per op here, tens of thousands of ops forward and backward: most of
-    a naive supernet's minutes to first step). Here the first layer of each signature is
-    traced into a `ConcreteFunction`; every other layer of that signature calls the same
-    function with its own variables as the captured inputs, so a signature is traced once
-    forward and once backward for all its copies and for every step function.
-
-    The functions are marked `_noinline`: each body is optimised once and run as a function
-    call (a few microseconds each) instead of being copied into the caller's graph, which
-    keeps the step graphs (and Grappler's time on them, and memory) small.
-
-    Only layers whose variables are all trainable are shared (a layer that updates state,
-    such as Keras BatchNormalization's moving averages, would update its template's copy);
-    others, and eager calls, run directly.
-    """
-
-    def __init__(self, enabled: bool = True, inline: bool = False):
-        self.enabled = enabled
-        self.inline = inline
-        self._functions = {}
-
-    @staticmethod
-    def signature(layer) -> tuple:
-        if isinstance(layer, MixedOp):
-            return ("MixedOp",) + layer.signature
-        config = dict(layer.get_config())
-        config.pop("name", None)
-        return (type(layer).__name__, repr(sorted(config.items())))
-
-    def call(self, layer, function, *inputs):
-        """`function(*inputs)`, where `function` reads only the variables of `layer`."""
-        ready = layer.ready if isinstance(layer, MixedOp) else layer.built
-        if not self.enabled or tf.executing_eagerly() or not ready or layer.non_trainable_weights:
-            return function(*inputs)
-        strategy = tf.distribute.get_strategy()
-        key = (self.signature(layer), id(strategy),
-               tuple((tuple(x.shape), x.dtype.name) for x in inputs))
-        if key not in self._functions:
-            self._functions[key] = self._trace(layer, function, inputs, strategy)
-        concrete, positions = self._functions[key]
-        weights = layer.weights
-        captured = [
-            capture if position is None else weights[position].handle
-            for capture, position in zip(concrete.captured_inputs, positions)
-        ]
-        # The public __call__ would pass the template's own variables; _call_flat takes the
-        # captured inputs to use, and records the call (forward/backward pair) on the tape.
-        return concrete._call_flat(list(inputs), captured)  # pylint: disable=protected-access
-
-    def _trace(self, layer, function, inputs, strategy):
-        attributes = None if self.inline else {"_noinline": True}
-        traced = tf.function(function, autograph=False, experimental_attributes=attributes)
-        concrete = traced.get_concrete_function(
-            *[tf.TensorSpec(x.shape, x.dtype) for x in inputs])
-        # Position in layer.weights of the variable behind each captured handle (any replica's
-        # copy: the replica that traced it captured its own).
-        owners = {}
-        for position, variable in enumerate(layer.weights):
-            for component in strategy.experimental_local_results(variable):
-                owners[id(component.handle)] = position
-        positions = [owners.get(id(capture)) for capture in concrete.captured_inputs]
-        return concrete, positions
 
 
 class MixedOp(tf.keras.layers.Layer):
@@ -300,7 +226,8 @@ class MixedOp(tf.keras.layers.Layer):
     @property
     def signature(self) -> tuple:
         """What makes two mixed ops interchangeable up to their weights."""
-        return (self.space_name, self.primitives, self.channels, self.stride, self.partial, self.structure_config)
+        return (self.space_name, self.primitives, self.channels, self.stride, self.partial,
+                self.structure_config)
 
     def candidates(self, x: tf.Tensor) -> list:
         """Outputs of the ops that run, on the partial channels of `x`, in `op_columns` order."""
@@ -402,7 +329,8 @@ class Supernet(tf.keras.Model):
                                                 name="stem_conv")
         self.stem_norm = make_norm(structure.norm, structure.affine, name="stem_bn")
         # One trace per distinct edge/preprocess signature, shared by the whole network.
-        self.traces = TraceCache(enabled=config.share_traces)
+        self.traces = TraceCache(enabled=config.graph != "flat",
+                                 inline=config.graph == "inlined")
         self.search_cells = []
         reduction_prev = False
         for index, (reduction, channels) in enumerate(config.cell_plan()):

@@ -428,7 +428,8 @@ def _validate_config(config: dict) -> None:
     stage1 = two_stage.get("stage1_epochs")
     if stage1 is not None and (isinstance(stage1, bool) or not isinstance(stage1, int)
                                or stage1 < 1):
-        raise UserError(f"two_stage.stage1_epochs must be a positive integer or null, got {stage1!r}")
+        raise UserError(
+            f"two_stage.stage1_epochs must be a positive integer or null, got {stage1!r}")
     distill = config.get("distill") or {}
     alpha = distill.get("alpha", 0.0)
     if not 0.0 <= float(alpha) <= 1.0:
@@ -535,6 +536,9 @@ def run_training(config: dict, *, dataset: str, output_dir, genotype=None, model
                         f"({', '.join(baselines.BASELINES)})")
     if model is not None and model not in baselines.BASELINES:
         raise UserError(f"unknown model {model!r}: use one of {', '.join(baselines.BASELINES)}")
+    if model == "float" and genotype is None:
+        raise UserError("--model float is the float version of a genotype: pass --genotype "
+                        "G.json as well")
     if model in ("bireal", "quicknet") and genotype is not None:
         raise UserError(f"--model {model} is a hand-designed network: drop --genotype, or use "
                         "--model float for the float version of the genotype")

@@ -239,9 +239,12 @@ def unfused_binary_convs(model, tflite_bytes: bytes, *, target: str = "arm") -> 
 
 
 def format_ops_table(counts: dict[str, int], float_counts: dict[str, int] | None = None) -> str:
-    """A plain-text table: op, count (and the float model's count when given)."""
-    names = list(counts) + [name for name in (float_counts or {}) if name not in counts]
-    width = max([len(name) for name in names] + [2])
+    """A plain-text table: op, count (and the float model's count when given). LCE's four ops
+    and float CONV_2D come first, listed even when absent; then every other op."""
+    headline = list(LCE_CUSTOM_OPS) + ["CONV_2D"]
+    others = [name for name in list(counts) + list(float_counts or {}) if name not in headline]
+    names = headline + list(dict.fromkeys(others))
+    width = max(len(name) for name in names)
     header = f"{'op':<{width}}  {'count':>5}" + ("  float" if float_counts is not None else "")
     lines = [header, "-" * len(header)]
     for name in names:

@@ -124,15 +124,20 @@ class BinaryConvModule(tf.keras.layers.Layer):
         self.strides = int(strides)
         self.structure = ModuleStructure.from_config(structure or "ebnas_search")
         s = self.structure
-        # Keras refuses stride > 1 with dilation > 1: convolve at stride 1, then subsample.
-        subsample = self.strides > 1 and self.dilation > 1
+        # Keras refuses stride > 1 with dilation > 1. When dilation == stride, a dilated conv
+        # read at every stride-th pixel only ever touches pixels of that sub-grid: sampling the
+        # input first and convolving it undilated gives exactly the same outputs (the +1
+        # padding included) at 1/stride^2 of the MACs. Other combinations convolve at stride 1
+        # and subsample after.
+        sample_input = self.strides > 1 and self.dilation == self.strides
+        subsample = self.strides > 1 and self.dilation > 1 and not sample_input
         binary_weights = s.weights != "real"
         self.pre_norm = make_norm(s.norm, s.affine, name="pre_bn") if s.pre_bn else None
         self.conv = lq.layers.QuantConv2D(
             self.filters,
             self.kernel_size,
-            strides=1 if subsample else self.strides,
-            dilation_rate=self.dilation,
+            strides=1 if subsample or sample_input else self.strides,
+            dilation_rate=1 if sample_input else self.dilation,
             padding="same",
             pad_values=1.0,
             groups=s.groups,
@@ -147,6 +152,7 @@ class BinaryConvModule(tf.keras.layers.Layer):
         )
         self.norm = make_norm(s.norm, s.affine, name="bn")
         self.subsample = Subsample(self.strides, name="subsample") if subsample else None
+        self.sample_input = Subsample(self.strides, name="sample_input") if sample_input else None
         self.shortcut_pool = (
             tf.keras.layers.AveragePooling2D(self.strides, padding="same", name="shortcut_pool")
             if s.shortcut and self.strides > 1
@@ -163,7 +169,8 @@ class BinaryConvModule(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs, training=None):
-        x = inputs if self.pre_norm is None else self.pre_norm(inputs, training=training)
+        x = inputs if self.sample_input is None else self.sample_input(inputs)
+        x = x if self.pre_norm is None else self.pre_norm(x, training=training)
         x = self.norm(self.conv(x), training=training)
         if self.subsample is not None:
             x = self.subsample(x)

@@ -1,0 +1,406 @@
+"""The architecture, the bilevel steps, the search loop and tools/search.py."""
+import json
+import math
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ubnas_tf import config as config_lib
+from ubnas_tf.architect import Architect, ramp, sigmoid_offsets
+from ubnas_tf.errors import UserError
+from ubnas_tf.genotype import Genotype
+from ubnas_tf.search_space import get_space
+from ubnas_tf.search_steps import FusedAdam, SearchSteps
+from ubnas_tf.supernet import Supernet, SupernetConfig
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+BINARY_OPS = get_space("binary").primitives
+DARTS_OPS = get_space("darts").primitives
+
+# A search that traces and runs in seconds: 3 cells of 2 nodes, 2 steps per epoch.
+TINY = ["cells=3", "channels=8", "nodes=2", "multiplier=2", "stem_multiplier=1",
+        "batch_size=32", "max_examples=128", "partial_channels.normal=4",
+        "partial_channels.reduce=2", "warmup_epochs=1", "regularizers.ramp_epochs=2",
+        "early_stop.patience=null", "arch_optimizer.lr=0.01"]
+
+
+def tiny_config(*overrides):
+    return config_lib.load("search", overrides=[*TINY, *overrides])
+
+
+# -- architecture ---------------------------------------------------------------------------
+def test_sigmoid_edge_weights_start_summing_to_two():
+    architect = Architect(primitives=BINARY_OPS, nodes=4, multiplier=4, edge_weights="sigmoid")
+    assert architect.betas_normal.shape == (12,)  # node 0's two edges are fixed at 1
+    architect.betas_normal.assign(tf.zeros([12]))
+    weights = architect.arch_weights().normal_edges.numpy()
+    np.testing.assert_allclose(weights[:2], [1.0, 1.0])
+    np.testing.assert_allclose(weights[2:5], [2 / 3] * 3, rtol=1e-6)  # EBNAS: +0.6931
+    np.testing.assert_allclose(weights[5:9], [0.5] * 4, rtol=1e-6)
+    np.testing.assert_allclose(weights[9:14], [0.4] * 5, rtol=1e-6)  # EBNAS: -0.4055
+    np.testing.assert_allclose(sigmoid_offsets(4), [math.log(2)] * 3 + [0.0] * 4
+                               + [math.log(2 / 3)] * 5, rtol=1e-6)
+    for start, end in architect.node_slices():
+        assert weights[start:end].sum() == pytest.approx(2.0, rel=1e-6)
+    betas = np.linspace(-1, 1, 12).astype(np.float32)
+    architect.betas_normal.assign(betas)
+    expected = 1 / (1 + np.exp(-(betas + sigmoid_offsets(4))))
+    np.testing.assert_allclose(architect.arch_weights().normal_edges.numpy()[2:], expected,
+                               rtol=1e-6)
+
+
+def test_softmax_edge_weights_are_a_softmax_per_node():
+    architect = Architect(primitives=BINARY_OPS, nodes=3, multiplier=3, edge_weights="softmax")
+    betas = np.array([0.5, -0.5, 1.0, 2.0, 0.0, 0.3, 0.1, -0.2, 0.4], np.float32)
+    architect.betas_reduce.assign(betas)
+    weights = architect.arch_weights().reduce_edges.numpy()
+    for start, end in [(0, 2), (2, 5), (5, 9)]:
+        expected = np.exp(betas[start:end]) / np.exp(betas[start:end]).sum()
+        np.testing.assert_allclose(weights[start:end], expected, rtol=1e-6)
+    ops = architect.arch_weights().reduce_ops.numpy()
+    np.testing.assert_allclose(ops.sum(axis=1), np.ones(9), rtol=1e-6)
+
+
+def test_genotype_from_hand_set_parameters():
+    """Top-2 inputs by e_ij * max_{o != none} w_ijo, argmax op other than none."""
+    architect = Architect(primitives=DARTS_OPS, nodes=2, multiplier=2, edge_weights="softmax",
+                          space="darts")
+    index = {name: i for i, name in enumerate(DARTS_OPS)}
+
+    def alphas(best):
+        rows = np.zeros((5, len(DARTS_OPS)), np.float32)
+        for edge, (op, strength) in enumerate(best):
+            rows[edge, index[op]] = strength
+        return rows
+
+    # Edge 3 (node 1 <- c_{k-1}) prefers 'none' but takes its best other op; node 1 keeps
+    # inputs 0 and 2 because c_{k-1}'s edge weight is small. Hand-computed strengths of node 1:
+    # edge 2: softmax([0, -5, .5])[0] * e^3 / (e^3 + 7) = .3766 * .7416 = .279 (first),
+    # edge 4: .6209 * e^1.5 / (e^1.5 + 7) = .6209 * .3903 = .242.
+    architect.alphas_normal.assign(alphas([("sep_conv_3x3", 2.0), ("skip_connect", 1.0),
+                                           ("max_pool_3x3", 3.0), ("none", 9.0),
+                                           ("dil_conv_5x5", 1.5)]))
+    architect.alphas_normal[3, index["avg_pool_3x3"]].assign(4.0)
+    architect.betas_normal.assign([0.0, 0.0, 0.0, -5.0, 0.5])
+    architect.alphas_reduce.assign(alphas([("skip_connect", 1.0), ("dil_conv_3x3", 2.0),
+                                           ("sep_conv_5x5", 0.5), ("max_pool_3x3", 0.6),
+                                           ("avg_pool_3x3", 3.0)]))
+    architect.betas_reduce.assign([1.0, 0.0, 0.0, 0.0, 0.0])
+    # Reduction node 0: .731 * e/(e+7) = .2045 > .269 * e^2/(e^2+7) = .138; node 1 (equal
+    # edges): avg_pool (3.0) > max_pool (0.6) > sep_conv_5x5 (0.5).
+    genotype = architect.genotype()
+    assert genotype == Genotype(
+        normal=(("sep_conv_3x3", 0), ("skip_connect", 1), ("max_pool_3x3", 0),
+                ("dil_conv_5x5", 2)),
+        normal_concat=(2, 3),
+        reduce=(("skip_connect", 0), ("dil_conv_3x3", 1), ("avg_pool_3x3", 2),
+                ("max_pool_3x3", 1)),
+        reduce_concat=(2, 3),
+        space="darts")
+    genotype.validate()
+
+
+def test_regularizers_and_ramp():
+    architect = Architect(primitives=BINARY_OPS, nodes=4, multiplier=4, edge_weights="sigmoid",
+                          path_strength=1.5, edge_strength=0.8, ramp_epochs=49)
+    for variable in architect.parameters:
+        variable.assign(tf.zeros_like(variable))
+    # Uniform alphas: -sum (1 - 1/7)^2 over 14 edges x 7 ops x 2 cell types.
+    assert float(architect.path_regularizer()) == pytest.approx(-2 * 14 * 7 * (6 / 7) ** 2,
+                                                                rel=1e-5)
+    # Initial sigmoid edge weights: no spread, sums exactly 2.
+    assert float(architect.edge_regularizer()) == pytest.approx(0.0, abs=1e-5)
+    architect.betas_normal.assign([3.0, 0.0, 0.0] + [0.0] * 9)
+    node = tf.sigmoid(tf.constant([3.0, 0.0, 0.0]) + math.log(2.0)).numpy()
+    expected = -np.sum((node - node.mean()) ** 2) + 0.5 * (node.sum() - 2) ** 2
+    assert float(architect.edge_regularizer()) == pytest.approx(expected, rel=1e-5)
+    total = 1.5 * float(architect.path_regularizer()) + 0.8 * expected
+    assert float(architect.regularization(0.5)) == pytest.approx(0.5 * total, rel=1e-5)
+    assert [ramp(e, 49) for e in (0, 25, 49, 60)] == [0.0, 25 / 49, 1.0, 1.0]
+    assert ramp(3, 0) == 1.0
+
+
+# -- steps ----------------------------------------------------------------------------------
+def _steps(order="first", strategy=None, seed=0):
+    strategy = strategy or tf.distribute.get_strategy()
+    config = SupernetConfig(num_classes=4, input_shape=(8, 8, 1), channels=8, cells=3, nodes=2,
+                            multiplier=2, stem_multiplier=1, partial_normal=4, partial_reduce=2)
+    with strategy.scope():
+        tf.keras.utils.set_random_seed(seed)
+        architect = Architect(primitives=config.primitives, nodes=2, multiplier=2,
+                              path_strength=1.5, edge_strength=0.8, ramp_epochs=2, seed=seed)
+        supernet = Supernet(config)
+        supernet.build_variables(architect.arch_weights())
+        weights = FusedAdam(supernet.trainable_variables, learning_rate=1e-2,
+                            weight_decay=3e-4, clip_norm=5.0)
+        arch = FusedAdam(architect.parameters, learning_rate=1e-2, beta_1=0.5,
+                         weight_decay=1e-3)
+    return SearchSteps(supernet, architect, weights, arch, strategy, order=order)
+
+
+def _batch(size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    return (tf.constant(rng.standard_normal((size, 8, 8, 1)).astype(np.float32)),
+            tf.constant(rng.integers(0, 4, size).astype(np.int32)))
+
+
+def _values(variables):
+    return [v.numpy().copy() for v in variables]
+
+
+def _same(before, variables):
+    return all(np.array_equal(a, v.numpy()) for a, v in zip(before, variables))
+
+
+def test_weight_step_never_changes_the_architecture_and_vice_versa():
+    first = _steps("first")
+    second = SearchSteps(first.supernet, first.architect, first.weight_optimizer,
+                         first.arch_optimizer, first.strategy, order="second")
+    weights = first.supernet.trainable_variables + first.weight_optimizer.m
+    arch = first.architect.parameters + first.arch_optimizer.m
+    images, labels = _batch()
+    val_images, val_labels = _batch(seed=1)
+    for steps in (first, second):
+        arch_before, weights_before = _values(arch), _values(weights)
+        steps.weight_step(images, labels)
+        assert _same(arch_before, arch)
+        assert not _same(weights_before, first.supernet.trainable_variables)
+        weights_before, arch_before = _values(weights), _values(first.architect.parameters)
+        steps.arch_step(val_images, val_labels, images, labels, tf.constant(0.5))
+        # Bit for bit, for the second order too: the unrolled step puts back the weights it
+        # moved for its virtual step and finite differences.
+        assert _same(weights_before, weights), steps.order
+        assert not _same(arch_before, first.architect.parameters)
+    for _ in range(2):
+        first.weight_step(images, labels)
+        first.arch_step(val_images, val_labels, images, labels, tf.constant(0.5))
+    assert first.traces == {"weight": 1, "arch": 1}  # one trace per step function
+    assert second.traces == {"weight": 1, "arch": 1}
+    # From the same state, the unrolled step moves the architecture elsewhere than the first
+    # order step (its -xi * Hessian-vector product term is not zero).
+    state = first.architect.parameters + first.arch_optimizer.m + first.arch_optimizer.v
+    saved, iterations = _values(state), first.arch_optimizer.iterations.numpy()
+    moved = []
+    for steps in (first, second):
+        for variable, value in zip(state, saved):
+            variable.assign(value)
+        first.arch_optimizer.iterations.assign(iterations)
+        steps.arch_step(val_images, val_labels, images, labels, tf.constant(0.0))
+        moved.append(np.concatenate([v.numpy().ravel() for v in first.architect.parameters]))
+    assert not np.allclose(moved[0], moved[1], rtol=0, atol=1e-9)
+
+
+def test_fused_adam_is_pytorch_adam_with_l2_and_clip():
+    variable = tf.Variable([[1.0, -2.0], [0.5, 3.0]])
+    optimizer = FusedAdam([variable], learning_rate=0.1, beta_1=0.9, beta_2=0.999,
+                          weight_decay=0.01, clip_norm=1.0, epsilon=1e-8)
+    w = variable.numpy().astype(np.float64)
+    m = v = np.zeros_like(w)
+    for step in range(1, 4):
+        gradient = np.array([[3.0, 4.0], [0.0, -1.0]]) * step
+        norm = optimizer.apply([tf.constant(gradient, tf.float32)], [variable])
+        assert float(norm) == pytest.approx(np.linalg.norm(gradient), rel=1e-6)
+        g = gradient * min(1.0, 1.0 / np.linalg.norm(gradient)) + 0.01 * w
+        m = 0.9 * m + 0.1 * g
+        v = 0.999 * v + 0.001 * g * g
+        rate = 0.1 * math.sqrt(1 - 0.999 ** step) / (1 - 0.9 ** step)
+        w = w - rate * m / (np.sqrt(v) + 1e-8)
+        np.testing.assert_allclose(variable.numpy(), w, rtol=1e-5, atol=1e-6)
+    assert int(optimizer.iterations.numpy()) == 3
+
+
+def test_mirrored_strategy_gives_the_one_device_loss_and_update(mirrored_strategy):
+    single = _steps(seed=3)
+    mirrored = _steps(strategy=mirrored_strategy, seed=3)
+    for a, b in zip(single.supernet.trainable_variables, mirrored.supernet.trainable_variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    images, labels = _batch(seed=4)
+    # Batch statistics are per replica (as PC-DARTS's DataParallel): the same 8 images on
+    # each of the two replicas make the same batch as one device sees, and the all-reduced
+    # mean gradient must then be that one device's gradient.
+    distributed = mirrored_strategy.experimental_distribute_values_from_function(
+        lambda context: (images, labels))
+    loss_one, correct_one = single.weight_step(images, labels)
+    loss_two, correct_two = mirrored.weight_step(*distributed)
+    assert float(loss_two) == pytest.approx(float(loss_one), rel=1e-5)
+    assert float(correct_two) == 2 * float(correct_one)  # summed over both replicas
+    for a, b in zip(single.supernet.trainable_variables, mirrored.supernet.trainable_variables):
+        for replica_value in mirrored_strategy.experimental_local_results(b):
+            np.testing.assert_allclose(replica_value.numpy(), a.numpy(), rtol=1e-4, atol=1e-6)
+    arch_one, _ = single.arch_step(images, labels, images, labels, tf.constant(1.0))
+    arch_two, _ = mirrored.arch_step(*distributed, *distributed, tf.constant(1.0))
+    assert float(arch_two) == pytest.approx(float(arch_one), rel=1e-4)
+    for a, b in zip(single.architect.parameters, mirrored.architect.parameters):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-6)
+
+
+# -- the search loop, in process --------------------------------------------------------------
+def _log(path):
+    return [json.loads(line) for line in (path / "search_log.jsonl").read_text().splitlines()]
+
+
+def test_nan_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
+    from ubnas_tf.search import SearchDiverged, run_search
+
+    def poison(steps):
+        # From the 3rd weight step on (epoch 2), the loss is NaN.
+        iterations = steps.weight_optimizer.iterations
+        steps.loss_hook = lambda loss: tf.where(iterations >= 2, tf.constant(math.nan), loss)
+
+    with pytest.raises(SearchDiverged, match=r"loss became nan at epoch 2.*ckpt-1"):
+        run_search(tiny_config("epochs=3"), dataset="demo", output_dir=tmp_path,
+                   on_steps=poison, print_fn=lambda *a: 0)
+    assert [r["epoch"] for r in _log(tmp_path)] == [1]
+    latest = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+    assert latest and latest.endswith("ckpt-1")
+    reader = tf.train.load_checkpoint(latest)
+    names = [name for name, _ in tf.train.list_variables(latest)]
+    assert any("alphas_normal" in name for name in names)
+    completed = [n for n in names if n.startswith("completed_epochs")][0]
+    assert reader.get_tensor(completed) == 1
+    for name in names:
+        if name.startswith(("supernet", "architect", "weight_optimizer")):
+            assert np.isfinite(reader.get_tensor(name)).all(), name
+
+
+def test_stop_rules():
+    from ubnas_tf.search import _stop_rule
+
+    config = tiny_config("early_stop.patience=2", "early_stop.max_skip=2")
+    genotype = Genotype(normal=(("skip_connect", 0), ("skip_connect", 1), ("max_pool_3x3", 0),
+                                ("bin_conv_3x3", 2)), normal_concat=(2, 3),
+                        reduce=(("skip_connect", 0), ("skip_connect", 1), ("max_pool_3x3", 0),
+                                ("bin_conv_3x3", 2)), reduce_concat=(2, 3), space="binary")
+    assert _stop_rule(config, genotype, 0, after_warmup=False) is None
+    assert _stop_rule(config, genotype, 0, after_warmup=True).startswith("darts_plus")
+    other = Genotype(genotype.normal[2:] * 2, (2, 3), genotype.reduce, (2, 3), "binary")
+    assert _stop_rule(config, other, 1, after_warmup=True) is None
+    assert _stop_rule(config, other, 2, after_warmup=True).startswith("patience")
+
+
+# -- tools/search.py ------------------------------------------------------------------------
+def _command(output_dir, *overrides, dataset="demo"):
+    sets = [arg for item in [*TINY, *overrides] for arg in ("--set", item)]
+    return [sys.executable, str(ROOT / "tools" / "search.py"), "--dataset", dataset,
+            "--output_dir", str(output_dir), *sets]
+
+
+def _run(command, timeout=300):
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    """One uninterrupted CLI search of 3 epochs (1 warm-up), shared by the tests below."""
+    output_dir = tmp_path_factory.mktemp("reference")
+    result = _run(_command(output_dir, "epochs=3"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    return output_dir, result
+
+
+@pytest.mark.slow
+def test_cli_writes_every_output(reference_run):
+    output_dir, result = reference_run
+    for name in ("genotype.json", "genotype.png", "search_log.jsonl", "config.yaml",
+                 "summary.json", "run.json"):
+        assert (output_dir / name).is_file(), name
+    assert (output_dir / "genotype.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    genotype = Genotype.load(output_dir / "genotype.json")  # what tools/train.py reads
+    assert genotype.space == "binary" and len(genotype.normal) == 4
+    log = _log(output_dir)
+    assert [r["epoch"] for r in log] == [1, 2, 3]
+    assert log[0]["arch_loss"] is None and log[1]["arch_loss"] is not None  # warm-up first
+    assert log[-1]["alphas_normal"] != log[0]["alphas_normal"]
+    assert log[-1]["genotype"] == genotype.to_dict()
+    for key in ("train_loss", "train_acc", "arch_acc", "alphas_normal", "betas_reduce",
+                "op_weights_normal", "edge_weights_reduce", "genotype", "seconds"):
+        assert key in log[-1]
+    assert list((output_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert tf.train.latest_checkpoint(str(output_dir / "checkpoints")).endswith("ckpt-3")
+    assert config_lib.load("search", [output_dir / "config.yaml"])["cells"] == 3
+    assert "search summary" in result.stdout and "epochs run     3 of 3" in result.stdout
+
+
+def _error_lines(result):
+    """Our error lines (TensorFlow's C++ start-up chatter on stderr is not ours)."""
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.slow
+def test_cli_bad_input_is_one_line_exit_2(tmp_path):
+    unknown = _run(_command(tmp_path / "a", dataset="no_such_dataset_xyz"))
+    assert unknown.returncode == 2
+    assert len(_error_lines(unknown)) == 1 and "no_such_dataset_xyz" in _error_lines(unknown)[0]
+    assert unknown.stderr.strip().splitlines()[-1] == _error_lines(unknown)[0]
+    bad_key = _run(_command(tmp_path / "b", "no_such_key=3"))
+    assert bad_key.returncode == 2
+    assert len(_error_lines(bad_key)) == 1 and "no_such_key" in _error_lines(bad_key)[0]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+@pytest.mark.slow
+def test_cli_refuses_an_output_dir_of_another_run(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    config_lib.save(tiny_config("channels=16"), tmp_path / "config.yaml")
+    (tmp_path / "checkpoints" / "checkpoint").write_text("model_checkpoint_path: 'ckpt-1'\n")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = _run(_command(tmp_path, "epochs=1"))
+    assert result.returncode == 2
+    assert len(_error_lines(result)) == 1
+    message = _error_lines(result)[0]
+    assert "channels" in message and "--output_dir" in message
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before  # nothing written, nothing overwritten
+
+
+@pytest.mark.slow
+def test_cli_resumes_after_sigkill_with_the_same_genotype(reference_run, tmp_path):
+    """Killed after its first checkpoint and started again, a run ends where an uninterrupted
+    run with the same seed ends: same genotype, same parameters and losses every epoch. The
+    three processes involved (reference, killed, resumed) also show that the same seed and
+    config give the same search on CPU."""
+    reference_dir, _ = reference_run
+    killed_dir = tmp_path / "killed"
+    process = subprocess.Popen(_command(killed_dir, "epochs=3"), cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    deadline = time.time() + 240
+    try:
+        while not (killed_dir / "checkpoints" / "ckpt-1.index").exists():
+            assert process.poll() is None, "the run ended before its first checkpoint"
+            assert time.time() < deadline
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (killed_dir / "summary.json").exists()  # it was killed mid-run
+    resumed = _run(_command(killed_dir, "epochs=3"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming" in resumed.stdout
+    assert ((killed_dir / "genotype.json").read_text()
+            == (reference_dir / "genotype.json").read_text())
+    whole, again = _log(reference_dir), _log(killed_dir)
+    assert [r["epoch"] for r in again] == [1, 2, 3]  # no epoch logged twice
+    for left, right in zip(whole, again):
+        for key in ("train_loss", "arch_loss", "alphas_normal", "alphas_reduce", "betas_normal"):
+            assert left[key] == right[key], (left["epoch"], key)
+
+
+def test_config_errors_name_the_key():
+    from ubnas_tf.search_config import check_config
+
+    with pytest.raises(UserError, match="order"):
+        check_config(tiny_config("order=third"))
+    with pytest.raises(UserError, match="early_stop.patience"):
+        check_config(tiny_config("early_stop.patience=0"))
+    with pytest.raises(UserError, match="unknown config key"):
+        tiny_config("regularizers.pathh=1")
