@@ -340,7 +340,8 @@ def run_search(config: dict, *, dataset: str, output_dir, data_dir=None, manual_
     data = load_dataset(dataset, data_dir=data_dir, manual_dir=manual_dir,
                         input_size=config["data"]["input_size"],
                         max_examples=config["max_examples"], seed=config["seed"],
-                        augment=config["data"]["augment"] or None)
+                        augment=config["data"]["augment"] or None,
+                        skip_corrupt=config["data"]["skip_corrupt"])
     data.search_split_sizes(config["data"]["portion"])  # bad portions fail before any write
     output_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, output_dir / "config.yaml")

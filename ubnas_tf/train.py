@@ -563,7 +563,8 @@ def run_training(config: dict, *, dataset: str, output_dir, genotype=None, model
     data = load_dataset(dataset, data_dir=data_dir, manual_dir=manual_dir,
                         input_size=data_settings.get("input_size"),
                         max_examples=config.get("max_examples"), seed=int(config.get("seed", 0)),
-                        augment=data_settings.get("augment") or None)
+                        augment=data_settings.get("augment") or None,
+                        skip_corrupt=bool(data_settings.get("skip_corrupt", False)))
     info = data.info
     plan = _network_plan(config, genotype, model, info)
     if two_stage and not plan.binary:
