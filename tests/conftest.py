@@ -45,3 +45,26 @@ def run_tool(*args, timeout=600, env=None, **kwargs):
 @pytest.fixture
 def tool():
     return run_tool
+
+
+def assert_reloads_in_fresh_process(tool, model_path, inputs, expected, checks="", atol=1e-5):
+    """Load `model_path` in a new interpreter with only `import ubnas_tf` and compare outputs.
+
+    `checks`: extra Python lines run with the model bound to `m`.
+    """
+    folder = pathlib.Path(model_path).parent
+    import numpy as np
+
+    np.save(folder / "reload_x.npy", inputs)
+    np.save(folder / "reload_y.npy", expected)
+    script = (
+        "import numpy as np, ubnas_tf, tensorflow as tf\n"
+        f"m = tf.keras.models.load_model(r'{model_path}', compile=False)\n"
+        f"{checks}\n"
+        f"y = m.predict(np.load(r'{folder / 'reload_x.npy'}'), verbose=0)\n"
+        f"np.testing.assert_allclose(y, np.load(r'{folder / 'reload_y.npy'}'), atol={atol})\n"
+        "print('reloaded')\n"
+    )
+    result = tool("-c", script)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "reloaded" in result.stdout

@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import ubnas_tf
+import ubnas_tf  # noqa: F401
+from conftest import assert_reloads_in_fresh_process
 from ubnas_tf.errors import UserError
 from ubnas_tf.quantizers import ApproxSign, approx_sign, resolve
 
@@ -120,18 +121,7 @@ def test_h5_round_trip_reloads_with_only_import_ubnas_tf(tmp_path, tool):
     x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
     path = tmp_path / "model.h5"
     model.save(path)
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "y.npy", model.predict(x, verbose=0))
-    script = (
-        "import sys, numpy as np, ubnas_tf, tensorflow as tf\n"
-        f"m = tf.keras.models.load_model(r'{path}')\n"
-        "q = m.layers[1].input_quantizer\n"
-        "assert type(q) is ubnas_tf.ApproxSign, type(q)\n"
-        "assert q.width == 0.75\n"
-        f"y = m.predict(np.load(r'{tmp_path / 'x.npy'}'), verbose=0)\n"
-        f"np.testing.assert_allclose(y, np.load(r'{tmp_path / 'y.npy'}'), atol=1e-6)\n"
-        "print('reloaded')\n"
-    )
-    result = tool("-c", script)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "reloaded" in result.stdout
+    checks = ("q = m.layers[1].input_quantizer\n"
+              "assert type(q) is ubnas_tf.ApproxSign, type(q)\n"
+              "assert q.width == 0.75")
+    assert_reloads_in_fresh_process(tool, path, x, model.predict(x, verbose=0), checks, atol=1e-6)

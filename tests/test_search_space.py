@@ -4,6 +4,7 @@ import pytest
 import tensorflow as tf
 
 import larq as lq
+from conftest import assert_reloads_in_fresh_process
 from ubnas_tf.errors import UserError
 from ubnas_tf.search_space import PRESETS, SPACES, BinaryConvModule, ModuleStructure, get_space
 from ubnas_tf.search_space import binary, darts
@@ -151,16 +152,5 @@ def test_model_of_every_op_reloads_from_h5_with_only_import_ubnas_tf(tmp_path, t
     model = tf.keras.Model(inputs, tf.keras.layers.Concatenate()(outputs))
     x = RNG.normal(size=(2, 8, 8, 8)).astype(np.float32)
     model(x, training=True)  # move BN statistics so the reload check is not trivial
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "y.npy", model.predict(x, verbose=0))
     model.save(tmp_path / "ops.h5")
-    script = (
-        "import numpy as np, ubnas_tf, tensorflow as tf\n"
-        f"m = tf.keras.models.load_model(r'{tmp_path / 'ops.h5'}', compile=False)\n"
-        f"y = m.predict(np.load(r'{tmp_path / 'x.npy'}'), verbose=0)\n"
-        f"np.testing.assert_allclose(y, np.load(r'{tmp_path / 'y.npy'}'), atol=1e-5)\n"
-        "print('reloaded', len(m.layers))\n"
-    )
-    result = tool("-c", script)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "reloaded" in result.stdout
+    assert_reloads_in_fresh_process(tool, tmp_path / "ops.h5", x, model.predict(x, verbose=0))
