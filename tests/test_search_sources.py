@@ -68,3 +68,21 @@ def test_idx_dataset(tmp_path, tool):
     assert result.returncode == 0, result.stderr[-3000:]
     log = [json.loads(line) for line in (tmp_path / "run" / "search_log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and (tmp_path / "run" / "genotype.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_tfds_name_runs_the_search(tmp_path):
+    """A TFDS name (CIFAR-10 through tfds.testing.mock_data: no data on this machine)."""
+    import tensorflow_datasets as tfds
+
+    from ubnas_tf import config as config_lib
+    from ubnas_tf.search import run_search
+
+    config = config_lib.load("search", overrides=[*TINY, "max_examples=32", "data.input_size=null"])
+    with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_CODE):
+        result = run_search(config, dataset="cifar10", output_dir=tmp_path / "run",
+                            print_fn=lambda *a, **k: None)
+    assert result.genotype.space == "binary" and result.epochs_run == 1
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["dataset"] == "cifar10"
+    assert (tmp_path / "run" / "genotype.json").is_file()
