@@ -36,6 +36,16 @@ def test_free_mappings_accept_any_key():
     assert resolved["data"]["augment"] == {"cutout": 16}
 
 
+def test_a_free_mapping_takes_keys_from_every_layer(tmp_path):
+    path = tmp_path / "augment.yaml"
+    path.write_text("data:\n  augment:\n    cutout: 16\n")
+    resolved = config.load("search", [path], ["data.augment.flip=true",
+                                                "data.augment.cutout=8"])
+    assert resolved["data"]["augment"] == {"cutout": 8, "flip": True}
+    with pytest.raises(UserError, match="unknown config key 'data.agument'"):
+        config.load("search", overrides=["data.augment.flip=true", "data.agument.x=1"])
+
+
 def test_bad_files_and_override_syntax(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         config.load("search", [tmp_path / "nope.yaml"])

@@ -19,7 +19,8 @@ flags.DEFINE_string("output_dir", "demo_run", "Folder for every output of the de
 flags.DEFINE_string("dataset", "demo", "Dataset (default: the subset shipped in the package).")
 flags.DEFINE_string("search_config", "configs/search_demo.yaml", "Config of the search.")
 flags.DEFINE_string("train_config", "configs/train_demo.yaml", "Config of the retraining.")
-flags.DEFINE_string("baseline", "bireal", "Hand-designed binary baseline to compare with.")
+flags.DEFINE_list("baselines", ["bireal"], "Hand-designed binary baselines to compare with "
+                  "(bireal, quicknet).")
 flags.DEFINE_multi_string("set", [], "key=value overrides passed to search and train.")
 FLAGS = flags.FLAGS
 
@@ -28,7 +29,7 @@ def main(argv):
     del argv
     pipeline.run(dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
                  search_config=FLAGS.search_config, train_config=FLAGS.train_config,
-                 baseline=FLAGS.baseline, overrides=FLAGS.set)
+                 baselines=FLAGS.baselines, overrides=FLAGS.set)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,11 @@
 """Search a binary cell architecture (UBNAS/EBNAS, PC-DARTS partial channels).
 
     python tools/search.py --dataset D --output_dir DIR [--config F.yaml] [--set key=value ...]
-        [--strategy one_device|mirrored]
+        [--strategy one_device|mirrored|multi_worker_mirrored] [--cpu_replicas N]
+
+batch_size is the global batch, split across all replicas (of all workers); the learning rates
+are those of that global batch. With multi_worker_mirrored, every worker runs this same command
+with its own TF_CONFIG, and only the chief writes into DIR (docs/distributed.md).
 
 Writes DIR/genotype.json (the input of tools/train.py --genotype), DIR/genotype.png,
 DIR/search_log.jsonl, DIR/config.yaml, DIR/summary.json, TensorBoard events and checkpoints;
@@ -24,17 +28,13 @@ from ubnas_tf import cli  # noqa: E402
 FLAGS = flags.FLAGS
 cli.define_config_flags()
 cli.define_data_flags()
-flags.DEFINE_enum("strategy", "one_device", ["one_device", "mirrored"],
-                  "tf.distribute strategy: one_device, or mirrored over every local device.")
-flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many logical devices (to run "
-                     "--strategy mirrored without accelerators; 0: as TensorFlow sees it).")
+cli.define_strategy_flags()
 
 
 def main(argv):
-    import tensorflow as tf
     from absl import logging
 
-    from ubnas_tf.search import SearchDiverged, make_strategy, run_search
+    from ubnas_tf.search import SearchDiverged, run_search
 
     if len(argv) > 1:
         cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: options start with --")
@@ -43,11 +43,7 @@ def main(argv):
                  "checkpoints")
     logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines about checkpoint saving
     config = cli.resolved_config("search")
-    if FLAGS.cpu_replicas > 1:
-        tf.config.set_logical_device_configuration(
-            tf.config.list_physical_devices("CPU")[0],
-            [tf.config.LogicalDeviceConfiguration()] * FLAGS.cpu_replicas)
-    strategy = make_strategy(FLAGS.strategy)
+    strategy = cli.strategy_from_flags()
     try:
         run_search(config, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
                    data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, strategy=strategy)

@@ -2,9 +2,13 @@
 
     python tools/train.py (--genotype G.json | --model NAME) --dataset D --output_dir DIR
         [--config configs/train_demo.yaml] [--set key=value ...]
+        [--strategy one_device|mirrored|multi_worker_mirrored] [--cpu_replicas N]
 
 NAME is bireal, quicknet, or float (the float version of --genotype). Writes DIR/model.h5,
 DIR/saved_model/, DIR/metrics.json and DIR/summary.txt; re-running the same command resumes.
+batch_size is the global batch, split across all replicas (of all workers); the learning rate
+is that of the global batch. With multi_worker_mirrored, every worker runs this same command
+with its own TF_CONFIG, and only the chief writes into DIR (docs/distributed.md).
 """
 import os
 import sys
@@ -22,6 +26,7 @@ cli.define_data_flags()
 flags.DEFINE_string("genotype", None, "genotype.json of the network to train.")
 flags.DEFINE_string("model", None, "A baseline instead: bireal, quicknet, or float (the float "
                     "version of --genotype).")
+cli.define_strategy_flags()
 
 
 def main(argv):
@@ -29,9 +34,15 @@ def main(argv):
 
     if len(argv) > 1:
         cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: use --genotype or --model")
-    run_training(cli.resolved_config("train"), dataset=FLAGS.dataset,
-                 output_dir=FLAGS.output_dir, genotype=FLAGS.genotype, model=FLAGS.model,
-                 data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir)
+    config = cli.resolved_config("train")
+    if FLAGS.strategy == "multi_worker_mirrored":
+        from absl import logging
+
+        logging.set_verbosity(logging.WARNING)  # an INFO line per collective otherwise
+    strategy = cli.strategy_from_flags()  # before any other TensorFlow op
+    run_training(config, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
+                 genotype=FLAGS.genotype, model=FLAGS.model, data_dir=FLAGS.data_dir,
+                 manual_dir=FLAGS.manual_dir, strategy=strategy)
 
 
 if __name__ == "__main__":

@@ -79,12 +79,13 @@ class Architect(tf.Module):
         ramp_epochs: R of the linear ramp r(e) = min(1, e / R).
         space: name of the search space (written into the genotype).
         seed: seeds the 1e-3 * N(0, 1) initialisation (DARTS).
+        budget: an `ops_budget.BudgetPenalty` (OPs-aware search) or None.
     """
 
     def __init__(self, *, primitives, nodes: int, multiplier: int, edge_weights: str = "sigmoid",
                  path_strength: float = 0.0, edge_strength: float = 0.0, ramp_epochs: int = 0,
                  space: str = "binary", seed: int = 0, init_scale: float = 1e-3,
-                 name: str = "architect"):
+                 budget=None, name: str = "architect"):
         super().__init__(name=name)
         if edge_weights not in EDGE_WEIGHT_FORMS:
             raise UserError(f"edge_weights={edge_weights!r} is not valid: use one of "
@@ -97,6 +98,7 @@ class Architect(tf.Module):
         self.edge_strength = float(edge_strength)
         self.ramp_epochs = int(ramp_epochs)
         self.space = space
+        self.budget = budget
         self.edges = edge_count(self.nodes)
         rng = np.random.default_rng(seed)
         beta_count = self.edges - 2 if edge_weights == "sigmoid" else self.edges
@@ -161,13 +163,17 @@ class Architect(tf.Module):
         return total
 
     def regularization(self, ramp_value) -> tf.Tensor:
-        """r(e) * (path * path_regularizer + edge * edge_regularizer); 0 when both are off."""
+        """r(e) * (path * path_regularizer + edge * edge_regularizer), plus the OPs budget's
+        penalty (not ramped: the budget holds from the first architecture step)."""
         total = tf.constant(0.0)
         if self.path_strength:
             total += self.path_strength * self.path_regularizer()
         if self.edge_strength:
             total += self.edge_strength * self.edge_regularizer()
-        return ramp_value * total
+        total = ramp_value * total
+        if self.budget is not None:
+            total += self.budget(self.arch_weights())
+        return total
 
     def ramp(self, epoch: int) -> float:
         return ramp(epoch, self.ramp_epochs)
@@ -194,16 +200,21 @@ class Architect(tf.Module):
                 genes.append((self.primitives[best_ops[start + source]], source))
         return tuple(genes)
 
-    def genotype(self) -> Genotype:
+    def genotype(self, fit_budget: bool = True) -> Genotype:
+        """DARTS's derivation; with an OPs budget, fitted to it (`ops_budget.fit_genotype`)
+        unless `fit_budget` is False."""
         weights = self.weights_numpy()
         concat = tuple(range(2 + self.nodes - self.multiplier, self.nodes + 2))
-        return Genotype(
+        genotype = Genotype(
             normal=self.derive_cell(*weights["normal"]),
             normal_concat=concat,
             reduce=self.derive_cell(*weights["reduce"]),
             reduce_concat=concat,
             space=self.space,
         )
+        if self.budget is not None and fit_budget:
+            genotype = self.budget.fit(genotype, weights)
+        return genotype
 
     def summary(self) -> dict:
         """JSON-ready op weights, edge weights and raw parameters, for the per-epoch log."""
@@ -216,4 +227,11 @@ class Architect(tf.Module):
             # Raw parameters at full float32 precision (exact resume/determinism checks).
             record[f"alphas_{cell_type}"] = _exact(getattr(self, f"alphas_{cell_type}"))
             record[f"betas_{cell_type}"] = _exact(getattr(self, f"betas_{cell_type}"))
+        if self.budget is not None:
+            record["expected_ops"] = round(float(self.budget.expected_ops(self.arch_weights())))
+            cost_model = self.budget.cost_model
+            record["genotype_ops"] = round(cost_model.genotype_ops(self.genotype()))
+            record["argmax_genotype_ops"] = round(
+                cost_model.genotype_ops(self.genotype(fit_budget=False)))
+            record["ops_target"] = self.budget.target
         return record

@@ -36,6 +36,30 @@ def define_data_flags(required: bool = True) -> None:
         flags.mark_flag_as_required("dataset")
 
 
+def define_strategy_flags() -> None:
+    """--strategy and --cpu_replicas (tools/search.py, tools/train.py)."""
+    flags.DEFINE_enum("strategy", "one_device",
+                      ["one_device", "mirrored", "multi_worker_mirrored"],
+                      "tf.distribute strategy: one_device; mirrored over every local device; "
+                      "multi_worker_mirrored over the cluster in TF_CONFIG "
+                      "(docs/distributed.md).")
+    flags.DEFINE_integer("cpu_replicas", 0, "Split the CPU into this many logical devices (to "
+                         "run --strategy mirrored without accelerators; 0: as TensorFlow sees "
+                         "it).")
+
+
+def strategy_from_flags():
+    """The strategy the flags ask for; made before any other TensorFlow op runs."""
+    from ubnas_tf.distribute import make_strategy, split_cpu
+
+    strategy_name = flags.FLAGS.strategy
+    if flags.FLAGS.cpu_replicas > 1 and strategy_name == "multi_worker_mirrored":
+        fail("--cpu_replicas splits the CPU for --strategy mirrored; a multi-worker strategy "
+             "uses one CPU replica per worker: drop --cpu_replicas")
+    split_cpu(flags.FLAGS.cpu_replicas)
+    return make_strategy(strategy_name)
+
+
 def resolved_config(tool: str) -> dict:
     from ubnas_tf import config
 

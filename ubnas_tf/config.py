@@ -64,22 +64,34 @@ def _unknown_key(key: str, known) -> UserError:
 
 # Mappings whose keys are free (e.g. `augment: {cutout: 16}`) are marked in the defaults by
 # an empty mapping: their content is checked by the code that uses them.
-def merge(base: dict, update: dict, prefix: str = "") -> dict:
-    """`update` laid over `base`; keys must exist in `base` unless base's mapping is empty."""
+def merge(base: dict, update: dict, prefix: str = "", schema: dict | None = None) -> dict:
+    """`update` laid over `base`; keys must exist in `base` unless the mapping is free.
+
+    `schema` (default: `base`) decides which mappings are free: pass the tool's defaults when
+    `base` is an already merged config, so that a free mapping filled by an earlier layer
+    (`data.augment.cutout=16`) still takes new keys from a later one (`data.augment.flip=true`).
+    """
+    schema = base if schema is None else schema
+    free = isinstance(schema, dict) and not schema
     result = copy.deepcopy(base)
-    free = not base
     for key, value in update.items():
         dotted = f"{prefix}{key}"
         if key not in result:
             if not free:
                 raise _unknown_key(dotted, result)
-            result[key] = value
-        elif isinstance(result[key], dict) and result[key] and isinstance(value, dict):
-            result[key] = merge(result[key], value, dotted + ".")
-        elif isinstance(result[key], dict) and value is not None and not isinstance(value, dict):
-            raise UserError(f"config key {dotted!r} is a mapping: set its sub-keys, e.g. {dotted}.KEY=VALUE")
+            result[key] = copy.deepcopy(value)
+            continue
+        current = result[key]
+        if free:
+            result[key] = copy.deepcopy(value)
+        elif isinstance(current, dict) and isinstance(value, dict):
+            child = schema.get(key) if isinstance(schema.get(key), dict) else current
+            result[key] = merge(current, value, dotted + ".", child)
+        elif isinstance(current, dict) and value is not None:
+            raise UserError(f"config key {dotted!r} is a mapping: set its sub-keys, e.g. "
+                            f"{dotted}.KEY=VALUE")
         else:
-            result[key] = _check_type(dotted, result[key], value)
+            result[key] = _check_type(dotted, current, value)
     return result
 
 
@@ -103,11 +115,12 @@ def parse_override(text: str) -> dict:
 
 def load(tool: str, files=(), overrides=()) -> dict:
     """Resolve a tool's config: defaults, then each file in order, then each override."""
-    config = defaults(tool)
+    schema = defaults(tool)
+    config = schema
     for path in files or ():
-        config = merge(config, _read_yaml(path))
+        config = merge(config, _read_yaml(path), schema=schema)
     for text in overrides or ():
-        config = merge(config, parse_override(text))
+        config = merge(config, parse_override(text), schema=schema)
     return config
 
 

@@ -25,10 +25,17 @@ class Contender:
     train_args: tuple
 
 
-def contenders(genotype: pathlib.Path, baseline: str) -> list:
+def contenders(genotype: pathlib.Path, baselines) -> list:
+    """The searched network, each hand-designed binary baseline, and the searched cells in
+    float (the accuracy that binarization gives up)."""
+    if isinstance(baselines, str):
+        baselines = [baselines]
+    # One baseline keeps the demo's folder name `baseline/`; several get their own names.
+    folders = ["baseline"] if len(baselines) == 1 else list(baselines)
     return [
         Contender("searched (binary)", "searched", ("--genotype", str(genotype))),
-        Contender(f"{baseline} (binary)", "baseline", ("--model", baseline)),
+        *(Contender(f"{name} (binary)", folder, ("--model", name))
+          for name, folder in zip(baselines, folders)),
         Contender("searched (float)", "float", ("--genotype", str(genotype), "--model", "float")),
     ]
 
@@ -55,13 +62,14 @@ class Runner:
         return time.monotonic() - self.start
 
 
-def run(*, dataset: str, output_dir, search_config, train_config, baseline: str,
-        overrides=(), benchmark_runs: int = 20) -> dict:
-    """Run the whole path and return (and write) the comparison table."""
+def run(*, dataset: str, output_dir, search_config, train_config, baselines,
+        overrides=(), benchmark_runs: int = 20, plot_title: str | None = None) -> dict:
+    """Run the whole path and return (and write) the comparison table; `plot_title`: also
+    draw accuracy against OPs (accuracy_vs_ops.png)."""
     out = pathlib.Path(output_dir)
     search_dir = out / "search"
     genotype = search_dir / "genotype.json"
-    models = contenders(genotype, baseline)
+    models = contenders(genotype, baselines)
     steps = Runner(1 + 3 * len(models))
     sets = [arg for text in overrides for arg in ("--set", text)]
     steps("search", ["tools/search.py", "--dataset", dataset, "--config", search_config,
@@ -86,9 +94,14 @@ def run(*, dataset: str, output_dir, search_config, train_config, baseline: str,
     table["total_seconds"] = steps.seconds
     atomic_write_json(out / "results.json", table)
     atomic_write_text(out / "results.md", to_markdown(table))
+    written = [out / "results.md", out / "results.json", search_dir / "genotype.png"]
+    if plot_title:
+        from ubnas_tf.visualize import save_accuracy_vs_ops_png
+
+        written.append(save_accuracy_vs_ops_png(table["rows"], out / "accuracy_vs_ops.png",
+                                                title=plot_title))
     print("\n" + to_markdown(table), flush=True)
-    print(f"\nwritten: {out / 'results.md'}, {out / 'results.json'}, "
-          f"{search_dir / 'genotype.png'}", flush=True)
+    print("\nwritten: " + ", ".join(map(str, written)), flush=True)
     return table
 
 

@@ -14,10 +14,11 @@ saver) when, after warm-up:
 
 Outputs in `output_dir` (shared/INTERFACES.md): genotype.json, genotype.png, search_log.jsonl
 (one line per epoch), config.yaml (resolved), run.json (dataset), summary.json, tensorboard/,
-checkpoints/. Running the same command again resumes from the last checkpoint, which holds the
-weights, the architecture, both optimizers, the epoch, the early-stopping state and the
-architecture half's iterator (the weight half is skipped forward to the epoch), so a resumed
-run ends with the genotype of an uninterrupted one.
+checkpoints/, written by the chief worker only (`ubnas_tf.distribute`; the config's
+batch_size is the global batch, split across replicas). Running the same command again resumes
+from the last checkpoint, which holds the weights, the architecture, both optimizers, the
+epoch, the early-stopping state and the architecture half's iterator (the weight half is
+skipped forward to the epoch), so a resumed run ends with the genotype of an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -33,16 +34,17 @@ import tensorflow as tf
 
 from ubnas_tf import config as config_lib
 from ubnas_tf.architect import Architect
+from ubnas_tf.distribute import ChiefCheckpointManager, is_chief, make_strategy, summary_writer
 from ubnas_tf.errors import UserError
 from ubnas_tf.genotype import Genotype
 from ubnas_tf.io_utils import append_jsonl, atomic_write_json, atomic_write_text
+from ubnas_tf.ops_budget import budget_from_config
 from ubnas_tf.search_config import check_config, check_output_dir, supernet_config
 from ubnas_tf.search_steps import FusedAdam, SearchSteps
 from ubnas_tf.supernet import Supernet
 
 __all__ = ["run_search", "SearchResult", "SearchDiverged", "make_strategy"]
 
-STRATEGIES = ("one_device", "mirrored")
 LOG_NAME = "search_log.jsonl"
 
 
@@ -59,16 +61,6 @@ class SearchResult:
     epochs_saved: int
     seconds: float
     output_dir: pathlib.Path
-
-
-def make_strategy(name: str, devices=None) -> tf.distribute.Strategy:
-    """'one_device': the default strategy (no replication overhead); 'mirrored': all devices
-    (or `devices`), gradients all-reduced across replicas."""
-    if name == "one_device":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy(devices)
-    raise UserError(f"unknown strategy {name!r}: use one of {', '.join(STRATEGIES)}")
 
 
 def _read_log(path: pathlib.Path) -> list:
@@ -130,8 +122,11 @@ def _per_replica(strategy: tf.distribute.Strategy, batch):
 class _Search:
     """One search run: the objects it trains, its checkpoint, and the loop over epochs."""
 
-    def __init__(self, config: dict, data, strategy, output_dir: pathlib.Path, print_fn):
+    def __init__(self, config: dict, data, strategy, output_dir: pathlib.Path, print_fn,
+                 budget=None):
         self.config, self.strategy, self.output_dir = config, strategy, output_dir
+        self.chief = is_chief(strategy)  # the one worker that writes into output_dir
+        self.records = []  # the log's records, kept here too: other workers do not write it
         self.print = print_fn
         self.info = data.info
         self.batch_size = config["batch_size"]
@@ -149,7 +144,7 @@ class _Search:
                 path_strength=config["regularizers"]["path"],
                 edge_strength=config["regularizers"]["edge"],
                 ramp_epochs=config["regularizers"]["ramp_epochs"], space=config["space"],
-                seed=config["seed"])
+                seed=config["seed"], budget=budget)
             self.supernet = Supernet(net_config, name="supernet")
             self.supernet.build_variables(self.architect.arch_weights())
             self.weight_optimizer = FusedAdam(
@@ -181,10 +176,10 @@ class _Search:
             arch_iterator=self.arch_iterator, completed_epochs=self.completed,
             stable_epochs=self.stable, stopped=self.stopped)
         self.checkpoint = checkpoint
-        self.manager = tf.train.CheckpointManager(checkpoint, str(output_dir / "checkpoints"),
-                                                  max_to_keep=2)
+        self.manager = ChiefCheckpointManager(checkpoint, output_dir / "checkpoints",
+                                              strategy=strategy, max_to_keep=2)
         self.log_path = output_dir / LOG_NAME
-        self.writer = tf.summary.create_file_writer(str(output_dir / "tensorboard"))
+        self.writer = summary_writer(output_dir / "tensorboard", strategy)
 
     def restore(self) -> list:
         """Restore the last checkpoint (if any); returns the log records it covers."""
@@ -200,7 +195,11 @@ class _Search:
             self.weight_data.repeat().skip(completed * self.steps_per_epoch))
         with self.writer.as_default():
             tf.summary.text("config", config_lib.to_markdown(self.config), step=completed)
-        return _truncate_log(self.log_path, completed)
+        if self.chief:
+            self.records = _truncate_log(self.log_path, completed)
+        else:
+            self.records = [r for r in _read_log(self.log_path) if r.get("epoch", 0) <= completed]
+        return self.records
 
     def train_epoch(self, epoch: int, search_arch: bool, ramp: float) -> np.ndarray:
         """One epoch of steps; returns (loss sum, correct, arch loss sum, arch correct)."""
@@ -269,7 +268,9 @@ class _Search:
         }
         # Log line first, checkpoint second: a kill in between leaves one line too many,
         # which `_truncate_log` drops on resume (the epoch is then run and logged again).
-        append_jsonl(self.log_path, record)
+        self.records.append(record)
+        if self.chief:
+            append_jsonl(self.log_path, record)
         with self.writer.as_default():
             for key in ("train_loss", "train_acc", "arch_loss", "arch_acc", "seconds",
                         "stable_epochs", "ramp"):
@@ -277,7 +278,8 @@ class _Search:
                     tf.summary.scalar(f"search/{key}", record[key], step=epoch + 1)
             tf.summary.text("genotype", f"```\n{genotype.to_json()}```", step=epoch + 1)
         self.writer.flush()
-        genotype.save(self.output_dir / "genotype.json")
+        if self.chief:
+            genotype.save(self.output_dir / "genotype.json")
         self.completed.assign(epoch + 1)
         if rule:
             self.stopped.assign(1)
@@ -343,10 +345,12 @@ def run_search(config: dict, *, dataset: str, output_dir, data_dir=None, manual_
                         augment=config["data"]["augment"] or None,
                         skip_corrupt=config["data"]["skip_corrupt"])
     data.search_split_sizes(config["data"]["portion"])  # bad portions fail before any write
-    output_dir.mkdir(parents=True, exist_ok=True)
-    config_lib.save(config, output_dir / "config.yaml")
-    atomic_write_json(output_dir / "run.json", run)
-    search = _Search(config, data, strategy, output_dir, print_fn)
+    budget = budget_from_config(config, data.info, supernet_config(config, data.info).primitives)
+    if is_chief(strategy):
+        output_dir.mkdir(parents=True, exist_ok=True)
+        config_lib.save(config, output_dir / "config.yaml")
+        atomic_write_json(output_dir / "run.json", run)
+    search = _Search(config, data, strategy, output_dir, print_fn, budget=budget)
     if resuming and not search.manager.latest_checkpoint:
         print_fn(f"{output_dir} holds this run's config but no checkpoint: starting over")
     if on_steps is not None:
@@ -360,11 +364,12 @@ def _finish(search: _Search, genotype: Genotype, stop_rule, started: float) -> S
     from ubnas_tf.visualize import save_genotype_png
 
     output_dir, epochs = search.output_dir, search.config["epochs"]
-    records = _read_log(search.log_path)
+    records = search.records
     epochs_run = int(search.completed.numpy())
-    genotype.save(output_dir / "genotype.json")
-    save_genotype_png(genotype, output_dir / "genotype.png",
-                      title=f"{search.info.name}: search of {epochs_run} epochs")
+    if search.chief:
+        genotype.save(output_dir / "genotype.json")
+        save_genotype_png(genotype, output_dir / "genotype.png",
+                          title=f"{search.info.name}: search of {epochs_run} epochs")
     result = SearchResult(
         genotype=genotype, epochs_run=epochs_run, epochs_planned=epochs, stop_rule=stop_rule,
         epochs_saved=max(0, epochs - epochs_run) if stop_rule else 0,
@@ -381,7 +386,13 @@ def _finish(search: _Search, genotype: Genotype, stop_rule, started: float) -> S
                                                   "arch_acc")} if records else None,
         "genotype": genotype.to_dict(),
     }
-    atomic_write_json(output_dir / "summary.json", summary)
+    budget = search.architect.budget
+    if budget is not None:
+        ops = budget.cost_model.genotype_ops(genotype)
+        summary["ops_budget"] = {"target": budget.target, "genotype_ops": round(ops),
+                                 "off_by": round(ops / budget.target - 1.0, 4)}
+    if search.chief:
+        atomic_write_json(output_dir / "summary.json", summary)
     _print_summary(summary, output_dir, search.print)
     return result
 
@@ -411,6 +422,10 @@ def _print_summary(summary: dict, output_dir: pathlib.Path, print_fn) -> None:
         if final["arch_loss"] is not None:
             line += f", arch loss {final['arch_loss']} acc {final['arch_acc']}"
         print_fn(line)
+    if "ops_budget" in summary:
+        budget = summary["ops_budget"]
+        print_fn(f"  OPs budget     {budget['genotype_ops']:,} OPs for a target of "
+                 f"{budget['target']:,.0f} ({100 * budget['off_by']:+.1f}%)")
     print_fn(f"  normal cell    {genotype['normal']}")
     print_fn(f"  reduction cell {genotype['reduce']}")
     print_fn(f"  outputs        {output_dir}/genotype.json, genotype.png, {LOG_NAME}, "

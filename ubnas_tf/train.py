@@ -29,6 +29,14 @@ variable's constraint). Optional:
 A run is resumable: each epoch ends with a checkpoint of the network, the optimizer (its
 step drives the schedule) and the run state; re-running the same command after a kill goes
 on from the last finished epoch. A folder holding a run of another config is refused.
+
+Distributed (`strategy`, `ubnas_tf.distribute`): `batch_size` is the global batch, split
+across the replicas, and the learning rate is the one of that global batch (no implicit
+scaling). With several replicas the training batches drop their remainder (every replica gets
+an equal, non-empty slice) and every worker reads the whole, identically seeded data and keeps
+its own share (DATA sharding). Only the chief writes into the output folder; every worker
+takes part in the saves (reading batch-norm statistics is a collective), the others into
+temporary folders.
 """
 from __future__ import annotations
 
@@ -40,12 +48,14 @@ import os
 import pathlib
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
 import tensorflow as tf
 
 from ubnas_tf import config as config_lib
+from ubnas_tf.distribute import ChiefCheckpointManager, is_chief, is_multi_worker
 from ubnas_tf.errors import UserError
 from ubnas_tf.genotype import Genotype
 from ubnas_tf.io_utils import append_jsonl, atomic_write_json, atomic_write_text
@@ -90,10 +100,13 @@ class Trainer(tf.keras.Model):
         outputs = self.network(images, training=training)
         return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
 
-    def _cross_entropy(self, labels, logits, smoothing):
+    def _per_example_cross_entropy(self, labels, logits, smoothing):
         one_hot = tf.one_hot(tf.cast(labels, tf.int32), self.num_classes, dtype=logits.dtype)
-        return tf.reduce_mean(tf.keras.losses.categorical_crossentropy(
-            one_hot, logits, from_logits=True, label_smoothing=smoothing))
+        return tf.keras.losses.categorical_crossentropy(
+            one_hot, logits, from_logits=True, label_smoothing=smoothing)
+
+    def _cross_entropy(self, labels, logits, smoothing):
+        return tf.reduce_mean(self._per_example_cross_entropy(labels, logits, smoothing))
 
     def _distillation(self, teacher_logits, logits):
         t = self.temperature
@@ -120,8 +133,12 @@ class Trainer(tf.keras.Model):
                     teacher_logits, logits)
             if self.network.losses:
                 loss += tf.add_n(self.network.losses)
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            # Keras sums the replicas' gradients: each replica's mean loss divided by their
+            # number gives the gradient of the global batch's mean loss.
+            scaled_loss = loss / replicas if replicas > 1 else loss
         variables = self.network.trainable_variables
-        gradients = tape.gradient(loss, variables)
+        gradients = tape.gradient(scaled_loss, variables)
         # apply_gradients also applies each variable's constraint: the latent binary weights'
         # WeightClip keeps them in [-1, 1] after every step.
         self.optimizer.apply_gradients(zip(gradients, variables))
@@ -133,7 +150,13 @@ class Trainer(tf.keras.Model):
     def test_step(self, data):
         images, labels = data
         logits = self(images, training=False)
-        self.loss_tracker.update_state(self._cross_entropy(labels, logits, 0.0))
+        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
+            # A replica's slice of the last, partial test batch may be empty: per-example
+            # losses count each example once (an empty slice adds nothing, not a NaN mean).
+            self.loss_tracker.update_state(
+                self._per_example_cross_entropy(labels, logits, 0.0))
+        else:
+            self.loss_tracker.update_state(self._cross_entropy(labels, logits, 0.0))
         self.top1.update_state(labels, logits)
         self.top5.update_state(labels, logits)
         return {metric.name: metric.result() for metric in self.metrics}
@@ -210,11 +233,10 @@ class _EpochEnd(tf.keras.callbacks.Callback):
         if score is not None and score > float(stage.state["best_top1"].numpy()):
             stage.state["best_top1"].assign(score)
             stage.state["best_epoch"].assign(epoch + 1)
-            temporary = stage.directory / "best_weights.tmp.h5"
-            stage.network.save_weights(str(temporary))
-            os.replace(temporary, stage.directory / "best_weights.h5")
+            _save_weights(stage.network, stage.directory / "best_weights.h5", stage.chief)
             record["best"] = True
-        append_jsonl(stage.directory / "train_log.jsonl", record)
+        if stage.chief:
+            append_jsonl(stage.directory / "train_log.jsonl", record)
         stage.manager.save(checkpoint_number=epoch + 1)
 
 
@@ -227,7 +249,24 @@ class _Stage:
     network: tf.keras.Model
     epochs: int
     state: dict = dataclasses.field(default_factory=dict)
-    manager: tf.train.CheckpointManager | None = None
+    manager: ChiefCheckpointManager | None = None
+    chief: bool = True  # only the chief writes into `directory`
+
+
+def _save_weights(network, path: pathlib.Path, chief: bool) -> None:
+    """Save `network`'s weights to `path` atomically on the chief. The other workers save too,
+    into a temporary folder deleted at once: reading batch-norm statistics synchronised on read
+    is a collective every worker must join."""
+    if chief:
+        temporary = path.with_name(path.stem + ".tmp.h5")
+        network.save_weights(str(temporary))
+        os.replace(temporary, path)
+        return
+    folder = tempfile.mkdtemp(prefix="ubnas_worker_weights_")
+    try:
+        network.save_weights(str(pathlib.Path(folder) / path.name))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _verbosity(verbose):
@@ -236,13 +275,30 @@ def _verbosity(verbose):
     return 1 if sys.stdout.isatty() else 2
 
 
+def _distributed(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Every worker reads the whole (identically seeded) dataset and keeps its own share of
+    each global batch: DATA sharding, whatever the source's files."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    return dataset.with_options(options)
+
+
 def _fit_stage(stage: _Stage, data, config: dict, *, teacher=None, start_from=None,
-               verbose=None) -> Trainer:
+               verbose=None, strategy=None) -> Trainer:
     """Train `stage.network` to `stage.epochs`, resuming from the stage's last checkpoint;
-    returns the compiled trainer (its test step is already traced: evaluate with it)."""
+    returns the compiled trainer (its test step is already traced: evaluate with it).
+    Called inside `strategy.scope()`, with `stage.network` built there."""
     info = data.info
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
     batch_size = config["batch_size"]
-    steps = max(1, math.ceil(info.train_size / batch_size))
+    if replicas > 1:  # whole global batches only, split evenly
+        steps = max(1, info.train_size // batch_size)
+        train_data = _distributed(data.train(batch_size, drop_remainder=True))
+    else:
+        steps = max(1, math.ceil(info.train_size / batch_size))
+        train_data = data.train(batch_size)
     optimizer = make_optimizer(config["optimizer"], total_steps=steps * stage.epochs)
     distill = config.get("distill") or {}
     auxiliary = config.get("auxiliary") or {}
@@ -261,25 +317,27 @@ def _fit_stage(stage: _Stage, data, config: dict, *, teacher=None, start_from=No
         "train_seconds": tf.Variable(0.0, dtype=tf.float64, trainable=False),
     }
     checkpoint = tf.train.Checkpoint(network=stage.network, optimizer=optimizer, **stage.state)
-    stage.manager = tf.train.CheckpointManager(checkpoint, str(stage.directory / "checkpoints"),
-                                               max_to_keep=2)
+    stage.chief = is_chief(strategy)
+    stage.manager = ChiefCheckpointManager(checkpoint, stage.directory / "checkpoints",
+                                           strategy=strategy, max_to_keep=2)
     log_path = stage.directory / "train_log.jsonl"
     if stage.manager.latest_checkpoint:
         checkpoint.restore(stage.manager.latest_checkpoint).assert_existing_objects_matched()
         done = int(stage.state["epoch"].numpy())
         print(f"[{stage.name}] resuming after epoch {done} from {stage.manager.latest_checkpoint}",
               flush=True)
-        _truncate_log(log_path, done)
+        if stage.chief:
+            _truncate_log(log_path, done)
     else:
         if start_from is not None:
             stage.network.load_weights(str(start_from))
-        if log_path.exists():
+        if stage.chief and log_path.exists():
             log_path.unlink()
     initial_epoch = int(stage.state["epoch"].numpy())
     if initial_epoch >= stage.epochs:
         return trainer
     callbacks = [_DropPathSchedule(stage.network, stage.epochs), _EpochEnd(stage)]
-    if config.get("tensorboard", True):
+    if config.get("tensorboard", True) and stage.chief:
         callbacks.append(tf.keras.callbacks.TensorBoard(
             log_dir=str(stage.directory / "tensorboard"), write_graph=False, profile_batch=0))
         if initial_epoch == 0:
@@ -288,8 +346,10 @@ def _fit_stage(stage: _Stage, data, config: dict, *, teacher=None, start_from=No
                 tf.summary.text("config", config_lib.to_markdown(config), step=0)
             writer.close()
     validation = data.test(batch_size) if config.get("eval_every_epoch", True) else None
+    if validation is not None and replicas > 1:
+        validation = _distributed(validation)
     trainer.fit(
-        data.train(batch_size),
+        train_data,
         epochs=stage.epochs,
         initial_epoch=initial_epoch,
         validation_data=validation,
@@ -491,8 +551,9 @@ def _save_model(model, out: pathlib.Path, saved_model: bool) -> None:
         os.replace(staging, out / "saved_model")
 
 
-def _train_teacher(config, genotype, data, directory, verbose):
-    """Train the float version of the genotype in `directory` (resumable) and return it."""
+def _train_teacher(config, genotype, data, directory, verbose, strategy=None):
+    """Train the float version of the genotype in `directory` (resumable) and return it;
+    inside `strategy.scope()`."""
     from ubnas_tf import baselines
 
     distill = config["distill"]
@@ -501,15 +562,17 @@ def _train_teacher(config, genotype, data, directory, verbose):
     teacher_config["two_stage"] = {**config.get("two_stage", {}), "enabled": False}
     teacher_config["epochs"] = distill.get("teacher_epochs") or config["epochs"]
     network = baselines.build_baseline("float", data.info, teacher_config, genotype)
-    directory.mkdir(parents=True, exist_ok=True)
+    if is_chief(strategy):
+        directory.mkdir(parents=True, exist_ok=True)
     stage = _Stage("teacher", directory, network, teacher_config["epochs"])
-    _fit_stage(stage, data, teacher_config, verbose=verbose)
+    _fit_stage(stage, data, teacher_config, verbose=verbose, strategy=strategy)
     network.trainable = False
     return network
 
 
 def run_training(config: dict, *, dataset: str, output_dir, genotype=None, model: str | None = None,
-                 data_dir=None, manual_dir=None, verbose=None) -> dict:
+                 data_dir=None, manual_dir=None, verbose=None,
+                 strategy: tf.distribute.Strategy | None = None) -> dict:
     """Train, evaluate and save one network; returns the metrics written to metrics.json.
 
     # Arguments
@@ -519,12 +582,13 @@ def run_training(config: dict, *, dataset: str, output_dir, genotype=None, model
         genotype: a `Genotype` or the path of a genotype.json (for a searched network and for
             `model="float"`).
         model: a baseline name (`ubnas_tf.baselines.BASELINES`) instead of a genotype.
+        strategy: a `tf.distribute.Strategy` (`ubnas_tf.distribute.make_strategy`); the
+            default strategy when None. Only its chief writes into `output_dir`.
 
     # Raises
         UserError: bad input, before anything is written.
     """
     from ubnas_tf import baselines
-    from ubnas_tf.cost import profile
     from ubnas_tf.data import load_dataset
 
     config = copy.deepcopy(config)
@@ -553,6 +617,12 @@ def run_training(config: dict, *, dataset: str, output_dir, genotype=None, model
         raise UserError("distill.teacher=float is the float version of the genotype: pass "
                         "--genotype, or set distill.teacher to a saved teacher model .h5")
 
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if config["batch_size"] % replicas:
+        raise UserError(f"batch_size {config['batch_size']} is the global batch and must be a "
+                        f"multiple of the {replicas} replicas: change --set batch_size")
+    chief = is_chief(strategy)
     out = pathlib.Path(output_dir)
     run = {"dataset": dataset, "model": model,
            "genotype": genotype.to_dict() if genotype is not None else None}
@@ -570,22 +640,35 @@ def run_training(config: dict, *, dataset: str, output_dir, genotype=None, model
     if two_stage and not plan.binary:
         raise UserError("two_stage trains real weights first and then binary ones: it needs a "
                         "binary network; set two_stage.enabled=false for this one")
-    network = plan.build()  # raises UserError for data the network cannot take
-    teacher = None
-    if teacher_spec not in (None, "float"):
-        teacher = load_model(teacher_spec)
-        _check_model_fits(teacher, info, f"teacher {teacher_spec}")
+    with strategy.scope():  # the networks, optimizers and metrics are the strategy's
+        network = plan.build()  # raises UserError for data the network cannot take
+        teacher = None
+        if teacher_spec not in (None, "float"):
+            teacher = load_model(teacher_spec)
+            _check_model_fits(teacher, info, f"teacher {teacher_spec}")
+        stage, trainer, stage1_seconds = _train_stages(
+            config, plan, network, genotype, teacher, teacher_spec, two_stage, data, out,
+            run, resuming, chief, verbose, strategy)
+    return _finish_training(config, plan, network, genotype, stage, trainer, stage1_seconds,
+                            data, out, chief)
 
+
+def _train_stages(config, plan, network, genotype, teacher, teacher_spec, two_stage, data, out,
+                  run, resuming, chief, verbose, strategy):
+    """The teacher, stage one and the final stage, inside `strategy.scope()`; returns the final
+    stage, its trainer and stage one's training seconds."""
+    info = data.info
     # Only now, with every input checked, does the run write anything.
-    out.mkdir(parents=True, exist_ok=True)
-    if not resuming:
-        config_lib.save(config, out / CONFIG_FILE)
-        atomic_write_json(out / RUN_FILE, run)
+    if chief:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resuming:
+            config_lib.save(config, out / CONFIG_FILE)
+            atomic_write_json(out / RUN_FILE, run)
     print(f"{plan.name} network for {info.name} {info.input_shape}, {info.num_classes} classes, "
           f"{info.train_size} training images -> {out}", flush=True)
 
     if teacher_spec == "float":
-        teacher = _train_teacher(config, genotype, data, out / "teacher", verbose)
+        teacher = _train_teacher(config, genotype, data, out / "teacher", verbose, strategy)
 
     start_from = None
     stage1_seconds = 0.0
@@ -596,18 +679,35 @@ def run_training(config: dict, *, dataset: str, output_dir, genotype=None, model
         stage1 = _Stage("stage1", out / "stage1",
                         plan.build(module=stage1_module),
                         config["two_stage"].get("stage1_epochs") or config["epochs"])
-        stage1.directory.mkdir(parents=True, exist_ok=True)
-        _fit_stage(stage1, data, config, teacher=teacher, verbose=verbose)
+        if chief:
+            stage1.directory.mkdir(parents=True, exist_ok=True)
+        _fit_stage(stage1, data, config, teacher=teacher, verbose=verbose, strategy=strategy)
         start_from = stage1.directory / "final_weights.h5"
-        if not start_from.exists():
-            temporary = stage1.directory / "final_weights.tmp.h5"
-            stage1.network.save_weights(str(temporary))
-            os.replace(temporary, start_from)
+        if not chief:  # its own copy (the chief's may not be written yet), read and deleted
+            start_from = pathlib.Path(tempfile.mkdtemp(prefix="ubnas_worker_stage1_"))
+            start_from = start_from / "final_weights.h5"
+            stage1.network.save_weights(str(start_from))
+        elif not start_from.exists() or is_multi_worker(strategy):
+            # (with several workers, all of them save: reading the weights is a collective)
+            _save_weights(stage1.network, start_from, chief)
         stage1_seconds = float(stage1.state["train_seconds"].numpy())
 
     stage = _Stage("final", out, network, config["epochs"])
-    trainer = _fit_stage(stage, data, config, teacher=teacher, start_from=start_from,
-                         verbose=verbose)
+    try:
+        trainer = _fit_stage(stage, data, config, teacher=teacher, start_from=start_from,
+                             verbose=verbose, strategy=strategy)
+    finally:
+        if start_from is not None and not chief:
+            shutil.rmtree(start_from.parent, ignore_errors=True)
+    return stage, trainer, stage1_seconds
+
+
+def _finish_training(config, plan, network, genotype, stage, trainer, stage1_seconds, data, out,
+                     chief) -> dict:
+    """Evaluate, profile and (on the chief) save the inference network and its metrics."""
+    from ubnas_tf.cost import profile
+
+    info = data.info
 
     exported = plan.build(export=True)
     if exported is not network:
@@ -632,11 +732,13 @@ def run_training(config: dict, *, dataset: str, output_dir, genotype=None, model
     })
     if genotype is not None:
         metrics["space"] = genotype.space
-    _save_model(exported, out, bool(config.get("saved_model", True)))
-    atomic_write_text(out / "summary.txt", _summary_text(exported, cost))
-    atomic_write_json(out / "metrics.json", metrics)
+    if chief:
+        _save_model(exported, out, bool(config.get("saved_model", True)))
+        atomic_write_text(out / "summary.txt", _summary_text(exported, cost))
+        atomic_write_json(out / "metrics.json", metrics)
     top5 = f", top-5 {metrics['test_top5']:.4f}" if "test_top5" in metrics else ""
     print(f"test top-1 {metrics['test_top1']:.4f}{top5}; {metrics['params_binary']:,} 1-bit + "
           f"{metrics['params_float']:,} 32-bit parameters, OPs {metrics['ops']:.4g}; "
-          f"{metrics['train_seconds']:.0f} s -> {out / 'model.h5'}", flush=True)
+          f"{metrics['train_seconds']:.0f} s -> {out / 'model.h5'}"
+          + ("" if chief else " (written by the chief)"), flush=True)
     return metrics

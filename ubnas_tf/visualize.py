@@ -87,11 +87,47 @@ def plot_genotype(genotype: Genotype, title: str | None = None):
     return figure
 
 
-def save_genotype_png(genotype: Genotype, path, title: str | None = None) -> pathlib.Path:
-    """Render `genotype` and write the PNG atomically."""
-    figure = plot_genotype(genotype, title)
+def _save_png(figure, path) -> pathlib.Path:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)
     path = pathlib.Path(path)
     atomic_write_bytes(path, buffer.getvalue())
     return path
+
+
+def save_genotype_png(genotype: Genotype, path, title: str | None = None) -> pathlib.Path:
+    """Render `genotype` and write the PNG atomically."""
+    return _save_png(plot_genotype(genotype, title), path)
+
+
+def plot_accuracy_vs_ops(rows, title: str | None = None):
+    """Top-1 against OPs (FLOPs + BOPs/64, log scale) of the rows of a results table
+    (`network`, `test_top1`, `ops`): binary networks filled, float ones hollow."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 4.2))
+    axes = figure.subplots()
+    for row in rows:
+        binary = "float" not in row["network"]
+        x, y = row["ops"] / 1e6, 100 * row["test_top1"]
+        axes.scatter([x], [y], s=60, marker="o" if binary else "s",
+                     facecolors="#3b7dd8" if binary else "none", edgecolors="#1f3f73")
+        axes.annotate(row["network"], (x, y), textcoords="offset points", xytext=(6, 4),
+                      fontsize=8)
+    axes.set_xscale("log")
+    axes.margins(x=0.3, y=0.15)  # room for the labels
+    axes.set_xlabel("OPs (millions, FLOPs + BOPs/64, log scale)")
+    axes.set_ylabel("test top-1 (%)")
+    axes.grid(True, which="both", alpha=0.3)
+    if title:
+        axes.set_title(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def save_accuracy_vs_ops_png(rows, path, title: str | None = None) -> pathlib.Path:
+    """Render `plot_accuracy_vs_ops` and write the PNG atomically."""
+    return _save_png(plot_accuracy_vs_ops(rows, title), path)
