@@ -62,6 +62,7 @@ def measure(name: str, args) -> dict:
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     setup = CONFIGS[name]
     imported = time.perf_counter()
+    import_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     config = SupernetConfig(num_classes=10, input_shape=setup["input_shape"],
                             channels=setup["channels"], cells=setup["cells"],
                             graph=args.graph)
@@ -128,6 +129,8 @@ def measure(name: str, args) -> dict:
         "load_average": round(os.getloadavg()[0], 2),
         "weight_step_alone_s": round(float(np.median(weight_times)), 3) if weight_times else None,
         "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+        # What importing TensorFlow + tf-keras + larq + ubnas_tf costs before any supernet.
+        "import_rss_gib": round(import_rss, 3),
         "graph_nodes": nodes,
         "traces": dict(steps.traces),
         "variables": len(supernet.trainable_variables),
@@ -195,7 +198,8 @@ def main():
         print(f"  CPU s / iteration  {result['cpu_s']:7.3f}    (all threads; 1-min load average "
               f"{result['load_average']} at the end)")
         print(f"  peak RSS           {result['peak_rss_gib']:7.2f} GiB (PC-DARTS "
-              f"{peer['rss_gib']} GiB)")
+              f"{peer['rss_gib']} GiB; {result['import_rss_gib']:.2f} GiB of it after the "
+              "imports alone)")
         if result["weight_step_alone_s"]:
             print(f"  weight step alone  {result['weight_step_alone_s']:7.3f} s")
         print(f"  graph nodes {result['graph_nodes']}, traces {result['traces']}, "

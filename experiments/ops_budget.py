@@ -4,8 +4,8 @@
 
 1. An unconstrained search (configs/search_demo.yaml on `demo`); its genotype's OPs U are
    computed for the network the budget is about (--cells, --channels: the retraining's size).
-2. The same search with `ops_budget.target` = factor * U for each --factors (default 0.5 and
-   2), each in its own folder.
+2. The same search with `ops_budget.target` = factor * U for each --factors (default 0.5, 1.5
+   and 2), each in its own folder.
 3. results.md / results.json: target, derived OPs, how far off, and whether it moved the
    right way and landed within --tolerance (15%) of the target; beside it the plain argmax
    derivation's OPs and the expected OPs at the end (what the penalty alone achieved). A target outside the OPs any
@@ -29,7 +29,8 @@ flags.DEFINE_string("dataset", "demo", "Dataset of the searches.")
 flags.DEFINE_string("config", "configs/search_demo.yaml", "Search config.")
 flags.DEFINE_integer("cells", 4, "Cells of the network the budget is for.")
 flags.DEFINE_integer("channels", 16, "Channels C of the network the budget is for.")
-flags.DEFINE_list("factors", ["0.5", "2"], "Budgets as multiples of the unconstrained OPs.")
+flags.DEFINE_list("factors", ["0.5", "1.5", "2"],
+                  "Budgets as multiples of the unconstrained OPs.")
 flags.DEFINE_float("tolerance", 0.15, "Allowed relative distance to the target.")
 flags.DEFINE_float("strength", 1.0, "ops_budget.strength.")
 FLAGS = flags.FLAGS
