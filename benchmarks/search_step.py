@@ -46,9 +46,10 @@ def measure(name: str, args) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from ubnas_tf.architect import Architect
-    from ubnas_tf.search_steps import FusedAdam, SearchSteps
-    from ubnas_tf.supernet import Supernet, SupernetConfig
+    import types
+
+    from ubnas_tf import config as config_lib
+    from ubnas_tf.search import build_search_steps
 
     if args.grappler == "off":
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
@@ -63,21 +64,14 @@ def measure(name: str, args) -> dict:
     setup = CONFIGS[name]
     imported = time.perf_counter()
     import_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    config = SupernetConfig(num_classes=10, input_shape=setup["input_shape"],
-                            channels=setup["channels"], cells=setup["cells"],
-                            graph=args.graph)
-    architect = Architect(primitives=config.primitives, nodes=config.nodes,
-                          multiplier=config.multiplier, edge_weights="sigmoid",
-                          path_strength=1.5, edge_strength=0.8, ramp_epochs=49)
-    supernet = Supernet(config)
-    supernet.build_variables(architect.arch_weights())
-    weight_optimizer = FusedAdam(supernet.trainable_variables, learning_rate=1e-3,
-                                 weight_decay=3e-4, clip_norm=5.0)
-    arch_optimizer = FusedAdam(architect.parameters, learning_rate=6e-4, beta_1=0.5,
-                               weight_decay=1e-3)
-    steps = SearchSteps(supernet, architect, weight_optimizer, arch_optimizer,
-                        tf.distribute.get_strategy(), order=args.order,
-                        jit_compile=args.xla)
+    # The search config's defaults (EBNAS's: sigmoid edge weights, both regularizers, Adam
+    # with weight decay and grad clip 5) at the config's sizes, built as tools/search.py does.
+    config = config_lib.load("search", overrides=[
+        f"channels={setup['channels']}", f"cells={setup['cells']}", f"order={args.order}",
+        f"supernet_graph={args.graph}", f"xla={str(args.xla).lower()}"])
+    info = types.SimpleNamespace(input_shape=setup["input_shape"], num_classes=10)
+    steps = build_search_steps(config, info)
+    supernet = steps.supernet
     batch = setup["batch"]
     shape = (batch, *setup["input_shape"])
     images = [tf.random.stateless_normal(shape, [i, 1]) for i in range(2)]

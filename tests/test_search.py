@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -16,9 +17,9 @@ from ubnas_tf import config as config_lib
 from ubnas_tf.architect import Architect, ramp, sigmoid_offsets
 from ubnas_tf.errors import UserError
 from ubnas_tf.genotype import Genotype
+from ubnas_tf.search import build_search_steps
 from ubnas_tf.search_space import get_space
 from ubnas_tf.search_steps import FusedAdam, SearchSteps
-from ubnas_tf.supernet import Supernet, SupernetConfig
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BINARY_OPS = get_space("binary").primitives
@@ -129,20 +130,13 @@ def test_regularizers_and_ramp():
 
 # -- steps ----------------------------------------------------------------------------------
 def _steps(order="first", strategy=None, seed=0):
-    strategy = strategy or tf.distribute.get_strategy()
-    config = SupernetConfig(num_classes=4, input_shape=(8, 8, 1), channels=8, cells=3, nodes=2,
-                            multiplier=2, stem_multiplier=1, partial_normal=4, partial_reduce=2)
-    with strategy.scope():
-        tf.keras.utils.set_random_seed(seed)
-        architect = Architect(primitives=config.primitives, nodes=2, multiplier=2,
-                              path_strength=1.5, edge_strength=0.8, ramp_epochs=2, seed=seed)
-        supernet = Supernet(config)
-        supernet.build_variables(architect.arch_weights())
-        weights = FusedAdam(supernet.trainable_variables, learning_rate=1e-2,
-                            weight_decay=3e-4, clip_norm=5.0)
-        arch = FusedAdam(architect.parameters, learning_rate=1e-2, beta_1=0.5,
-                         weight_decay=1e-3)
-    return SearchSteps(supernet, architect, weights, arch, strategy, order=order)
+    config = config_lib.load("search", overrides=[
+        "channels=8", "cells=3", "nodes=2", "multiplier=2", "stem_multiplier=1",
+        "partial_channels.normal=4", "partial_channels.reduce=2", "regularizers.ramp_epochs=2",
+        "weights_optimizer.lr=0.01", "arch_optimizer.lr=0.01", f"seed={seed}", f"order={order}"])
+    tf.keras.utils.set_random_seed(seed)
+    info = types.SimpleNamespace(input_shape=(8, 8, 1), num_classes=4)
+    return build_search_steps(config, info, strategy)
 
 
 def _batch(size=8, seed=0):

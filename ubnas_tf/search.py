@@ -43,7 +43,7 @@ from ubnas_tf.search_config import check_config, check_output_dir, supernet_conf
 from ubnas_tf.search_steps import FusedAdam, SearchSteps
 from ubnas_tf.supernet import Supernet
 
-__all__ = ["run_search", "SearchResult", "SearchDiverged", "make_strategy"]
+__all__ = ["run_search", "build_search_steps", "SearchResult", "SearchDiverged", "make_strategy"]
 
 LOG_NAME = "search_log.jsonl"
 
@@ -119,6 +119,36 @@ def _per_replica(strategy: tf.distribute.Strategy, batch):
         lambda context: tuple(part[context.replica_id_in_sync_group] for part in parts))
 
 
+def build_search_steps(config: dict, info, strategy=None, budget=None) -> SearchSteps:
+    """The supernet, architect and both optimizers of a search config, built in `strategy`'s
+    scope, as the compiled `SearchSteps` that train them (`info`: the data's `input_shape` and
+    `num_classes`; `budget`: an `ops_budget.BudgetPenalty` or None)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    net_config = supernet_config(config, info)
+    weights_options, arch_options = config["weights_optimizer"], config["arch_optimizer"]
+    with strategy.scope():
+        architect = Architect(
+            primitives=net_config.primitives, nodes=config["nodes"],
+            multiplier=config["multiplier"], edge_weights=config["edge_weights"],
+            path_strength=config["regularizers"]["path"],
+            edge_strength=config["regularizers"]["edge"],
+            ramp_epochs=config["regularizers"]["ramp_epochs"], space=config["space"],
+            seed=config["seed"], budget=budget)
+        supernet = Supernet(net_config, name="supernet")
+        supernet.build_variables(architect.arch_weights())
+        weight_optimizer = FusedAdam(
+            supernet.trainable_variables, learning_rate=weights_options["lr"],
+            beta_1=weights_options["beta_1"], beta_2=weights_options["beta_2"],
+            weight_decay=weights_options["weight_decay"],
+            clip_norm=weights_options["grad_clip"], name="weight_optimizer")
+        arch_optimizer = FusedAdam(
+            architect.parameters, learning_rate=arch_options["lr"],
+            beta_1=arch_options["beta_1"], beta_2=arch_options["beta_2"],
+            weight_decay=arch_options["weight_decay"], name="arch_optimizer")
+    return SearchSteps(supernet, architect, weight_optimizer, arch_optimizer, strategy,
+                       order=config["order"], jit_compile=config["xla"])
+
+
 class _Search:
     """One search run: the objects it trains, its checkpoint, and the loop over epochs."""
 
@@ -135,30 +165,10 @@ class _Search:
         self.weight_data, arch_data = data.search_splits(self.batch_size, portion=portion,
                                                          seed=config["seed"])
         self.steps_per_epoch = self.sizes[0] // self.batch_size
-        net_config = supernet_config(config, self.info)
-        weights_options, arch_options = config["weights_optimizer"], config["arch_optimizer"]
-        with strategy.scope():
-            self.architect = Architect(
-                primitives=net_config.primitives, nodes=config["nodes"],
-                multiplier=config["multiplier"], edge_weights=config["edge_weights"],
-                path_strength=config["regularizers"]["path"],
-                edge_strength=config["regularizers"]["edge"],
-                ramp_epochs=config["regularizers"]["ramp_epochs"], space=config["space"],
-                seed=config["seed"], budget=budget)
-            self.supernet = Supernet(net_config, name="supernet")
-            self.supernet.build_variables(self.architect.arch_weights())
-            self.weight_optimizer = FusedAdam(
-                self.supernet.trainable_variables, learning_rate=weights_options["lr"],
-                beta_1=weights_options["beta_1"], beta_2=weights_options["beta_2"],
-                weight_decay=weights_options["weight_decay"],
-                clip_norm=weights_options["grad_clip"], name="weight_optimizer")
-            self.arch_optimizer = FusedAdam(
-                self.architect.parameters, learning_rate=arch_options["lr"],
-                beta_1=arch_options["beta_1"], beta_2=arch_options["beta_2"],
-                weight_decay=arch_options["weight_decay"], name="arch_optimizer")
-        self.steps = SearchSteps(self.supernet, self.architect, self.weight_optimizer,
-                                 self.arch_optimizer, strategy, order=config["order"],
-                                 jit_compile=config["xla"])
+        self.steps = build_search_steps(config, self.info, strategy, budget=budget)
+        self.architect, self.supernet = self.steps.architect, self.steps.supernet
+        self.weight_optimizer = self.steps.weight_optimizer
+        self.arch_optimizer = self.steps.arch_optimizer
         # The architecture half repeats inside its pipeline, and its iterator's state (shuffle
         # and augmentation seeds included) is checkpointed. The weight half is repeated here,
         # and a repetition started after a restore does not get its uninterrupted seeds back
