@@ -46,6 +46,16 @@ def test_a_free_mapping_takes_keys_from_every_layer(tmp_path):
         config.load("search", overrides=["data.augment.flip=true", "data.agument.x=1"])
 
 
+def test_a_run_saved_before_a_key_existed_is_the_same_run():
+    for tool, new_key in (("search", "ops_budget"), ("train", "distill")):
+        saved = config.load(tool)
+        del saved[new_key]  # as written by a version without that section
+        assert config.same_run(saved, config.load(tool)) == [new_key]
+        assert config.same_run(config.with_defaults(tool, saved), config.load(tool)) == []
+        changed = config.load(tool, overrides=["seed=7"])
+        assert config.same_run(config.with_defaults(tool, saved), changed) == ["seed"]
+
+
 def test_bad_files_and_override_syntax(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         config.load("search", [tmp_path / "nope.yaml"])

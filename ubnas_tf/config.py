@@ -146,6 +146,17 @@ def save(config: dict, path) -> None:
     atomic_write_text(path, yaml.safe_dump(config, sort_keys=False))
 
 
+def with_defaults(tool: str, saved: dict) -> dict:
+    """A config saved by an earlier run with the keys added to the tool's schema since then at
+    their defaults (the behaviour that run had), so that `same_run` sees the same run."""
+    def fill(value, default):
+        if not isinstance(value, dict) or not isinstance(default, dict):
+            return value
+        return {**default, **{key: fill(item, default.get(key)) for key, item in value.items()}}
+
+    return fill(saved, defaults(tool))
+
+
 def same_run(config_a: dict, config_b: dict, ignore=("epochs",)) -> list:
     """Keys (dotted) whose values differ between two configs, ignoring `ignore`."""
     differences = []

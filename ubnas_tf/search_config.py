@@ -93,16 +93,6 @@ def supernet_config(config: dict, info) -> SupernetConfig:
     )
 
 
-def _with_new_defaults(previous: dict) -> dict:
-    def fill(saved, defaults):
-        if not isinstance(saved, dict) or not isinstance(defaults, dict):
-            return saved
-        return {**defaults, **{key: fill(value, defaults.get(key))
-                               for key, value in saved.items()}}
-
-    return fill(previous, config_lib.defaults("search"))
-
-
 def check_output_dir(output_dir: pathlib.Path, config: dict, run: dict) -> bool:
     """True when `output_dir` holds this run (resume); UserError when it holds another."""
     config_path = output_dir / "config.yaml"
@@ -117,9 +107,8 @@ def check_output_dir(output_dir: pathlib.Path, config: dict, run: dict) -> bool:
     except yaml.YAMLError:
         raise UserError(f"{config_path} is not valid YAML: pass a new --output_dir "
                         "(nothing was overwritten)") from None
-    # A key added to the schema since the run started takes its default (the run's behaviour).
-    previous = _with_new_defaults(previous)
-    differences = config_lib.same_run(previous, config, ignore=RESUMABLE_KEYS)
+    differences = config_lib.same_run(config_lib.with_defaults("search", previous), config,
+                                      ignore=RESUMABLE_KEYS)
     if differences:
         shown = ", ".join(differences[:6]) + (" ..." if len(differences) > 6 else "")
         raise UserError(

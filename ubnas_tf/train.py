@@ -514,7 +514,7 @@ def _check_output_dir(out: pathlib.Path, config: dict, run: dict) -> bool:
     except (OSError, ValueError) as error:
         raise UserError(f"{out} holds an unreadable {CONFIG_FILE} ({error}): pass a new "
                         "--output_dir") from None
-    differences = config_lib.same_run(saved_config, config)
+    differences = config_lib.same_run(config_lib.with_defaults("train", saved_config), config)
     differences += [f"--{key}" for key in sorted(set(run) | set(saved_run))
                     if run.get(key) != saved_run.get(key)]
     if differences:
