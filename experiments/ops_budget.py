@@ -8,8 +8,9 @@
    and 2), each in its own folder.
 3. results.md / results.json: target, derived OPs, how far off, and whether it moved the
    right way and landed within --tolerance (15%) of the target; beside it the plain argmax
-   derivation's OPs and the expected OPs at the end (what the penalty alone achieved). A target outside the OPs any
-   genotype of the space can have at that size is reported as out of reach, not run.
+   derivation's OPs and the expected OPs at the end (what the penalty alone achieved). A
+   target outside the OPs any genotype of the space can have at that size is reported as out
+   of reach, not run.
 
 Each search is `tools/search.py` in a fresh process, as a user runs it (and resumes it).
 """
@@ -49,17 +50,11 @@ def _search(folder: pathlib.Path, sets: list) -> dict:
 
 def _cost_model(info):
     from ubnas_tf import config as config_lib
-    from ubnas_tf.ops_budget import NetworkCostModel
-    from ubnas_tf.supernet import SupernetConfig
+    from ubnas_tf.ops_budget import cost_model_from_config
 
-    config = config_lib.load("search", [FLAGS.config])
-    primitives = SupernetConfig(num_classes=info.num_classes, input_shape=info.input_shape,
-                                space=config["space"], primitives=config["primitives"]).primitives
-    return NetworkCostModel(config["space"], primitives=primitives, nodes=config["nodes"],
-                            multiplier=config["multiplier"], cells=FLAGS.cells,
-                            channels=FLAGS.channels, input_shape=info.input_shape,
-                            num_classes=info.num_classes,
-                            stem_multiplier=config["stem_multiplier"])
+    config = config_lib.load("search", [FLAGS.config], [
+        f"ops_budget.cells={FLAGS.cells}", f"ops_budget.channels={FLAGS.channels}"])
+    return cost_model_from_config(config, info)
 
 
 def main(argv):

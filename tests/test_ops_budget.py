@@ -13,7 +13,7 @@ from ubnas_tf.cost import profile
 from ubnas_tf.errors import UserError
 from ubnas_tf.genotype import Genotype
 from ubnas_tf.ops_budget import (BudgetPenalty, NetworkCostModel, budget_from_config,
-                                 fit_genotype)
+                                 cost_model_from_config, fit_genotype)
 from ubnas_tf.search_space import get_space
 from ubnas_tf.supernet import ArchWeights
 
@@ -126,7 +126,7 @@ def test_unreachable_or_bad_targets_are_user_errors():
                               ("ops_budget.tolerance=1.5", "tolerance")):
         config = config_lib.load("search", overrides=["cells=3", "channels=8", override])
         with pytest.raises(UserError, match=message):
-            budget_from_config(config, INFO, PRIMITIVES)
+            budget_from_config(config, INFO)
 
 
 @pytest.mark.slow
@@ -137,10 +137,8 @@ def test_a_search_with_a_budget_derives_a_network_within_tolerance(tmp_path):
     config = tiny_config("epochs=2")
     free = run_search(config, dataset="demo", output_dir=tmp_path / "free",
                       print_fn=lambda *_: None)
-    model = NetworkCostModel("binary", primitives=PRIMITIVES, nodes=config["nodes"],
-                             multiplier=config["multiplier"], cells=config["cells"],
-                             channels=config["channels"], input_shape=(28, 28, 1),
-                             num_classes=10, stem_multiplier=config["stem_multiplier"])
+    model = cost_model_from_config(config, types.SimpleNamespace(input_shape=(28, 28, 1),
+                                                                  num_classes=10))
     unconstrained, (low, high) = model.genotype_ops(free.genotype), model.range()
     # Half-way to the far end of the range: a target the free search did not land on.
     far = low if unconstrained - low > high - unconstrained else high

@@ -43,7 +43,8 @@ import tensorflow as tf
 from ubnas_tf.errors import UserError
 from ubnas_tf.genotype import Genotype
 
-__all__ = ["NetworkCostModel", "BudgetPenalty", "budget_from_config", "fit_genotype"]
+__all__ = ["NetworkCostModel", "BudgetPenalty", "budget_from_config", "cost_model_from_config",
+           "fit_genotype"]
 
 CELL_TYPES = ("normal", "reduce")
 
@@ -79,6 +80,9 @@ class NetworkCostModel:
         self.input_shape, self.num_classes = tuple(input_shape), int(num_classes)
         self.stem_multiplier = int(stem_multiplier)
         self.module = module
+        # Edge e of node n is `starts[n] + source`; the derivation never picks `none`.
+        self.starts = [int(start) for start in np.cumsum([0] + [n + 2 for n in range(self.nodes)])]
+        self.pickable = [i for i, name in enumerate(self.primitives) if name != "none"]
         self._profiles = {}
         self.costs = {cell_type: np.zeros((len(_edge_sources(self.nodes)),
                                            len(self.primitives)), np.float64)
@@ -127,8 +131,7 @@ class NetworkCostModel:
 
     def _cheapest_genotype(self) -> Genotype:
         """Every node's first two inputs with the cheapest pickable op (to measure `fixed`)."""
-        pickable = [i for i, name in enumerate(self.primitives) if name != "none"]
-        column = min(pickable, key=lambda i: self.costs["normal"][:, i].sum()
+        column = min(self.pickable, key=lambda i: self.costs["normal"][:, i].sum()
                      + self.costs["reduce"][:, i].sum())
         genes = tuple((self.primitives[column], source)
                       for node in range(self.nodes) for source in (0, 1))
@@ -145,11 +148,10 @@ class NetworkCostModel:
 
     def _edges_ops(self, genotype: Genotype) -> float:
         total = 0.0
-        starts = np.cumsum([0] + [node + 2 for node in range(self.nodes)])
         for cell_type in CELL_TYPES:
             genes = genotype.cell(cell_type == "reduce")
             for index, (op_name, source) in enumerate(genes):
-                edge = starts[index // 2] + source
+                edge = self.starts[index // 2] + source
                 total += self.costs[cell_type][edge, self.primitives.index(op_name)]
         return float(total)
 
@@ -175,10 +177,9 @@ class NetworkCostModel:
     def range(self) -> tuple[float, float]:
         """(cheapest, dearest) OPs a genotype of this search can have."""
         low = high = self.fixed
-        pickable = [i for i, name in enumerate(self.primitives) if name != "none"]
-        starts = np.cumsum([0] + [node + 2 for node in range(self.nodes)])
+        starts = self.starts
         for cell_type in CELL_TYPES:
-            best = self.costs[cell_type][:, pickable]
+            best = self.costs[cell_type][:, self.pickable]
             for node in range(self.nodes):
                 rows = best[starts[node]:starts[node + 1]]
                 low += np.sort(rows.min(axis=1))[:2].sum()
@@ -215,9 +216,7 @@ def fit_genotype(genotype: Genotype, weights: dict, cost_model: NetworkCostModel
     that lands in the band with the least strength lost, else the one that loses the least
     strength per OP moved towards the target without passing the band.
     """
-    primitives = cost_model.primitives
-    pickable = [i for i, name in enumerate(primitives) if name != "none"]
-    starts = [int(start) for start in np.cumsum([0] + [n + 2 for n in range(cost_model.nodes)])]
+    primitives, starts = cost_model.primitives, cost_model.starts
     strengths = {cell_type: np.log(np.maximum(op_weights * edge_weights[:, None], 1e-30))
                  for cell_type, (op_weights, edge_weights) in weights.items()}
     state = {cell_type: [(starts[index // 2] + source, primitives.index(op_name))
@@ -230,14 +229,14 @@ def fit_genotype(genotype: Genotype, weights: dict, cost_model: NetworkCostModel
         if low <= ops <= high:
             break
         direction = 1.0 if ops < low else -1.0
-        moves = [m for m in _moves(state, strengths, cost_model.costs, pickable, starts)
-                 if m[3] * direction > 0]
+        moves = [m for m in _moves(state, strengths, cost_model.costs, cost_model.pickable,
+                                   starts) if m[3] * direction > 0]
         landing = [m for m in moves if low <= ops + m[3] <= high]
         if landing:
             move = max(landing, key=lambda m: m[4])
         else:
-            short = [m for m in moves if (ops + m[3] < low) if direction > 0] if direction > 0 \
-                else [m for m in moves if ops + m[3] > high]
+            # Moves that stop short of the band (none of the others passes it: none lands).
+            short = [m for m in moves if (ops + m[3] < low if direction > 0 else ops + m[3] > high)]
             if not short:
                 break
             move = max(short, key=lambda m: m[4] / abs(m[3]))
@@ -272,12 +271,24 @@ class BudgetPenalty:
         return self.strength * tf.square(tf.math.log(ratio))
 
 
-def budget_from_config(config: dict, info, primitives) -> BudgetPenalty | None:
-    """The penalty of a search config's `ops_budget` section (None when `target` is null).
+def cost_model_from_config(config: dict, info) -> NetworkCostModel:
+    """The cost model of a search config for the data described by `info` (its `input_shape`
+    and `num_classes`): the supernet's ops, and the network of `ops_budget.cells`/`channels`/
+    `module` (null: the search's own cells and channels, the space's retraining module)."""
+    from ubnas_tf.search_config import supernet_config
 
-    The network costed is the retraining's: `ops_budget.cells`/`channels`/`module` (null: the
-    search's own cells and channels, the space's retraining module).
-    """
+    budget = config["ops_budget"]
+    return NetworkCostModel(
+        config["space"], primitives=supernet_config(config, info).primitives,
+        nodes=config["nodes"], multiplier=config["multiplier"],
+        cells=budget["cells"] or config["cells"], channels=budget["channels"] or config["channels"],
+        input_shape=info.input_shape, num_classes=info.num_classes,
+        stem_multiplier=config["stem_multiplier"], module=budget["module"])
+
+
+def budget_from_config(config: dict, info) -> BudgetPenalty | None:
+    """The penalty of a search config's `ops_budget` section (None when `target` is null);
+    the network it costs is `cost_model_from_config`'s."""
     budget = config["ops_budget"]
     target, strength, tolerance = budget["target"], budget["strength"], budget["tolerance"]
     if not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
@@ -290,12 +301,7 @@ def budget_from_config(config: dict, info, primitives) -> BudgetPenalty | None:
             or not math.isfinite(target):
         raise UserError(f"config key 'ops_budget.target' must be null or a number of OPs > 0, "
                         f"got {target!r}")
-    model = NetworkCostModel(
-        config["space"], primitives=primitives, nodes=config["nodes"],
-        multiplier=config["multiplier"], cells=budget["cells"] or config["cells"],
-        channels=budget["channels"] or config["channels"], input_shape=info.input_shape,
-        num_classes=info.num_classes, stem_multiplier=config["stem_multiplier"],
-        module=budget["module"])
+    model = cost_model_from_config(config, info)
     low, high = model.range()
     if not low <= target <= high:
         raise UserError(

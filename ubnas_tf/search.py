@@ -355,7 +355,7 @@ def run_search(config: dict, *, dataset: str, output_dir, data_dir=None, manual_
                         augment=config["data"]["augment"] or None,
                         skip_corrupt=config["data"]["skip_corrupt"])
     data.search_split_sizes(config["data"]["portion"])  # bad portions fail before any write
-    budget = budget_from_config(config, data.info, supernet_config(config, data.info).primitives)
+    budget = budget_from_config(config, data.info)
     if is_chief(strategy):
         output_dir.mkdir(parents=True, exist_ok=True)
         config_lib.save(config, output_dir / "config.yaml")
