@@ -32,6 +32,7 @@ therefore be readable by all (a shared folder, or a copy at the same path on eve
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -43,7 +44,7 @@ import tensorflow as tf
 from ubnas_tf.errors import UserError
 
 __all__ = ["STRATEGIES", "make_strategy", "split_cpu", "check_tf_config", "is_chief",
-           "is_multi_worker", "ChiefCheckpointManager", "summary_writer"]
+           "is_multi_worker", "ChiefCheckpointManager", "summary_writer", "worker_scratch"]
 
 STRATEGIES = ("one_device", "mirrored", "multi_worker_mirrored")
 TASK_TYPES = ("chief", "worker")
@@ -153,6 +154,17 @@ def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
     return task_type == "worker" and task_id == 0 and "chief" not in cluster
 
 
+@contextlib.contextmanager
+def worker_scratch(prefix: str):
+    """A temporary folder, deleted on exit, for what a non-chief worker must write (it joins
+    the chief's saves, whose reads are collectives) but nobody keeps."""
+    folder = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield pathlib.Path(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 class ChiefCheckpointManager:
     """A `tf.train.CheckpointManager` in the chief's `directory`, readable by every worker.
 
@@ -180,12 +192,9 @@ class ChiefCheckpointManager:
     def save(self, checkpoint_number=None):
         if self._manager is not None:
             return self._manager.save(checkpoint_number=checkpoint_number)
-        temporary = tempfile.mkdtemp(prefix="ubnas_worker_checkpoint_")
-        try:
-            tf.train.CheckpointManager(self.checkpoint, temporary, max_to_keep=1).save(
+        with worker_scratch("ubnas_worker_checkpoint_") as folder:
+            tf.train.CheckpointManager(self.checkpoint, str(folder), max_to_keep=1).save(
                 checkpoint_number=checkpoint_number)
-        finally:
-            shutil.rmtree(temporary, ignore_errors=True)
         return None
 
 

@@ -40,6 +40,7 @@ temporary folders.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -48,14 +49,13 @@ import os
 import pathlib
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 
 import tensorflow as tf
 
 from ubnas_tf import config as config_lib
-from ubnas_tf.distribute import ChiefCheckpointManager, is_chief, is_multi_worker
+from ubnas_tf.distribute import ChiefCheckpointManager, is_chief, is_multi_worker, worker_scratch
 from ubnas_tf.errors import UserError
 from ubnas_tf.genotype import Genotype
 from ubnas_tf.io_utils import append_jsonl, atomic_write_json, atomic_write_text
@@ -262,11 +262,8 @@ def _save_weights(network, path: pathlib.Path, chief: bool) -> None:
         network.save_weights(str(temporary))
         os.replace(temporary, path)
         return
-    folder = tempfile.mkdtemp(prefix="ubnas_worker_weights_")
-    try:
-        network.save_weights(str(pathlib.Path(folder) / path.name))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with worker_scratch("ubnas_worker_weights_") as folder:
+        network.save_weights(str(folder / path.name))
 
 
 def _verbosity(verbose):
@@ -672,33 +669,31 @@ def _train_stages(config, plan, network, genotype, teacher, teacher_spec, two_st
 
     start_from = None
     stage1_seconds = 0.0
-    if two_stage:
-        stage1_module = dataclasses.replace(
-            ModuleStructure.from_config(config.get("module") or get_space(genotype.space)
-                                        .network_module), weights="real")
-        stage1 = _Stage("stage1", out / "stage1",
-                        plan.build(module=stage1_module),
-                        config["two_stage"].get("stage1_epochs") or config["epochs"])
-        if chief:
-            stage1.directory.mkdir(parents=True, exist_ok=True)
-        _fit_stage(stage1, data, config, teacher=teacher, verbose=verbose, strategy=strategy)
-        start_from = stage1.directory / "final_weights.h5"
-        if not chief:  # its own copy (the chief's may not be written yet), read and deleted
-            start_from = pathlib.Path(tempfile.mkdtemp(prefix="ubnas_worker_stage1_"))
-            start_from = start_from / "final_weights.h5"
-            stage1.network.save_weights(str(start_from))
-        elif not start_from.exists() or is_multi_worker(strategy):
-            # (with several workers, all of them save: reading the weights is a collective)
-            _save_weights(stage1.network, start_from, chief)
-        stage1_seconds = float(stage1.state["train_seconds"].numpy())
+    with contextlib.ExitStack() as cleanup:
+        if two_stage:
+            stage1_module = dataclasses.replace(
+                ModuleStructure.from_config(config.get("module") or get_space(genotype.space)
+                                            .network_module), weights="real")
+            stage1 = _Stage("stage1", out / "stage1",
+                            plan.build(module=stage1_module),
+                            config["two_stage"].get("stage1_epochs") or config["epochs"])
+            if chief:
+                stage1.directory.mkdir(parents=True, exist_ok=True)
+            _fit_stage(stage1, data, config, teacher=teacher, verbose=verbose,
+                       strategy=strategy)
+            start_from = stage1.directory / "final_weights.h5"
+            if not chief:  # its own copy (the chief's may not be written yet), read and deleted
+                scratch = cleanup.enter_context(worker_scratch("ubnas_worker_stage1_"))
+                start_from = scratch / "final_weights.h5"
+                stage1.network.save_weights(str(start_from))
+            elif not start_from.exists() or is_multi_worker(strategy):
+                # (with several workers, all of them save: reading the weights is a collective)
+                _save_weights(stage1.network, start_from, chief)
+            stage1_seconds = float(stage1.state["train_seconds"].numpy())
 
-    stage = _Stage("final", out, network, config["epochs"])
-    try:
+        stage = _Stage("final", out, network, config["epochs"])
         trainer = _fit_stage(stage, data, config, teacher=teacher, start_from=start_from,
                              verbose=verbose, strategy=strategy)
-    finally:
-        if start_from is not None and not chief:
-            shutil.rmtree(start_from.parent, ignore_errors=True)
     return stage, trainer, stage1_seconds
 
 

@@ -39,7 +39,7 @@ def _training_arrays(split, dataset: str):
 
 def _write_dataset(folder: pathlib.Path, images, labels, held_out) -> str:
     """Write a dataset whose train split is `images` less `held_out` and whose test split is
-    `held_out`; returns the spec that reads it back."""
+    `held_out`; returns the kind of data source that reads it back (idx or folder)."""
     from ubnas_tf.data.idx import IDX_FILES, write_idx
 
     kept = np.setdiff1d(np.arange(len(labels)), held_out)
@@ -49,7 +49,7 @@ def _write_dataset(folder: pathlib.Path, images, labels, held_out) -> str:
             write_idx(str(folder / IDX_FILES[(split, "images")]), images[indices, ..., 0])
             write_idx(str(folder / IDX_FILES[(split, "labels")]),
                       labels[indices].astype(np.uint8))
-        return f"idx:{folder}"
+        return "idx"
     import tensorflow as tf
 
     for split, indices in (("train", kept), ("test", held_out)):
@@ -57,7 +57,7 @@ def _write_dataset(folder: pathlib.Path, images, labels, held_out) -> str:
             target = folder / split / f"{int(labels[index]):04d}" / f"{index:07d}.png"
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(tf.io.encode_png(images[index]).numpy())
-    return f"folder:{folder}"
+    return "folder"
 
 
 def prepare_data(output_dir, dataset: str, *, validation: float, max_examples=None, seed=0,
@@ -95,10 +95,10 @@ def prepare_data(output_dir, dataset: str, *, validation: float, max_examples=No
     held_out = np.sort(np.random.default_rng(seed).permutation(len(labels))[:held])
     temporary = output_dir / f".{DATA_FOLDER}.{socket.gethostname()}.{os.getpid()}.tmp"
     shutil.rmtree(temporary, ignore_errors=True)
-    _write_dataset(temporary, images, labels, held_out)
+    kind = _write_dataset(temporary, images, labels, held_out)
     manifest = {
         "made_from": made_from,
-        "spec": ("idx:" if images.shape[-1] == 1 else "folder:") + str(target),
+        "spec": f"{kind}:{target}",
         "train_size": int(len(labels) - held),
         "validation_size": held,
         "class_names": list(source.class_names),
