@@ -43,6 +43,10 @@ def measure(name: str, args) -> dict:
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if args.onednn == "on" else "0"
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import ubnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
+    from ubnas_tf.runtime_memory import limit_malloc_arenas
+
+    if args.arenas:
+        limit_malloc_arenas(args.arenas)  # as every tool does (cli.run)
     import numpy as np
     import tensorflow as tf
 
@@ -68,7 +72,8 @@ def measure(name: str, args) -> dict:
     # with weight decay and grad clip 5) at the config's sizes, built as tools/search.py does.
     config = config_lib.load("search", overrides=[
         f"channels={setup['channels']}", f"cells={setup['cells']}", f"order={args.order}",
-        f"supernet_graph={args.graph}", f"xla={str(args.xla).lower()}"])
+        f"supernet_graph={args.graph}", f"xla={str(args.xla).lower()}",
+        f"recompute={str(args.recompute).lower()}"])
     info = types.SimpleNamespace(input_shape=setup["input_shape"], num_classes=10)
     steps = build_search_steps(config, info)
     supernet = steps.supernet
@@ -99,13 +104,8 @@ def measure(name: str, args) -> dict:
         start = time.perf_counter()
         float(steps.weight_step(images[0], labels[0])[0])
         weight_times.append(time.perf_counter() - start)
-    specs = (tf.TensorSpec(shape), tf.TensorSpec([batch], tf.int32))
-    nodes = {
-        "weight_step": len(
-            steps.weight_step.get_concrete_function(*specs).graph.as_graph_def().node),
-        "arch_step": len(steps.arch_step.get_concrete_function(
-            *specs, *specs, tf.TensorSpec([])).graph.as_graph_def().node),
-    }
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    nodes = steps.graph_nodes(images[0], labels[0])
     median = float(np.median(times))
     return {
         "config": name,
@@ -122,7 +122,7 @@ def measure(name: str, args) -> dict:
         "cpu_s": round(float(np.median(cpu_times)), 3),
         "load_average": round(os.getloadavg()[0], 2),
         "weight_step_alone_s": round(float(np.median(weight_times)), 3) if weight_times else None,
-        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+        "peak_rss_gib": round(peak_rss, 3),
         # What importing TensorFlow + tf-keras + larq + ubnas_tf costs before any supernet.
         "import_rss_gib": round(import_rss, 3),
         "graph_nodes": nodes,
@@ -132,7 +132,8 @@ def measure(name: str, args) -> dict:
         "losses": [round(v, 4) for v in losses],
         "options": {"grappler": args.grappler, "xla": args.xla, "graph": args.graph,
                     "order": args.order, "threads": args.threads,
-                    "onednn": args.onednn, "deterministic": args.deterministic},
+                    "onednn": args.onednn, "deterministic": args.deterministic,
+                    "recompute": args.recompute, "arenas": args.arenas},
     }
 
 
@@ -150,6 +151,10 @@ def main():
     parser.add_argument("--order", choices=["first", "second"], default="first")
     parser.add_argument("--onednn", choices=["on", "off"], default="on",
                         help="TF_ENABLE_ONEDNN_OPTS (oneDNN conv/BN kernels)")
+    parser.add_argument("--recompute", action="store_true",
+                        help="recompute: true (cell activations recomputed in the backward pass)")
+    parser.add_argument("--arenas", type=int, default=1,
+                        help="glibc malloc arenas (the tools' default: 1; 0: glibc's default)")
     parser.add_argument("--threads", type=int, default=0, help="intra/inter-op threads (0: TF)")
     parser.add_argument("--deterministic", action="store_true",
                         help="tf.config.experimental.enable_op_determinism (as the search)")
@@ -166,10 +171,11 @@ def main():
         # A fresh process per config: peak RSS and time to first step are its own.
         argv = [f"--iterations={args.iterations}", f"--grappler={args.grappler}",
                 f"--graph={args.graph}", f"--order={args.order}", f"--threads={args.threads}",
-                f"--onednn={args.onednn}"]
+                f"--onednn={args.onednn}", f"--arenas={args.arenas}"]
         argv += [flag for flag, on in (("--xla", args.xla),
                                        ("--weight_alone", args.weight_alone),
-                                       ("--deterministic", args.deterministic)) if on]
+                                       ("--deterministic", args.deterministic),
+                                       ("--recompute", args.recompute)) if on]
         command = [sys.executable, os.path.abspath(__file__), "--config", name, "--_child", *argv]
         output = subprocess.run(command, capture_output=True, text=True,
                                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})

@@ -146,7 +146,8 @@ def build_search_steps(config: dict, info, strategy=None, budget=None) -> Search
             beta_1=arch_options["beta_1"], beta_2=arch_options["beta_2"],
             weight_decay=arch_options["weight_decay"], name="arch_optimizer")
     return SearchSteps(supernet, architect, weight_optimizer, arch_optimizer, strategy,
-                       order=config["order"], jit_compile=config["xla"])
+                       order=config["order"], jit_compile=config["xla"],
+                       recompute=config["recompute"])
 
 
 class _Search:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from ubnas_tf.architect import Architect
+from ubnas_tf.recompute import check_recomputable, checkpointed_gradients
+from ubnas_tf.runtime_memory import GraphFreeFunction, release_free_memory
 from ubnas_tf.supernet import ArchWeights, Supernet
 
 __all__ = ["FusedAdam", "SearchSteps", "cross_entropy"]
@@ -115,13 +117,14 @@ class SearchSteps:
         weight_optimizer, arch_optimizer: `FusedAdam`s over their variables.
         strategy: the `tf.distribute.Strategy` the variables were created under.
         order: 'first' or 'second' (DARTS's unrolled architecture step).
-        batch_shape: (global batch, H, W, C) of both halves' batches.
         jit_compile: compile the steps with XLA.
+        recompute: recompute each cell's activations in the backward pass instead of keeping
+            them (`recompute.checkpointed_gradients`): less memory, one more forward pass.
     """
 
     def __init__(self, supernet: Supernet, architect: Architect, weight_optimizer: FusedAdam,
                  arch_optimizer: FusedAdam, strategy: tf.distribute.Strategy, *,
-                 order: str = "first", jit_compile: bool = False):
+                 order: str = "first", jit_compile: bool = False, recompute: bool = False):
         if order not in ("first", "second"):
             raise ValueError(f"order must be 'first' or 'second', got {order!r}")
         self.supernet = supernet
@@ -130,12 +133,74 @@ class SearchSteps:
         self.arch_optimizer = arch_optimizer
         self.strategy = strategy
         self.order = order
+        if recompute:
+            check_recomputable(supernet)
+        self.recompute = recompute
         self.traces = {"weight": 0, "arch": 0}
-        options = dict(autograph=False, jit_compile=jit_compile or None)
-        self.weight_step = tf.function(self._weight_step, **options)
-        self.arch_step = tf.function(self._arch_step, **options)
+        # One replica, no XLA (the search's usual case): steps that keep no Python graph
+        # (runtime_memory). Otherwise tf.function, which takes per-replica inputs and XLA.
+        self.graph_free = not jit_compile and strategy.num_replicas_in_sync == 1
+        if self.graph_free:
+            self._weight_function = GraphFreeFunction(self._weight_step, "weight_step")
+            self._arch_function = GraphFreeFunction(self._arch_step, "arch_step")
+        else:
+            options = dict(autograph=False, jit_compile=jit_compile or None)
+            self._weight_function = tf.function(self._weight_step, **options)
+            self._arch_function = tf.function(self._arch_step, **options)
+        self._untraced = self.graph_free  # both steps get traced at the first call of either
+        self._first_runs = {"weight", "arch"} if self.graph_free else set()
         # Fault injection for tests: a hook applied to the losses inside the steps.
         self.loss_hook = None
+
+    # -- the compiled steps -------------------------------------------------------------------
+    def weight_step(self, images, labels):
+        """One weight step on a batch of the weight half; returns (mean loss, correct)."""
+        self._trace_both(images, labels)
+        return self._released_after_first("weight", self._weight_function(images, labels))
+
+    def arch_step(self, images, labels, train_images, train_labels, ramp):
+        """One architecture step on a batch of the architecture half (train_* for the second
+        order's virtual step); returns (mean loss, correct)."""
+        self._trace_both(train_images, train_labels)
+        return self._released_after_first(
+            "arch", self._arch_function(images, labels, train_images, train_labels, ramp))
+
+    def graph_nodes(self, images, labels) -> dict:
+        """Nodes of each step's own graph for batches like `images`, `labels`."""
+        ramp = tf.TensorSpec([], tf.float32)
+        if self.graph_free:
+            return {"weight_step": self._weight_function.graph_nodes(images, labels),
+                    "arch_step": self._arch_function.graph_nodes(images, labels, images, labels,
+                                                                 ramp)}
+        specs = [tf.TensorSpec(x.shape, x.dtype) for x in (images, labels)]
+        return {"weight_step": len(self._weight_function.get_concrete_function(
+                    *specs).graph.as_graph_def().node),
+                "arch_step": len(self._arch_function.get_concrete_function(
+                    *specs, *specs, ramp).graph.as_graph_def().node)}
+
+    def _trace_both(self, images, labels):
+        """Trace both steps for this batch shape, then drop their Python graphs.
+
+        Both at once: they call the same shared edge functions (TraceCache), whose graphs the
+        second trace needs; afterwards nothing needs them.
+        """
+        if not self._untraced:
+            return
+        self._untraced = False
+        ramp = tf.TensorSpec([], tf.float32)
+        self._weight_function.trace(images, labels)
+        self._arch_function.trace(images, labels, images, labels, ramp)
+        self._weight_function.release_graphs()
+        self._arch_function.release_graphs()
+        self.supernet.traces.clear()
+        release_free_memory()
+
+    def _released_after_first(self, step: str, outputs):
+        # The runtime builds its executors at a function's first run and frees the scratch.
+        if step in self._first_runs:
+            self._first_runs.discard(step)
+            release_free_memory()
+        return outputs
 
     # -- helpers ------------------------------------------------------------------------------
     @property
@@ -147,11 +212,24 @@ class SearchSteps:
         return ArchWeights(*(tf.stop_gradient(w) for w in (
             weights.normal_ops, weights.normal_edges, weights.reduce_ops, weights.reduce_edges)))
 
-    def _loss(self, images, labels, arch_weights):
-        loss, correct = cross_entropy(labels, self.supernet(images, arch_weights))
+    def _loss_of_logits(self, labels, logits):
+        loss, correct = cross_entropy(labels, logits)
         if self.loss_hook is not None:
             loss = self.loss_hook(loss)
         return loss, correct
+
+    def _gradients(self, images, labels, sources, arch_weights_fn, extra_loss=None,
+                   watch_arch=True):
+        """(d(loss + extra_loss())/d sources, loss, correct) on one batch."""
+        loss_fn = lambda logits: self._loss_of_logits(labels, logits)  # noqa: E731
+        if self.recompute:
+            return checkpointed_gradients(self.supernet, images, sources, arch_weights_fn,
+                                          loss_fn, extra_loss=extra_loss, watch_arch=watch_arch)
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(sources)
+            loss, correct = loss_fn(self.supernet(images, arch_weights_fn()))
+            total = loss if extra_loss is None else loss + extra_loss()
+        return tape.gradient(total, sources), loss, correct
 
     def _reduce(self, loss, correct):
         strategy = self.strategy
@@ -161,10 +239,9 @@ class SearchSteps:
     # -- weight step ------------------------------------------------------------------------
     def _weight_replica(self, images, labels):
         weights = self.weights
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(weights)
-            loss, correct = self._loss(images, labels, self._constant_arch_weights())
-        gradients = _mean_over_replicas(tape.gradient(loss, weights))
+        gradients, loss, correct = self._gradients(
+            images, labels, weights, self._constant_arch_weights, watch_arch=False)
+        gradients = _mean_over_replicas(gradients)
         self.weight_optimizer.apply(gradients, weights)
         return loss, correct
 
@@ -176,12 +253,9 @@ class SearchSteps:
     # -- architecture step ------------------------------------------------------------------
     def _arch_gradients(self, images, labels, ramp):
         """d(L_val + reg)/d(arch) at the current weights; also returns loss and correct."""
-        parameters = self.architect.parameters
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(parameters)
-            loss, correct = self._loss(images, labels, self.architect.arch_weights())
-            total = loss + self.architect.regularization(ramp)
-        return tape.gradient(total, parameters), loss, correct
+        return self._gradients(images, labels, self.architect.parameters,
+                               self.architect.arch_weights,
+                               extra_loss=lambda: self.architect.regularization(ramp))
 
     def _first_order_replica(self, images, labels, train_images, train_labels, ramp):
         del train_images, train_labels
@@ -200,29 +274,24 @@ class SearchSteps:
         decay = self.weight_optimizer.weight_decay
         originals = [tf.identity(w.read_value()) for w in weights]
         # w' = w - xi * (dL_train/dw + wd * w)
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(weights)
-            train_loss, _ = self._loss(train_images, train_labels, self._constant_arch_weights())
-        train_gradients = _mean_over_replicas(tape.gradient(train_loss, weights))
+        train_gradients, _, _ = self._gradients(
+            train_images, train_labels, weights, self._constant_arch_weights, watch_arch=False)
+        train_gradients = _mean_over_replicas(train_gradients)
         for w, w0, g in zip(weights, originals, train_gradients):
             _assign(w, w0 - xi * (g + decay * w0))
         # dL_val(w', alpha)/d alpha and /d w'
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(weights)
-            tape.watch(parameters)
-            loss, correct = self._loss(images, labels, self.architect.arch_weights())
-        gradients = _mean_over_replicas(tape.gradient(loss, parameters + weights))
+        gradients, loss, correct = self._gradients(images, labels, parameters + weights,
+                                                   self.architect.arch_weights)
+        gradients = _mean_over_replicas(gradients)
         alpha_gradients, weight_gradients = gradients[:len(parameters)], gradients[len(parameters):]
         epsilon = 0.01 / (tf.linalg.global_norm(weight_gradients) + 1e-12)
 
         def train_alpha_gradients(sign):
             for w, w0, dw in zip(weights, originals, weight_gradients):
                 _assign(w, w0 + sign * epsilon * dw)
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(parameters)
-                train_loss, _ = self._loss(train_images, train_labels,
-                                           self.architect.arch_weights())
-            return _mean_over_replicas(tape.gradient(train_loss, parameters))
+            alpha_gradients, _, _ = self._gradients(train_images, train_labels, parameters,
+                                                    self.architect.arch_weights)
+            return _mean_over_replicas(alpha_gradients)
 
         plus = train_alpha_gradients(1.0)
         minus = train_alpha_gradients(-1.0)

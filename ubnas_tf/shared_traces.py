@@ -37,6 +37,10 @@ class TraceCache:
         self.inline = inline
         self._functions = {}
 
+    def clear(self) -> None:
+        """Forget the traces (and their graphs); a later call traces again."""
+        self._functions.clear()
+
     @staticmethod
     def signature(layer) -> tuple:
         """What makes two layers interchangeable up to their variables."""

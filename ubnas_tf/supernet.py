@@ -343,11 +343,21 @@ class Supernet(tf.keras.Model):
         self.classifier = tf.keras.layers.Dense(config.num_classes, name="classifier")
 
     def call(self, images, arch_weights: ArchWeights):
-        s0 = s1 = self.stem_norm(self.stem_conv(images))
+        s0 = s1 = self.stem(images)
         for cell in self.search_cells:
-            op_weights, edge_weights = arch_weights.for_cell(cell.reduction)
-            s0, s1 = s1, cell(s0, s1, op_weights, edge_weights)
-        return self.classifier(self.global_pool(s1))
+            s0, s1 = s1, self.run_cell(cell, s0, s1, arch_weights)
+        return self.head(s1)
+
+    # The three parts of `call`, apart for `recompute.checkpointed_gradients`.
+    def stem(self, images):
+        return self.stem_norm(self.stem_conv(images))
+
+    @staticmethod
+    def run_cell(cell, s0, s1, arch_weights: ArchWeights):
+        return cell(s0, s1, *arch_weights.for_cell(cell.reduction))
+
+    def head(self, state):
+        return self.classifier(self.global_pool(state))
 
     def build_variables(self, arch_weights: ArchWeights) -> None:
         """Create every weight with one eager forward pass on one 8x8 image.

@@ -1,0 +1,89 @@
+"""Cell-level gradient checkpointing (`recompute: true`) gives the plain tape's gradients."""
+import types
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ubnas_tf import config as config_lib
+from ubnas_tf.errors import UserError
+from ubnas_tf.recompute import checkpointed_gradients
+from ubnas_tf.search import build_search_steps
+from ubnas_tf.search_steps import SearchSteps, cross_entropy
+
+# 4 cells: normal, reduction, reduction, normal (reductions at 1/3 and 2/3), so the gradient of
+# a state flows back from two cells, across both kinds of cell.
+SMALL = ["channels=8", "cells=4", "nodes=2", "multiplier=2", "stem_multiplier=1",
+         "partial_channels.normal=4", "partial_channels.reduce=2", "seed=3"]
+
+
+def _steps(*overrides):
+    config = config_lib.load("search", overrides=[*SMALL, *overrides])
+    tf.keras.utils.set_random_seed(3)
+    info = types.SimpleNamespace(input_shape=(8, 8, 2), num_classes=5)
+    return build_search_steps(config, info)
+
+
+def _batch(seed):
+    rng = np.random.default_rng(seed)
+    return (tf.constant(rng.standard_normal((6, 8, 8, 2)).astype(np.float32)),
+            tf.constant(rng.integers(0, 5, 6).astype(np.int32)))
+
+
+def _plain_gradients(steps, images, labels, sources, extra):
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(sources)
+        loss, _ = cross_entropy(labels, steps.supernet(images, steps.architect.arch_weights()))
+        total = loss + extra()
+    return tape.gradient(total, sources), loss
+
+
+@pytest.mark.parametrize("graph", [True, False], ids=["tf.function", "eager"])
+def test_checkpointed_gradients_equal_the_plain_tape(graph):
+    steps = _steps()
+    images, labels = _batch(0)
+    sources = steps.supernet.trainable_variables + steps.architect.parameters
+    extra = lambda: steps.architect.regularization(tf.constant(0.7))  # noqa: E731
+
+    def both():
+        plain, plain_loss = _plain_gradients(steps, images, labels, sources, extra)
+        checkpointed, loss, _ = checkpointed_gradients(
+            steps.supernet, images, sources, steps.architect.arch_weights,
+            lambda logits: cross_entropy(labels, logits), extra_loss=extra)
+        return plain, plain_loss, checkpointed, loss
+
+    plain, plain_loss, checkpointed, loss = (tf.function(both) if graph else both)()
+    assert float(loss) == pytest.approx(float(plain_loss), rel=1e-6)
+    assert all(g is not None for g in checkpointed)
+    for variable, a, b in zip(sources, plain, checkpointed):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-6,
+                                   err_msg=variable.name)
+
+
+@pytest.mark.parametrize("order", ["first", "second"])
+def test_recomputing_steps_move_the_variables_as_the_plain_steps(order):
+    """Both steps, run twice from the same initial state, with and without recompute."""
+    results = []
+    for recompute in ("false", "true"):
+        steps = _steps(f"recompute={recompute}", f"order={order}")
+        assert steps.recompute == (recompute == "true")
+        losses = []
+        for step in range(2):
+            images, labels = _batch(2 * step)
+            val_images, val_labels = _batch(2 * step + 1)
+            losses.append(float(steps.weight_step(images, labels)[0]))
+            losses.append(float(steps.arch_step(val_images, val_labels, images, labels,
+                                                tf.constant(0.5))[0]))
+        variables = steps.supernet.trainable_variables + steps.architect.parameters
+        results.append((losses, [v.numpy() for v in variables]))
+    (plain_losses, plain), (losses, recomputed) = results
+    np.testing.assert_allclose(losses, plain_losses, rtol=1e-5)
+    for a, b in zip(plain, recomputed):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_recompute_refuses_cells_with_moving_statistics():
+    steps = _steps("module=ebnas_retrain")  # Keras BatchNormalization: moving statistics
+    with pytest.raises(UserError, match="recompute: false"):
+        SearchSteps(steps.supernet, steps.architect, steps.weight_optimizer,
+                    steps.arch_optimizer, steps.strategy, recompute=True)

@@ -1,0 +1,111 @@
+"""Gradients of the supernet loss with each cell's activations recomputed in the backward pass.
+
+A supernet step keeps every intermediate tensor of every cell (7 ops per edge, 14 edges per
+cell) alive from the forward pass until its backward pass: that is most of a search step's
+tensor memory. Gradient checkpointing at cell boundaries (Chen et al. 2016, "Training Deep Nets
+with Sublinear Memory Cost") keeps only the cells' outputs; on the way back each cell is run
+again under its own tape, just before its gradient is needed, so at most one cell's
+intermediates are alive at a time. The price is one more forward pass of the cells.
+
+The gradients are the same as the plain tape's (tested): search-time cells hold no state that a
+second forward pass would update (their BatchNorm uses batch statistics, without moving ones).
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from ubnas_tf.errors import UserError
+
+__all__ = ["check_recomputable", "checkpointed_gradients"]
+
+
+def check_recomputable(supernet) -> None:
+    """UserError when a cell updates state in its forward pass (it would be updated twice)."""
+    for cell in supernet.search_cells:
+        if cell.non_trainable_weights:
+            raise UserError(
+                f"recompute: true needs cells without moving statistics, but {cell.name} has "
+                f"{cell.non_trainable_weights[0].name}: set recompute: false or a module "
+                "structure with norm: batch_stats")
+
+
+def _add(total, part):
+    if part is None:
+        return total
+    return part if total is None else total + part
+
+
+def checkpointed_gradients(supernet, images, sources, arch_weights_fn, loss_fn, *,
+                           extra_loss=None, watch_arch: bool = True):
+    """(gradients of loss + extra_loss() w.r.t. `sources`, loss, correct).
+
+    # Arguments
+        supernet: a `Supernet`.
+        sources: variables to differentiate (supernet weights and/or architecture parameters).
+        arch_weights_fn: () -> `ArchWeights`, computed from the architecture parameters.
+        loss_fn: logits -> (loss, correct).
+        extra_loss: () -> scalar added to the loss (the architecture regularizers), or None.
+        watch_arch: whether gradients flow into the architecture weights (False in the weight
+            step, where they are constants: the cells then skip that part of their backward).
+    """
+    sources = list(sources)
+    position = {variable.ref(): index for index, variable in enumerate(sources)}
+    gradients = [None] * len(sources)
+
+    def collect(variables, parts):
+        for variable, part in zip(variables, parts):
+            gradients[position[variable.ref()]] = _add(gradients[position[variable.ref()]], part)
+
+    # Stem and architecture weights: recorded, and cheap to keep.
+    with tf.GradientTape(watch_accessed_variables=False) as stem_tape:
+        stem_tape.watch(sources)
+        arch = arch_weights_fn()
+        stem = supernet.stem(images)
+    # Forward through the cells with no tape: only the cells' outputs stay alive.
+    states = [stem, stem]
+    for cell in supernet.search_cells:
+        states.append(supernet.run_cell(cell, states[-2], states[-1], arch))
+
+    with tf.GradientTape(watch_accessed_variables=False) as head_tape:
+        head_tape.watch(sources)
+        head_tape.watch(states[-1])
+        loss, correct = loss_fn(supernet.head(states[-1]))
+        total = loss if extra_loss is None else loss + extra_loss()
+    head_gradients = head_tape.gradient(total, [states[-1]] + sources)
+    collect(sources, head_gradients[1:])
+
+    state_gradients = {len(states) - 1: head_gradients[0]}
+    arch_tensors = [arch.normal_ops, arch.normal_edges, arch.reduce_ops, arch.reduce_edges]
+    arch_gradients = [None] * 4
+    for index in reversed(range(2, len(states))):
+        cell = supernet.search_cells[index - 2]
+        upstream = state_gradients.pop(index)
+        # The recomputation waits for its cell's gradient: without this dependency the executor
+        # would recompute every cell as soon as its inputs exist, all alive at once.
+        with tf.control_dependencies([upstream]):
+            s0, s1 = tf.identity(states[index - 2]), tf.identity(states[index - 1])
+        cell_sources = [v for v in cell.trainable_variables if v.ref() in position]
+        op_weights, edge_weights = arch.for_cell(cell.reduction)
+        watched = [s0, s1] + ([op_weights, edge_weights] if watch_arch else [])
+        with tf.GradientTape(watch_accessed_variables=False) as cell_tape:
+            cell_tape.watch(watched + cell_sources)
+            output = cell(s0, s1, op_weights, edge_weights)
+        parts = cell_tape.gradient(output, watched + cell_sources, output_gradients=upstream)
+        for offset in (0, 1):
+            state = index - 2 + offset
+            state_gradients[state] = _add(state_gradients.get(state), parts[offset])
+        if watch_arch:
+            first = 2 if cell.reduction else 0
+            arch_gradients[first] = _add(arch_gradients[first], parts[2])
+            arch_gradients[first + 1] = _add(arch_gradients[first + 1], parts[3])
+        collect(cell_sources, parts[len(watched):])
+
+    # States 0 and 1 are both the stem's output.
+    targets = [stem]
+    upstream = [_add(state_gradients.get(0), state_gradients.get(1))]
+    for tensor, gradient in zip(arch_tensors, arch_gradients):
+        if gradient is not None:
+            targets.append(tensor)
+            upstream.append(gradient)
+    collect(sources, stem_tape.gradient(targets, sources, output_gradients=upstream))
+    return gradients, loss, correct
