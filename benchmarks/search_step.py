@@ -1,6 +1,7 @@
 """Speed and memory of one search iteration (architecture step + weight step).
 
-    python benchmarks/search_step.py                 # both configs, each in a fresh process
+    python benchmarks/search_step.py                 # both configs x low_memory off/on,
+                                                     # each in a fresh process
     python benchmarks/search_step.py --config b --iterations 10 --grappler off
 
 Configs (issue 4; PC-DARTS's figures for them are in shared/reference/PEER_BENCH.md):
@@ -8,7 +9,9 @@ Configs (issue 4; PC-DARTS's figures for them are in shared/reference/PEER_BENCH
   (b) C=8, 5 cells, batch 32, 28x28x1, 10 classes
 Both: the binary search space (7 ops), 4 nodes, multiplier 4, K=8 normal / K=4 reduction,
 sigmoid edge weights with both regularizers, first-order architecture step, weights Adam with
-weight decay and grad clip 5. Random inputs, as the peer figures.
+weight decay and grad clip 5. Random inputs, as the peer figures. Each config runs with the
+search's default (`low_memory: false`) and with `low_memory: true` (cell activations recomputed
+in the backward pass, one malloc arena: less memory, slower steps), as --low_memory chooses.
 
 Printed per config: time to first step (building the variables, tracing both steps and their
 first run), median seconds per iteration after 2 warm-up iterations (and min-max), images/s
@@ -44,9 +47,6 @@ def measure(name: str, args) -> dict:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import ubnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
     from ubnas_tf.runtime_memory import limit_malloc_arenas
-
-    if args.arenas:
-        limit_malloc_arenas(args.arenas)  # as every tool does (cli.run)
     import numpy as np
     import tensorflow as tf
 
@@ -73,8 +73,10 @@ def measure(name: str, args) -> dict:
     config = config_lib.load("search", overrides=[
         f"channels={setup['channels']}", f"cells={setup['cells']}", f"order={args.order}",
         f"supernet_graph={args.graph}", f"xla={str(args.xla).lower()}",
-        f"recompute={str(args.recompute).lower()}"])
+        f"low_memory={'true' if args.low_memory == 'on' else 'false'}"])
     info = types.SimpleNamespace(input_shape=setup["input_shape"], num_classes=10)
+    if config["low_memory"]:
+        limit_malloc_arenas()  # where run_search does it
     steps = build_search_steps(config, info)
     supernet = steps.supernet
     batch = setup["batch"]
@@ -133,7 +135,7 @@ def measure(name: str, args) -> dict:
         "options": {"grappler": args.grappler, "xla": args.xla, "graph": args.graph,
                     "order": args.order, "threads": args.threads,
                     "onednn": args.onednn, "deterministic": args.deterministic,
-                    "recompute": args.recompute, "arenas": args.arenas},
+                    "low_memory": args.low_memory},
     }
 
 
@@ -151,60 +153,64 @@ def main():
     parser.add_argument("--order", choices=["first", "second"], default="first")
     parser.add_argument("--onednn", choices=["on", "off"], default="on",
                         help="TF_ENABLE_ONEDNN_OPTS (oneDNN conv/BN kernels)")
-    parser.add_argument("--recompute", action="store_true",
-                        help="recompute: true (cell activations recomputed in the backward pass)")
-    parser.add_argument("--arenas", type=int, default=1,
-                        help="glibc malloc arenas (the tools' default: 1; 0: glibc's default)")
+    parser.add_argument("--low_memory", choices=["off", "on", "both"], default="both",
+                        help="the search's low_memory: false (off), true (on), or each in turn")
     parser.add_argument("--threads", type=int, default=0, help="intra/inter-op threads (0: TF)")
     parser.add_argument("--deterministic", action="store_true",
                         help="tf.config.experimental.enable_op_determinism (as the search)")
     parser.add_argument("--weight_alone", action="store_true",
                         help="also time the weight step alone")
-    parser.add_argument("--json", action="store_true", help="print one JSON line per config")
+    parser.add_argument("--json", action="store_true", help="print one JSON line per run")
     parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
         print("RESULT " + json.dumps(measure(args.config, args)), flush=True)
         return
     names = ["a", "b"] if args.config == "both" else [args.config]
+    modes = ["off", "on"] if args.low_memory == "both" else [args.low_memory]
     for name in names:
-        # A fresh process per config: peak RSS and time to first step are its own.
-        argv = [f"--iterations={args.iterations}", f"--grappler={args.grappler}",
-                f"--graph={args.graph}", f"--order={args.order}", f"--threads={args.threads}",
-                f"--onednn={args.onednn}", f"--arenas={args.arenas}"]
-        argv += [flag for flag, on in (("--xla", args.xla),
-                                       ("--weight_alone", args.weight_alone),
-                                       ("--deterministic", args.deterministic),
-                                       ("--recompute", args.recompute)) if on]
-        command = [sys.executable, os.path.abspath(__file__), "--config", name, "--_child", *argv]
-        output = subprocess.run(command, capture_output=True, text=True,
-                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-        lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
-        if output.returncode or not lines:
-            sys.stderr.write(output.stderr[-3000:])
-            raise SystemExit(f"config {name} failed (exit {output.returncode})")
-        result = json.loads(lines[-1][len("RESULT "):])
-        if args.json:
-            print(json.dumps(result))
-            continue
-        peer = PEERS[name]
-        print(f"config ({name}): C={CONFIGS[name]['channels']}, {CONFIGS[name]['cells']} cells, "
-              f"batch {CONFIGS[name]['batch']}, input {CONFIGS[name]['input_shape']}")
-        print(f"  time to first step {result['time_to_first_step_s']:7.1f} s  (build "
-              f"{result['build_s']} s, trace + first run {result['first_step_s']} s)")
-        print(f"  s / iteration      {result['median_s']:7.3f}    (min {result['min_s']}, max "
-              f"{result['max_s']}; PC-DARTS {peer['seconds']})")
-        print(f"  images / s         {result['images_per_s']:7.1f}    (PC-DARTS {peer['images']})")
-        print(f"  CPU s / iteration  {result['cpu_s']:7.3f}    (all threads; 1-min load average "
-              f"{result['load_average']} at the end)")
-        print(f"  peak RSS           {result['peak_rss_gib']:7.2f} GiB (PC-DARTS "
-              f"{peer['rss_gib']} GiB; {result['import_rss_gib']:.2f} GiB of it after the "
-              "imports alone)")
-        if result["weight_step_alone_s"]:
-            print(f"  weight step alone  {result['weight_step_alone_s']:7.3f} s")
-        print(f"  graph nodes {result['graph_nodes']}, traces {result['traces']}, "
-              f"{result['variables']} variables, {result['parameters']} weights")
-        print(f"  options {result['options']}")
+        for mode in modes:
+            report(name, mode, args)
+
+
+def report(name: str, low_memory: str, args) -> None:
+    """Measure one config in a fresh process (its own peak RSS and time to first step)."""
+    argv = [f"--iterations={args.iterations}", f"--grappler={args.grappler}",
+            f"--graph={args.graph}", f"--order={args.order}", f"--threads={args.threads}",
+            f"--onednn={args.onednn}", f"--low_memory={low_memory}"]
+    argv += [flag for flag, on in (("--xla", args.xla),
+                                   ("--weight_alone", args.weight_alone),
+                                   ("--deterministic", args.deterministic)) if on]
+    command = [sys.executable, os.path.abspath(__file__), "--config", name, "--_child", *argv]
+    output = subprocess.run(command, capture_output=True, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
+    if output.returncode or not lines:
+        sys.stderr.write(output.stderr[-3000:])
+        raise SystemExit(f"config {name} failed (exit {output.returncode})")
+    result = json.loads(lines[-1][len("RESULT "):])
+    if args.json:
+        print(json.dumps(result), flush=True)
+        return
+    peer = PEERS[name]
+    print(f"config ({name}): C={CONFIGS[name]['channels']}, {CONFIGS[name]['cells']} cells, "
+          f"batch {CONFIGS[name]['batch']}, input {CONFIGS[name]['input_shape']}, "
+          f"low_memory {low_memory}")
+    print(f"  time to first step {result['time_to_first_step_s']:7.1f} s  (build "
+          f"{result['build_s']} s, trace + first run {result['first_step_s']} s)")
+    print(f"  s / iteration      {result['median_s']:7.3f}    (min {result['min_s']}, max "
+          f"{result['max_s']}; PC-DARTS {peer['seconds']})")
+    print(f"  images / s         {result['images_per_s']:7.1f}    (PC-DARTS {peer['images']})")
+    print(f"  CPU s / iteration  {result['cpu_s']:7.3f}    (all threads; 1-min load average "
+          f"{result['load_average']} at the end)")
+    print(f"  peak RSS           {result['peak_rss_gib']:7.2f} GiB (PC-DARTS "
+          f"{peer['rss_gib']} GiB; {result['import_rss_gib']:.2f} GiB of it after the "
+          "imports alone)")
+    if result["weight_step_alone_s"]:
+        print(f"  weight step alone  {result['weight_step_alone_s']:7.3f} s")
+    print(f"  graph nodes {result['graph_nodes']}, traces {result['traces']}, "
+          f"{result['variables']} variables, {result['parameters']} weights")
+    print(f"  options {result['options']}", flush=True)
 
 
 if __name__ == "__main__":

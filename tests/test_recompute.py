@@ -1,4 +1,4 @@
-"""Cell-level gradient checkpointing (`recompute: true`) gives the plain tape's gradients."""
+"""Cell-level gradient checkpointing (`low_memory: true`) gives the plain tape's gradients."""
 import types
 
 import numpy as np
@@ -64,9 +64,9 @@ def test_checkpointed_gradients_equal_the_plain_tape(graph):
 def test_recomputing_steps_move_the_variables_as_the_plain_steps(order):
     """Both steps, run twice from the same initial state, with and without recompute."""
     results = []
-    for recompute in ("false", "true"):
-        steps = _steps(f"recompute={recompute}", f"order={order}")
-        assert steps.recompute == (recompute == "true")
+    for low_memory in ("false", "true"):
+        steps = _steps(f"low_memory={low_memory}", f"order={order}")
+        assert steps.recompute == (low_memory == "true")
         losses = []
         for step in range(2):
             images, labels = _batch(2 * step)
@@ -84,6 +84,6 @@ def test_recomputing_steps_move_the_variables_as_the_plain_steps(order):
 
 def test_recompute_refuses_cells_with_moving_statistics():
     steps = _steps("module=ebnas_retrain")  # Keras BatchNormalization: moving statistics
-    with pytest.raises(UserError, match="recompute: false"):
+    with pytest.raises(UserError, match="low_memory: false"):
         SearchSteps(steps.supernet, steps.architect, steps.weight_optimizer,
                     steps.arch_optimizer, steps.strategy, recompute=True)

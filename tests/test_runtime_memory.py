@@ -60,7 +60,7 @@ def test_graph_free_function_matches_tf_function_and_drops_its_graphs():
     assert step.graph_nodes(x, tf.TensorSpec([], tf.float32)) > 3
 
 
-def test_tools_limit_malloc_arenas_unless_the_user_set_them():
+def test_malloc_arenas_are_limited_unless_the_user_set_them():
     code = textwrap.dedent("""
         import os
         from ubnas_tf.runtime_memory import limit_malloc_arenas

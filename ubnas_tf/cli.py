@@ -81,9 +81,6 @@ def _parse_flags(argv):
 
 def run(main) -> None:
     """`absl.app.run(main)` with UserError mapped to exit 2 and bad flags to exit 2."""
-    from ubnas_tf.runtime_memory import limit_malloc_arenas
-
-    limit_malloc_arenas()  # before TensorFlow's first op starts its thread pools
 
     def guarded(argv):
         try:

@@ -24,8 +24,8 @@ def check_recomputable(supernet) -> None:
     for cell in supernet.search_cells:
         if cell.non_trainable_weights:
             raise UserError(
-                f"recompute: true needs cells without moving statistics, but {cell.name} has "
-                f"{cell.non_trainable_weights[0].name}: set recompute: false or a module "
+                f"low_memory: true needs cells without moving statistics, but {cell.name} has "
+                f"{cell.non_trainable_weights[0].name}: set low_memory: false or a module "
                 "structure with norm: batch_stats")
 
 

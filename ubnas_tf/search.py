@@ -39,6 +39,7 @@ from ubnas_tf.errors import UserError
 from ubnas_tf.genotype import Genotype
 from ubnas_tf.io_utils import append_jsonl, atomic_write_json, atomic_write_text
 from ubnas_tf.ops_budget import budget_from_config
+from ubnas_tf.runtime_memory import limit_malloc_arenas
 from ubnas_tf.search_config import check_config, check_output_dir, supernet_config
 from ubnas_tf.search_steps import FusedAdam, SearchSteps
 from ubnas_tf.supernet import Supernet
@@ -147,7 +148,7 @@ def build_search_steps(config: dict, info, strategy=None, budget=None) -> Search
             weight_decay=arch_options["weight_decay"], name="arch_optimizer")
     return SearchSteps(supernet, architect, weight_optimizer, arch_optimizer, strategy,
                        order=config["order"], jit_compile=config["xla"],
-                       recompute=config["recompute"])
+                       recompute=config["low_memory"])
 
 
 class _Search:
@@ -344,6 +345,8 @@ def run_search(config: dict, *, dataset: str, output_dir, data_dir=None, manual_
         raise UserError(f"batch_size {config['batch_size']} must be a multiple of the "
                         f"{replicas} replicas")
 
+    if config["low_memory"]:
+        limit_malloc_arenas()  # before the runtime's thread pools allocate (runtime_memory)
     tf.keras.utils.set_random_seed(config["seed"])
     if config["deterministic"]:
         tf.config.experimental.enable_op_determinism()

@@ -8,8 +8,10 @@
   order (DARTS eq. 7-8: at the weights after one virtual weight step w' = w - xi * dL_train/dw,
   minus xi times a finite-difference Hessian-vector product, eps = 0.01 / ||dL_val/dw'||).
 
-Each step is one `tf.function` with fixed input shapes (the search batches drop their
-remainder) traced once, `autograph=False` (no Python control flow on tensors to convert).
+Each step is one compiled function with fixed input shapes (the search batches drop their
+remainder) traced once, `autograph=False` (no Python control flow on tensors to convert); on one
+replica without XLA it keeps no Python graph once traced (`runtime_memory.GraphFreeFunction`).
+With `recompute=True` the gradients come from `recompute.checkpointed_gradients`.
 Under a `tf.distribute` strategy each replica computes its gradients, they are averaged with
 one all-reduce, and every replica applies the same update to its own copy of the variables.
 Batch statistics stay per replica (as PC-DARTS under DataParallel).
