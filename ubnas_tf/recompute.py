@@ -75,8 +75,8 @@ def checkpointed_gradients(supernet, images, sources, arch_weights_fn, loss_fn, 
     collect(sources, head_gradients[1:])
 
     state_gradients = {len(states) - 1: head_gradients[0]}
-    arch_tensors = [arch.normal_ops, arch.normal_edges, arch.reduce_ops, arch.reduce_edges]
-    arch_gradients = [None] * 4
+    # Per cell type (reduction or not): gradients of its (op weights, edge weights).
+    arch_gradients = {False: [None, None], True: [None, None]}
     for index in reversed(range(2, len(states))):
         cell = supernet.search_cells[index - 2]
         upstream = state_gradients.pop(index)
@@ -95,17 +95,17 @@ def checkpointed_gradients(supernet, images, sources, arch_weights_fn, loss_fn, 
             state = index - 2 + offset
             state_gradients[state] = _add(state_gradients.get(state), parts[offset])
         if watch_arch:
-            first = 2 if cell.reduction else 0
-            arch_gradients[first] = _add(arch_gradients[first], parts[2])
-            arch_gradients[first + 1] = _add(arch_gradients[first + 1], parts[3])
+            totals = arch_gradients[cell.reduction]
+            totals[:] = [_add(total, part) for total, part in zip(totals, parts[2:4])]
         collect(cell_sources, parts[len(watched):])
 
     # States 0 and 1 are both the stem's output.
     targets = [stem]
     upstream = [_add(state_gradients.get(0), state_gradients.get(1))]
-    for tensor, gradient in zip(arch_tensors, arch_gradients):
-        if gradient is not None:
-            targets.append(tensor)
-            upstream.append(gradient)
+    for reduction, totals in arch_gradients.items():
+        for tensor, gradient in zip(arch.for_cell(reduction), totals):
+            if gradient is not None:
+                targets.append(tensor)
+                upstream.append(gradient)
     collect(sources, stem_tape.gradient(targets, sources, output_gradients=upstream))
     return gradients, loss, correct

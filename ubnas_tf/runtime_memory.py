@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import os
 
@@ -24,6 +25,7 @@ __all__ = ["GraphFreeFunction", "limit_malloc_arenas", "release_free_memory"]
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
+@functools.lru_cache(maxsize=None)
 def _glibc():
     """The C library when it is glibc (mallopt and malloc_trim exist), else None."""
     try:
@@ -37,8 +39,9 @@ def limit_malloc_arenas(arenas: int = 1) -> bool:
     """Cap glibc's malloc arenas (as MALLOC_ARENA_MAX does); True when applied.
 
     TensorFlow's thread pools each get an arena by default, and every arena keeps its own free
-    memory. Call it before TensorFlow starts its threads (the first op). The search's threads
-    mostly wait on one another, so sharing an arena cost no measurable speed (benchmarks/).
+    memory. Call it before TensorFlow's threads first allocate (the first op). Threads then
+    contend for the one arena: in paired runs of benchmarks/ config (b) it saved 0.08 GiB of
+    peak memory and cost about 15% of step time, so only `low_memory: true` asks for it.
     """
     if "MALLOC_ARENA_MAX" in os.environ:  # the user's choice, applied by glibc itself
         return False
@@ -72,14 +75,13 @@ class GraphFreeFunction:
 
     Each input signature (shapes and dtypes) is traced once; the function's runtime part (the
     `AtomicFunction` TensorFlow calls, which keeps its callees registered) and its captured
-    inputs are kept, and `release_graphs` drops every `FuncGraph`. Calls run the runtime function directly, as
-    a `ConcreteFunction` does when no gradient tape watches. For steps called eagerly without a
-    tape (the search loop), not inside other functions or tapes.
+    inputs are kept, and `release_graphs` drops every `FuncGraph`. Calls run the runtime
+    function directly, as a `ConcreteFunction` does when no gradient tape watches. For steps
+    called eagerly without a tape (the search loop), not inside other functions or tapes.
     """
 
-    def __init__(self, python_function, name: str | None = None):
+    def __init__(self, python_function):
         self._python_function = python_function
-        self.name = name or python_function.__name__
         self._traced = {}  # signature -> (AtomicFunction, captured inputs)
 
     @staticmethod
@@ -87,7 +89,11 @@ class GraphFreeFunction:
         return tuple((tuple(arg.shape), arg.dtype) for arg in args)
 
     def trace(self, *args):
-        """Trace for the signature of `args` (tensors or TensorSpecs), once."""
+        """The runtime function for the signature of `args` (tensors or TensorSpecs)."""
+        return self._entry(args)[0]
+
+    def _entry(self, args) -> tuple:
+        """(runtime function, captured inputs) for the signature of `args`, traced once."""
         key = self._signature(args)
         if key not in self._traced:
             traced = tf.function(self._python_function, autograph=False)
@@ -98,7 +104,7 @@ class GraphFreeFunction:
             # Deferred captures (callables) are evaluated per call, as ConcreteFunction does.
             captures = list(concrete._captured_inputs)
             self._traced[key] = (runtime_function, captures)
-        return self._traced[key][0]
+        return self._traced[key]
 
     def release_graphs(self) -> None:
         """Drop the Python graphs of every trace so far (and of the functions they call).
@@ -112,8 +118,7 @@ class GraphFreeFunction:
 
     def __call__(self, *args):
         args = [tf.convert_to_tensor(arg) for arg in args]
-        self.trace(*args)
-        runtime_function, captures = self._traced[self._signature(args)]
+        runtime_function, captures = self._entry(args)
         captured = tf.nest.flatten([c() if callable(c) else c for c in captures],
                                    expand_composites=True)
         return runtime_function.call_preflattened(args + captured)

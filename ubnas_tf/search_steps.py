@@ -143,8 +143,8 @@ class SearchSteps:
         # (runtime_memory). Otherwise tf.function, which takes per-replica inputs and XLA.
         self.graph_free = not jit_compile and strategy.num_replicas_in_sync == 1
         if self.graph_free:
-            self._weight_function = GraphFreeFunction(self._weight_step, "weight_step")
-            self._arch_function = GraphFreeFunction(self._arch_step, "arch_step")
+            self._weight_function = GraphFreeFunction(self._weight_step)
+            self._arch_function = GraphFreeFunction(self._arch_step)
         else:
             options = dict(autograph=False, jit_compile=jit_compile or None)
             self._weight_function = tf.function(self._weight_step, **options)
