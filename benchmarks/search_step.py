@@ -46,14 +46,14 @@ def measure(name: str, args) -> dict:
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if args.onednn == "on" else "0"
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import ubnas_tf  # noqa: F401  (Keras 2 before TensorFlow)
-    from ubnas_tf.runtime_memory import limit_malloc_arenas
+    from ubnas_tf.search.runtime_memory import limit_malloc_arenas
     import numpy as np
     import tensorflow as tf
 
     import types
 
     from ubnas_tf import config as config_lib
-    from ubnas_tf.search import build_search_steps
+    from ubnas_tf.search.run import build_search_steps
 
     if args.grappler == "off":
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})

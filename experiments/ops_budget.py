@@ -50,7 +50,7 @@ def _search(folder: pathlib.Path, sets: list) -> dict:
 
 def _cost_model(info):
     from ubnas_tf import config as config_lib
-    from ubnas_tf.ops_budget import cost_model_from_config
+    from ubnas_tf.search.ops_budget import cost_model_from_config
 
     config = config_lib.load("search", [FLAGS.config], [
         f"ops_budget.cells={FLAGS.cells}", f"ops_budget.channels={FLAGS.channels}"])
@@ -60,7 +60,7 @@ def _cost_model(info):
 def main(argv):
     del argv
     from ubnas_tf.data import load_dataset
-    from ubnas_tf.genotype import Genotype
+    from ubnas_tf.search_space.genotype import Genotype
     from ubnas_tf.io_utils import atomic_write_json, atomic_write_text
 
     out = pathlib.Path(FLAGS.output_dir)

@@ -4,12 +4,12 @@ import pytest
 import tensorflow as tf
 
 import ubnas_tf  # noqa: F401
-from ubnas_tf import baselines
+from ubnas_tf.network import baselines
 from ubnas_tf import config as config_lib
-from ubnas_tf.cost import profile
+from ubnas_tf.network.cost import profile
 from ubnas_tf.data.info import DatasetInfo
 from ubnas_tf.errors import UserError
-from ubnas_tf.network import build_network
+from ubnas_tf.network.genotype_network import build_network
 
 from test_network import BINARY_GENOTYPE, binary_split_by_hand
 

@@ -9,12 +9,12 @@ import types
 import numpy as np
 import pytest
 
-from ubnas_tf import baselines
+from ubnas_tf.network import baselines
 from ubnas_tf.export import convert_model, op_counts, unfused_binary_convs
 from ubnas_tf.export.report import binary_convs, unsupported_ops
 from ubnas_tf.export.verify import verify
-from ubnas_tf.genotype import Genotype
-from ubnas_tf.network import build_network
+from ubnas_tf.search_space.genotype import Genotype
+from ubnas_tf.network.genotype_network import build_network
 from test_convert_ops import randomize
 
 pytestmark = pytest.mark.slow

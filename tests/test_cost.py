@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 import ubnas_tf  # noqa: F401
-from ubnas_tf.cost import op_profile, profile
+from ubnas_tf.network.cost import op_profile, profile
 from ubnas_tf.quantizers import ApproxSign
 from ubnas_tf.search_space import BinaryConvModule
 

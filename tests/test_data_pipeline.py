@@ -9,7 +9,7 @@ from ubnas_tf.data import augment as ops
 from ubnas_tf.data import folder as folder_module
 from ubnas_tf.data.dataset import Dataset
 from ubnas_tf.data.idx import IDX_FILES, write_idx
-from ubnas_tf.data.sources import ArraySplit, Source, StreamSplit
+from ubnas_tf.data.splits import ArraySplit, Source, StreamSplit
 from ubnas_tf.errors import UserError
 
 _NO_AUGMENT = {"crop_padding": 0, "flip": False}

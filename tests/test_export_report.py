@@ -19,7 +19,7 @@ from ubnas_tf.export import (
     unfused_binary_convs,
     write_tflite,
 )
-from ubnas_tf.export.model_io import lambda_layers
+from ubnas_tf.model_io import lambda_layers
 from ubnas_tf.export.report import binary_convs, format_ops_table, unsupported_ops
 
 CLIP = lq.constraints.WeightClip(1.0)

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from ubnas_tf.errors import UserError
-from ubnas_tf.genotype import Genotype, published
+from ubnas_tf.search_space.genotype import Genotype, published
 
 # quark0/darts cnn/genotypes.py, DARTS_V2, transcribed by hand.
 DARTS_V2_NORMAL = (

@@ -7,11 +7,11 @@ import tensorflow as tf
 
 import ubnas_tf  # noqa: F401
 from ubnas_tf import config as config_lib
-from ubnas_tf.cost import profile
+from ubnas_tf.network.cost import profile
 from ubnas_tf.data.info import DatasetInfo
 from ubnas_tf.errors import UserError
-from ubnas_tf.genotype import Genotype, published
-from ubnas_tf.network import (DropPath, build_from_config, build_network, inference_model,
+from ubnas_tf.search_space.genotype import Genotype, published
+from ubnas_tf.network.genotype_network import (DropPath, build_from_config, build_network, inference_model,
                               reduction_cells, set_drop_path_rate)
 
 # A binary genotype using every op of the binary space, strided dilated convs included.

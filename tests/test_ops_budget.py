@@ -8,14 +8,14 @@ import pytest
 import tensorflow as tf
 
 from ubnas_tf import config as config_lib
-from ubnas_tf.architect import Architect
-from ubnas_tf.cost import profile
+from ubnas_tf.search.architect import Architect
+from ubnas_tf.network.cost import profile
 from ubnas_tf.errors import UserError
-from ubnas_tf.genotype import Genotype
-from ubnas_tf.ops_budget import (BudgetPenalty, NetworkCostModel, budget_from_config,
+from ubnas_tf.search_space.genotype import Genotype
+from ubnas_tf.search.ops_budget import (BudgetPenalty, NetworkCostModel, budget_from_config,
                                  cost_model_from_config, fit_genotype)
 from ubnas_tf.search_space import get_space
-from ubnas_tf.supernet import ArchWeights
+from ubnas_tf.search.supernet import ArchWeights
 
 PRIMITIVES = get_space("binary").primitives
 NODES = 4
@@ -132,7 +132,7 @@ def test_unreachable_or_bad_targets_are_user_errors():
 @pytest.mark.slow
 def test_a_search_with_a_budget_derives_a_network_within_tolerance(tmp_path):
     from tests.test_search import tiny_config
-    from ubnas_tf.search import run_search
+    from ubnas_tf.search.run import run_search
 
     config = tiny_config("epochs=2")
     free = run_search(config, dataset="demo", output_dir=tmp_path / "free",

@@ -7,9 +7,9 @@ import tensorflow as tf
 
 from ubnas_tf import config as config_lib
 from ubnas_tf.errors import UserError
-from ubnas_tf.recompute import checkpointed_gradients
-from ubnas_tf.search import build_search_steps
-from ubnas_tf.search_steps import SearchSteps, cross_entropy
+from ubnas_tf.search.recompute import checkpointed_gradients
+from ubnas_tf.search.run import build_search_steps
+from ubnas_tf.search.steps import SearchSteps, cross_entropy
 
 # 4 cells: normal, reduction, reduction, normal (reductions at 1/3 and 2/3), so the gradient of
 # a state flows back from two cells, across both kinds of cell.

@@ -9,8 +9,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import func_graph
 
-from ubnas_tf.runtime_memory import GraphFreeFunction, release_free_memory
-from ubnas_tf.shared_traces import TraceCache
+from ubnas_tf.search.runtime_memory import GraphFreeFunction, release_free_memory
+from ubnas_tf.search.shared_traces import TraceCache
 
 
 def _live_func_graphs():
@@ -63,7 +63,7 @@ def test_graph_free_function_matches_tf_function_and_drops_its_graphs():
 def test_malloc_arenas_are_limited_unless_the_user_set_them():
     code = textwrap.dedent("""
         import os
-        from ubnas_tf.runtime_memory import limit_malloc_arenas
+        from ubnas_tf.search.runtime_memory import limit_malloc_arenas
         print(limit_malloc_arenas(), flush=True)
     """)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -81,7 +81,7 @@ def test_search_steps_keep_no_python_graph_once_traced():
     import types
 
     from ubnas_tf import config as config_lib
-    from ubnas_tf.search import build_search_steps
+    from ubnas_tf.search.run import build_search_steps
 
     config = config_lib.load("search", overrides=[
         "channels=8", "cells=3", "nodes=2", "multiplier=2", "stem_multiplier=1",

@@ -14,12 +14,12 @@ import pytest
 import tensorflow as tf
 
 from ubnas_tf import config as config_lib
-from ubnas_tf.architect import Architect, ramp, sigmoid_offsets
+from ubnas_tf.search.architect import Architect, ramp, sigmoid_offsets
 from ubnas_tf.errors import UserError
-from ubnas_tf.genotype import Genotype
-from ubnas_tf.search import build_search_steps
+from ubnas_tf.search_space.genotype import Genotype
+from ubnas_tf.search.run import build_search_steps
 from ubnas_tf.search_space import get_space
-from ubnas_tf.search_steps import FusedAdam, SearchSteps
+from ubnas_tf.search.steps import FusedAdam, SearchSteps
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BINARY_OPS = get_space("binary").primitives
@@ -241,7 +241,7 @@ def _log(path):
 
 
 def test_nan_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
-    from ubnas_tf.search import SearchDiverged, run_search
+    from ubnas_tf.search.run import SearchDiverged, run_search
 
     def poison(steps):
         # From the 3rd weight step on (epoch 2), the loss is NaN.
@@ -265,7 +265,7 @@ def test_nan_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
 
 
 def test_stop_rules():
-    from ubnas_tf.search import _stop_rule
+    from ubnas_tf.search.run import _stop_rule
 
     config = tiny_config("early_stop.patience=2", "early_stop.max_skip=2")
     genotype = Genotype(normal=(("skip_connect", 0), ("skip_connect", 1), ("max_pool_3x3", 0),
@@ -390,7 +390,7 @@ def test_cli_resumes_after_sigkill_with_the_same_genotype(reference_run, tmp_pat
 
 
 def test_config_errors_name_the_key():
-    from ubnas_tf.search_config import check_config
+    from ubnas_tf.search.config import check_config
 
     with pytest.raises(UserError, match="order"):
         check_config(tiny_config("order=third"))

@@ -76,7 +76,7 @@ def test_tfds_name_runs_the_search(tmp_path):
     import tensorflow_datasets as tfds
 
     from ubnas_tf import config as config_lib
-    from ubnas_tf.search import run_search
+    from ubnas_tf.search.run import run_search
 
     config = config_lib.load("search", overrides=[*TINY, "max_examples=32", "data.input_size=null"])
     with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_CODE):

@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from ubnas_tf.search_space import get_space
 from ubnas_tf.search_space.module import ModuleStructure
-from ubnas_tf.supernet import (
+from ubnas_tf.search.supernet import (
     ArchWeights,
     Cell,
     MixedOp,

@@ -15,7 +15,7 @@ import ubnas_tf  # noqa: F401
 from ubnas_tf import config as config_lib
 from ubnas_tf.errors import UserError
 from ubnas_tf.search_space import BinaryConvModule
-from ubnas_tf.train import Trainer, learning_rate_schedule, make_optimizer, run_training
+from ubnas_tf.train.run import Trainer, learning_rate_schedule, make_optimizer, run_training
 
 from conftest import ROOT, run_tool
 from test_network import BINARY_GENOTYPE
@@ -144,7 +144,7 @@ def test_two_stage_training_with_a_float_teacher(tmp_path):
     assert (tmp_path / "teacher" / "checkpoints").is_dir()
     stage1 = tf.keras.models.load_model(tmp_path / "model.h5", compile=False)
     final = {w.name: w.numpy() for w in stage1.weights if "kernel" in w.name}
-    from ubnas_tf.network import build_from_config
+    from ubnas_tf.network.genotype_network import build_from_config
     from ubnas_tf.data import load_dataset
     reference = build_from_config(BINARY_GENOTYPE, load_dataset("demo", max_examples=64).info,
                                   config, module={"preset": "ebnas_retrain", "weights": "real"})
@@ -160,7 +160,7 @@ def test_two_stage_training_with_a_float_teacher(tmp_path):
 
 @pytest.mark.slow
 def test_bad_input_writes_nothing(tmp_path, genotype_file):
-    from ubnas_tf.genotype import published
+    from ubnas_tf.search_space.genotype import published
 
     out = tmp_path / "run"
     with pytest.raises(UserError, match="--set space=darts"):
@@ -180,7 +180,7 @@ def test_bad_input_writes_nothing(tmp_path, genotype_file):
 
 def test_a_model_is_checked_against_the_dataset():
     from ubnas_tf.data.info import DatasetInfo
-    from ubnas_tf.train import _check_model_fits
+    from ubnas_tf.train.run import _check_model_fits
 
     model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
                                  tf.keras.layers.Dense(10)])

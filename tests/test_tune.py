@@ -1,4 +1,4 @@
-"""tools/tune.py and ubnas_tf.tune, tune_space, tune_data, tune_reports: keras-tuner over the
+"""tools/tune.py and ubnas_tf.tune.run, tune_space, tune_data, tune_reports: keras-tuner over the
 search's and the retraining's keys."""
 import json
 import os
@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from ubnas_tf import config as config_lib
-from ubnas_tf import tune
+from ubnas_tf.tune import run as tune
 from ubnas_tf.errors import UserError
-from ubnas_tf.tune_space import TuningSpace, load_config
+from ubnas_tf.tune.space import TuningSpace, load_config
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 

@@ -27,7 +27,7 @@ flags.DEFINE_string("json", None, "Also write the results as JSON to this file."
 
 
 def main(argv):
-    from ubnas_tf.benchmark import benchmark_file, format_benchmark
+    from ubnas_tf.export.benchmark import benchmark_file, format_benchmark
     from ubnas_tf.io_utils import atomic_write_json
 
     if len(argv) != 2:

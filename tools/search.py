@@ -34,7 +34,7 @@ cli.define_strategy_flags()
 def main(argv):
     from absl import logging
 
-    from ubnas_tf.search import SearchDiverged, run_search
+    from ubnas_tf.search.run import SearchDiverged, run_search
 
     if len(argv) > 1:
         cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: options start with --")

@@ -30,7 +30,7 @@ cli.define_strategy_flags()
 
 
 def main(argv):
-    from ubnas_tf.train import run_training
+    from ubnas_tf.train.run import run_training
 
     if len(argv) > 1:
         cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: use --genotype or --model")

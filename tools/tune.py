@@ -32,7 +32,8 @@ cli.define_data_flags()
 def main(argv):
     from absl import logging
 
-    from ubnas_tf import tune, tune_space
+    from ubnas_tf.tune import run as tune
+    from ubnas_tf.tune import space as tune_space
 
     if len(argv) > 1:
         cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: options start with --")

@@ -12,7 +12,9 @@ from ubnas_tf.errors import UserError  # noqa: E402
 from ubnas_tf.quantizers import ApproxSign, approx_sign  # noqa: E402
 # Registers every layer a saved model may hold: the op library, the network's own layers
 # (drop-path) and the baselines' (the float conv module).
-from ubnas_tf import search_space, network, baselines  # noqa: E402,F401
+from ubnas_tf import search_space, network  # noqa: E402,F401
+from ubnas_tf.network import baselines  # noqa: E402,F401
+from ubnas_tf.search_space.genotype import Genotype  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["ApproxSign", "approx_sign", "UserError", "search_space", "__version__"]
+__all__ = ["ApproxSign", "approx_sign", "Genotype", "UserError", "search_space", "__version__"]

@@ -96,7 +96,7 @@ def run(*, dataset: str, output_dir, search_config, train_config, baselines,
     atomic_write_text(out / "results.md", to_markdown(table))
     written = [out / "results.md", out / "results.json", search_dir / "genotype.png"]
     if plot_title:
-        from ubnas_tf.visualize import save_accuracy_vs_ops_png
+        from ubnas_tf.search_space.visualize import save_accuracy_vs_ops_png
 
         written.append(save_accuracy_vs_ops_png(table["rows"], out / "accuracy_vs_ops.png",
                                                 title=plot_title))

@@ -10,13 +10,8 @@ import tensorflow as tf
 from ubnas_tf.data.augment import AugmentConfig, resolve_augment
 from ubnas_tf.data.info import DatasetInfo, mean_and_std
 from ubnas_tf.data.pipeline import Transform, build_pipeline, derive_seed
-from ubnas_tf.data.sources import (
-    MEMORY_BUDGET_BYTES,
-    ArraySplit,
-    Source,
-    open_source,
-    subset_indices,
-)
+from ubnas_tf.data.sources import open_source
+from ubnas_tf.data.splits import MEMORY_BUDGET_BYTES, ArraySplit, Source, subset_indices
 from ubnas_tf.errors import UserError
 
 __all__ = ["Dataset", "load_dataset", "DEFAULT_VARIABLE_INPUT_SIZE", "STATISTICS_IMAGES"]

@@ -28,7 +28,7 @@ import tensorflow as tf
 from absl import logging
 
 from ubnas_tf.data.augment import resize_uint8, to_channels
-from ubnas_tf.data.sources import (
+from ubnas_tf.data.splits import (
     MEMORY_BUDGET_BYTES,
     ArraySplit,
     FileSplit,

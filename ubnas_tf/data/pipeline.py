@@ -37,7 +37,7 @@ from ubnas_tf.data.augment import (
     resize_uint8,
     to_channels,
 )
-from ubnas_tf.data.sources import MEMORY_BUDGET_BYTES, ArraySplit
+from ubnas_tf.data.splits import MEMORY_BUDGET_BYTES, ArraySplit
 
 __all__ = ["Transform", "build_pipeline", "derive_seed"]
 

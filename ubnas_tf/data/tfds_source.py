@@ -22,7 +22,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from ubnas_tf.data.info import KNOWN_STATISTICS
-from ubnas_tf.data.sources import MEMORY_BUDGET_BYTES, ArraySplit, Source, StreamSplit
+from ubnas_tf.data.splits import MEMORY_BUDGET_BYTES, ArraySplit, Source, StreamSplit
 from ubnas_tf.errors import UserError
 
 __all__ = ["open_tfds", "DIGIT_DATASETS", "IMAGENET_STYLE_DATASETS"]

@@ -15,7 +15,7 @@ from ubnas_tf.export.convert import (
     dequantized_copy,
     write_tflite,
 )
-from ubnas_tf.export.model_io import load_model
+from ubnas_tf.model_io import load_model
 from ubnas_tf.export.pipeline import export_model
 from ubnas_tf.export.report import (
     LCE_CUSTOM_OPS,

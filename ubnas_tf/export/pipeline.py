@@ -5,7 +5,8 @@ import pathlib
 
 from ubnas_tf.errors import UserError
 import ubnas_tf.export.verify as verification
-from ubnas_tf.export import convert, model_io, report
+from ubnas_tf import model_io
+from ubnas_tf.export import convert, report
 from ubnas_tf.io_utils import atomic_write_json
 
 __all__ = ["export_model", "format_summary"]

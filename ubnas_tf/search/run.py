@@ -33,16 +33,16 @@ import numpy as np
 import tensorflow as tf
 
 from ubnas_tf import config as config_lib
-from ubnas_tf.architect import Architect
+from ubnas_tf.search.architect import Architect
 from ubnas_tf.distribute import ChiefCheckpointManager, is_chief, make_strategy, summary_writer
 from ubnas_tf.errors import UserError
-from ubnas_tf.genotype import Genotype
+from ubnas_tf.search_space.genotype import Genotype
 from ubnas_tf.io_utils import append_jsonl, atomic_write_json, atomic_write_text
-from ubnas_tf.ops_budget import budget_from_config
-from ubnas_tf.runtime_memory import limit_malloc_arenas
-from ubnas_tf.search_config import check_config, check_output_dir, supernet_config
-from ubnas_tf.search_steps import FusedAdam, SearchSteps
-from ubnas_tf.supernet import Supernet
+from ubnas_tf.search.ops_budget import budget_from_config
+from ubnas_tf.search.runtime_memory import limit_malloc_arenas
+from ubnas_tf.search.config import check_config, check_output_dir, supernet_config
+from ubnas_tf.search.steps import FusedAdam, SearchSteps
+from ubnas_tf.search.supernet import Supernet
 
 __all__ = ["run_search", "build_search_steps", "SearchResult", "SearchDiverged", "make_strategy"]
 
@@ -375,7 +375,7 @@ def run_search(config: dict, *, dataset: str, output_dir, data_dir=None, manual_
 
 def _finish(search: _Search, genotype: Genotype, stop_rule, started: float) -> SearchResult:
     """Final outputs: genotype.json, genotype.png, summary.json, and the printed summary."""
-    from ubnas_tf.visualize import save_genotype_png
+    from ubnas_tf.search_space.visualize import save_genotype_png
 
     output_dir, epochs = search.output_dir, search.config["epochs"]
     records = search.records

@@ -26,7 +26,7 @@ DATA_FOLDER = "data"
 
 
 def _training_arrays(split, dataset: str):
-    from ubnas_tf.data.sources import ArraySplit, StreamSplit
+    from ubnas_tf.data.splits import ArraySplit, StreamSplit
 
     if isinstance(split, ArraySplit):
         return split.images, split.labels

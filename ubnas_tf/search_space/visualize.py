@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import pathlib
 
-from ubnas_tf.genotype import Genotype
+from ubnas_tf.search_space.genotype import Genotype
 from ubnas_tf.io_utils import atomic_write_bytes
 
 __all__ = ["plot_genotype", "save_genotype_png", "cell_layout"]

@@ -11,9 +11,9 @@ import pathlib
 import yaml
 
 from ubnas_tf import config as config_lib
-from ubnas_tf.architect import EDGE_WEIGHT_FORMS
+from ubnas_tf.search.architect import EDGE_WEIGHT_FORMS
 from ubnas_tf.errors import UserError
-from ubnas_tf.supernet import GRAPH_MODES, SupernetConfig
+from ubnas_tf.search.supernet import GRAPH_MODES, SupernetConfig
 
 __all__ = ["check_config", "supernet_config", "check_output_dir", "RESUMABLE_KEYS"]
 

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from ubnas_tf.architect import Architect
-from ubnas_tf.recompute import check_recomputable, checkpointed_gradients
-from ubnas_tf.runtime_memory import GraphFreeFunction, release_free_memory
-from ubnas_tf.supernet import ArchWeights, Supernet
+from ubnas_tf.search.architect import Architect
+from ubnas_tf.search.recompute import check_recomputable, checkpointed_gradients
+from ubnas_tf.search.runtime_memory import GraphFreeFunction, release_free_memory
+from ubnas_tf.search.supernet import ArchWeights, Supernet
 
 __all__ = ["FusedAdam", "SearchSteps", "cross_entropy"]
 

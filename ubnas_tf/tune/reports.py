@@ -9,7 +9,7 @@ import json
 import pathlib
 
 from ubnas_tf.io_utils import atomic_write_json, atomic_write_text
-from ubnas_tf.tune_space import TuningSpace, format_value
+from ubnas_tf.tune.space import TuningSpace, format_value
 
 __all__ = ["write_reports", "trial_record", "OBJECTIVE"]
 

@@ -35,7 +35,7 @@ import tensorflow as tf
 from ubnas_tf.errors import UserError
 from ubnas_tf.search_space import ModuleStructure, SearchSpace, get_space
 from ubnas_tf.search_space.layers import make_norm
-from ubnas_tf.shared_traces import TraceCache
+from ubnas_tf.search.shared_traces import TraceCache
 
 __all__ = [
     "ArchWeights",

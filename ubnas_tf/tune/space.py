@@ -273,7 +273,7 @@ class TuningSpace:
     def check(self, info) -> None:
         """Every candidate value (each choice; a range's ends), one at a time over the first
         candidates of the others, must make a valid search and retraining."""
-        from ubnas_tf.search_config import check_config, supernet_config
+        from ubnas_tf.search.config import check_config, supernet_config
         from ubnas_tf.search_space import ModuleStructure
 
         first = {t.name: t.encode(t.candidates()[0]) for t in self.tuned}

@@ -8,7 +8,7 @@ One run writes into its output folder:
 
     model.h5, saved_model/   the inference network (no auxiliary head, no drop-path layers)
     metrics.json             test_top1 (0..1), test_top5 (> 10 classes), parameters, MACs, OPs,
-                             model size, train time (see `ubnas_tf.cost`)
+                             model size, train time (see `ubnas_tf.network.cost`)
     summary.txt              the Larq summary and the per-layer cost table
     train_config.yaml, train_run.json   what the run was made of (checked on resume)
     train_log.jsonl          one JSON object per epoch
@@ -57,9 +57,9 @@ import tensorflow as tf
 from ubnas_tf import config as config_lib
 from ubnas_tf.distribute import ChiefCheckpointManager, is_chief, is_multi_worker, worker_scratch
 from ubnas_tf.errors import UserError
-from ubnas_tf.genotype import Genotype
+from ubnas_tf.search_space.genotype import Genotype
 from ubnas_tf.io_utils import append_jsonl, atomic_write_json, atomic_write_text
-from ubnas_tf.network import build_from_config, check_space, set_drop_path_rate
+from ubnas_tf.network.genotype_network import build_from_config, check_space, set_drop_path_rate
 from ubnas_tf.search_space import ModuleStructure, get_space
 
 __all__ = ["Trainer", "run_training", "evaluate", "evaluate_file", "load_model", "make_optimizer",
@@ -375,10 +375,10 @@ def _truncate_log(path: pathlib.Path, epochs_done: int) -> None:
 def load_model(path) -> tf.keras.Model:
     """Load a saved model for inference; refuses models holding Lambda layers when the export
     package's safe loader is there."""
-    from ubnas_tf import baselines  # noqa: F401  (registers FloatConvModule)
+    from ubnas_tf.network import baselines  # noqa: F401  (registers FloatConvModule)
 
     try:
-        from ubnas_tf.export.model_io import load_model as safe_load
+        from ubnas_tf.model_io import load_model as safe_load
     except ImportError:
         safe_load = None
     if safe_load is not None:
@@ -445,7 +445,7 @@ class _Plan:
 
 
 def _network_plan(config, genotype, model_name, info) -> _Plan:
-    from ubnas_tf import baselines
+    from ubnas_tf.network import baselines
 
     def for_export(settings):
         settings = copy.deepcopy(settings)
@@ -529,7 +529,7 @@ def _summary_text(model, cost) -> str:
         lq.models.summary(model, print_fn=lines.append)
     except Exception as error:  # noqa: BLE001  (larq's profiler is experimental)
         lines.append(f"(larq summary unavailable: {type(error).__name__}: {error})")
-    lines += ["", "Per-layer cost (ubnas_tf.cost; nested layers included, auxiliary head "
+    lines += ["", "Per-layer cost (ubnas_tf.network.cost; nested layers included, auxiliary head "
               "excluded):", cost.table()]
     return "\n".join(lines) + "\n"
 
@@ -551,7 +551,7 @@ def _save_model(model, out: pathlib.Path, saved_model: bool) -> None:
 def _train_teacher(config, genotype, data, directory, verbose, strategy=None):
     """Train the float version of the genotype in `directory` (resumable) and return it;
     inside `strategy.scope()`."""
-    from ubnas_tf import baselines
+    from ubnas_tf.network import baselines
 
     distill = config["distill"]
     teacher_config = copy.deepcopy(config)
@@ -578,14 +578,14 @@ def run_training(config: dict, *, dataset: str, output_dir, genotype=None, model
         output_dir: the run's folder (resumed when it holds this same run).
         genotype: a `Genotype` or the path of a genotype.json (for a searched network and for
             `model="float"`).
-        model: a baseline name (`ubnas_tf.baselines.BASELINES`) instead of a genotype.
+        model: a baseline name (`ubnas_tf.network.baselines.BASELINES`) instead of a genotype.
         strategy: a `tf.distribute.Strategy` (`ubnas_tf.distribute.make_strategy`); the
             default strategy when None. Only its chief writes into `output_dir`.
 
     # Raises
         UserError: bad input, before anything is written.
     """
-    from ubnas_tf import baselines
+    from ubnas_tf.network import baselines
     from ubnas_tf.data import load_dataset
 
     config = copy.deepcopy(config)
@@ -700,7 +700,7 @@ def _train_stages(config, plan, network, genotype, teacher, teacher_spec, two_st
 def _finish_training(config, plan, network, genotype, stage, trainer, stage1_seconds, data, out,
                      chief) -> dict:
     """Evaluate, profile and (on the chief) save the inference network and its metrics."""
-    from ubnas_tf.cost import profile
+    from ubnas_tf.network.cost import profile
 
     info = data.info
 

@@ -33,7 +33,7 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from ubnas_tf.network import AUXILIARY_PREFIX
+from ubnas_tf.network.genotype_network import AUXILIARY_PREFIX
 
 __all__ = ["LayerCost", "CostProfile", "profile", "op_profile", "MAC_LAYERS"]
 

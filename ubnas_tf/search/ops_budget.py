@@ -1,7 +1,7 @@
 """OPs-aware search: the cost of the network a supernet would derive, and a penalty on it.
 
 Beyond UBNAS (which searches for accuracy only): users ship to devices with a budget. The
-derived network's OPs (FLOPs + BOPs/64, as `ubnas_tf.cost`) are a sum of a fixed part (stem,
+derived network's OPs (FLOPs + BOPs/64, as `ubnas_tf.network.cost`) are a sum of a fixed part (stem,
 preprocessing, classifier) and one term per kept edge, the cost of its op at that edge's
 channels, stride and resolution. `NetworkCostModel` holds those terms for every edge of every
 cell (summed over the cells that share a cell type's architecture), measured from shapes by
@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from ubnas_tf.errors import UserError
-from ubnas_tf.genotype import Genotype
+from ubnas_tf.search_space.genotype import Genotype
 
 __all__ = ["NetworkCostModel", "BudgetPenalty", "budget_from_config", "cost_model_from_config",
            "fit_genotype"]
@@ -70,7 +70,7 @@ class NetworkCostModel:
     def __init__(self, space, *, primitives, nodes: int, multiplier: int, cells: int,
                  channels: int, input_shape, num_classes: int, stem_multiplier: int = 3,
                  module=None):
-        from ubnas_tf.network import reduction_cells
+        from ubnas_tf.network.genotype_network import reduction_cells
         from ubnas_tf.search_space import get_space
 
         self.space = get_space(space) if isinstance(space, str) else space
@@ -101,7 +101,7 @@ class NetworkCostModel:
         self.fixed = self._fixed_part()
 
     def _op_ops(self, op_name: str, channels: int, stride: int, size) -> float:
-        from ubnas_tf.cost import op_profile
+        from ubnas_tf.network.cost import op_profile
 
         if op_name == "none":
             return 0.0
@@ -122,7 +122,7 @@ class NetworkCostModel:
                 table[edge, column] += self._op_ops(op_name, channels, stride, at)
 
     def _build(self, genotype: Genotype) -> tf.keras.Model:
-        from ubnas_tf.network import build_network
+        from ubnas_tf.network.genotype_network import build_network
 
         return build_network(genotype, input_shape=self.input_shape,
                              num_classes=self.num_classes, space=self.space, cells=self.cells,
@@ -141,7 +141,7 @@ class NetworkCostModel:
 
     def _fixed_part(self) -> float:
         """Stem, preprocessing and classifier: a built network's OPs minus its edges'."""
-        from ubnas_tf.cost import profile
+        from ubnas_tf.network.cost import profile
 
         genotype = self._cheapest_genotype()
         return profile(self._build(genotype)).ops - self._edges_ops(genotype)
@@ -275,7 +275,7 @@ def cost_model_from_config(config: dict, info) -> NetworkCostModel:
     """The cost model of a search config for the data described by `info` (its `input_shape`
     and `num_classes`): the supernet's ops, and the network of `ops_budget.cells`/`channels`/
     `module` (null: the search's own cells and channels, the space's retraining module)."""
-    from ubnas_tf.search_config import supernet_config
+    from ubnas_tf.search.config import supernet_config
 
     budget = config["ops_budget"]
     return NetworkCostModel(

@@ -1,21 +1,22 @@
 """Hyperparameter tuning of the whole pipeline with keras-tuner: search, then retraining.
 
-    from ubnas_tf import tune, tune_space
+    from ubnas_tf import tune
+    from ubnas_tf.tune import space as tune_space
     best = tune.run_tune(tune_space.load_config(["my_tune.yaml"]), dataset="demo",
                          output_dir="runs/tune")
 
 A trial is our own pipeline, not a Keras model: `NASTuner.run_trial` runs
-`ubnas_tf.search.run_search` and then `ubnas_tf.train.run_training` on the derived genotype,
+`ubnas_tf.search.run.run_search` and then `ubnas_tf.train.run.run_training` on the derived genotype,
 with the trial's values of the tuned keys (PC-DARTS's K per cell type, the architecture
 learning rate, the warm-up, the module structure, the retraining's learning rate, or any other
 key of configs/search.yaml and configs/train.yaml, as configs/tune.yaml says; see
-`ubnas_tf.tune_space`), and reports the retrained network's top-1 on a *validation* set held
-out from the training split (`ubnas_tf.tune_data`). keras-tuner (which uses Keras 3) only sees
+`ubnas_tf.tune.space`), and reports the retrained network's top-1 on a *validation* set held
+out from the training split (`ubnas_tf.tune.data`). keras-tuner (which uses Keras 3) only sees
 hyperparameter values and that number: our models stay tf-keras and nothing Keras 3 is built.
 
 Outputs in OUTPUT_DIR: tune_config.yaml, tune_run.json, data/, oracle.json and tuner*.json
 (keras-tuner's state), trial_ID/ (keras-tuner's trial.json, our report.json, search/, train/),
-trials.json and trials.md (every trial), best.json (`ubnas_tf.tune_reports`). Running the same
+trials.json and trials.md (every trial), best.json (`ubnas_tf.tune.reports`). Running the same
 command again goes on: keras-tuner reloads its oracle (finished trials are not redone, an
 interrupted one is handed out again) and the interrupted trial's search and retraining resume
 from their checkpoints.
@@ -37,9 +38,9 @@ import yaml
 from ubnas_tf import config as config_lib
 from ubnas_tf.errors import UserError
 from ubnas_tf.io_utils import atomic_write_json
-from ubnas_tf.tune_data import prepare_data
-from ubnas_tf.tune_reports import OBJECTIVE, trial_record, write_reports
-from ubnas_tf.tune_space import SECTIONS, TuningSpace
+from ubnas_tf.tune.data import prepare_data
+from ubnas_tf.tune.reports import OBJECTIVE, trial_record, write_reports
+from ubnas_tf.tune.space import SECTIONS, TuningSpace
 
 __all__ = ["run_tune", "NASTuner", "OBJECTIVE"]
 
@@ -144,8 +145,8 @@ def _make_tuner_class():
         def run_trial(self, trial, *args, **kwargs):
             import tensorflow as tf
 
-            from ubnas_tf.search import SearchDiverged, run_search
-            from ubnas_tf.train import run_training
+            from ubnas_tf.search.run import SearchDiverged, run_search
+            from ubnas_tf.train.run import run_training
 
             configs = self.space.configs(trial.hyperparameters.values)
             trial_dir = pathlib.Path(self.get_trial_dir(trial.trial_id))

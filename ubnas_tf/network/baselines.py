@@ -210,7 +210,7 @@ BASELINES = ("bireal", "quicknet", "float")
 def build_baseline(name: str, info, config: dict, genotype=None) -> tf.keras.Model:
     """A baseline by name, sized by `config['baselines'][name]` (or the network keys for
     `float`), for the data described by `info`."""
-    from ubnas_tf.network import build_from_config
+    from ubnas_tf.network.genotype_network import build_from_config
 
     settings = (config.get("baselines") or {}).get(name) or {}
     if name == "bireal":

@@ -33,8 +33,8 @@ import numpy as np
 import tensorflow as tf
 
 from ubnas_tf.errors import UserError
-from ubnas_tf.genotype import Genotype
-from ubnas_tf.supernet import ArchWeights, edge_count
+from ubnas_tf.search_space.genotype import Genotype
+from ubnas_tf.search.supernet import ArchWeights, edge_count
 
 __all__ = ["Architect", "EDGE_WEIGHT_FORMS", "sigmoid_offsets", "ramp"]
 

@@ -21,7 +21,7 @@ full-precision classifier; the classifier stays float in every binary-NAS paper 
 
 The layers are named so that a reader of a summary knows where they sit: `stem_*`,
 `cell{k}_pre{0,1}`, `cell{k}_edge{e}_{op}`, `cell{k}_node{n}`, `cell{k}_out`, `global_pool`,
-`classifier`, and `auxiliary_*` for the auxiliary head, which `ubnas_tf.cost` leaves out of the
+`classifier`, and `auxiliary_*` for the auxiliary head, which `ubnas_tf.network.cost` leaves out of the
 counts (as DARTS's `count_parameters_in_MB` does).
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ import dataclasses
 import tensorflow as tf
 
 from ubnas_tf.errors import UserError
-from ubnas_tf.genotype import Genotype
+from ubnas_tf.search_space.genotype import Genotype
 from ubnas_tf.search_space import ModuleStructure, SearchSpace, get_space
 from ubnas_tf.search_space.layers import Identity, register
 
