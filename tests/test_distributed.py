@@ -88,7 +88,7 @@ def test_the_chief_is_the_chief_task_or_else_worker_0(tmp_path):
 _REPLICA_GRADIENT_CHECK = """
 import numpy as np, ubnas_tf, tensorflow as tf
 from ubnas_tf.distribute import split_cpu
-from ubnas_tf.train.run import Trainer
+from ubnas_tf.train.trainer import Trainer
 split_cpu(2)
 images = np.random.default_rng(0).normal(size=(8, 4, 4, 1)).astype("float32")
 labels = np.arange(8) % 3

@@ -15,7 +15,7 @@ import ubnas_tf  # noqa: F401
 from ubnas_tf import config as config_lib
 from ubnas_tf.errors import UserError
 from ubnas_tf.search_space import BinaryConvModule
-from ubnas_tf.train.run import Trainer, learning_rate_schedule, make_optimizer, run_training
+from ubnas_tf.train import Trainer, learning_rate_schedule, make_optimizer, run_training
 
 from conftest import ROOT, run_tool
 from test_network import BINARY_GENOTYPE
@@ -180,16 +180,16 @@ def test_bad_input_writes_nothing(tmp_path, genotype_file):
 
 def test_a_model_is_checked_against_the_dataset():
     from ubnas_tf.data.info import DatasetInfo
-    from ubnas_tf.train.run import _check_model_fits
+    from ubnas_tf.train.evaluate import check_model_fits
 
     model = tf.keras.Sequential([tf.keras.Input((8, 8, 1)), tf.keras.layers.Flatten(),
                                  tf.keras.layers.Dense(10)])
     rgb = DatasetInfo("rgb", 10, (8, 8, 3), 1, 1, tuple("abcdefghij"), (0,) * 3, (1,) * 3)
     with pytest.raises(UserError, match=r"takes images of \(8, 8, 1\) but dataset rgb gives"):
-        _check_model_fits(model, rgb)
+        check_model_fits(model, rgb)
     hundred = DatasetInfo("c100", 100, (8, 8, 1), 1, 1, tuple(map(str, range(100))), (0,), (1,))
     with pytest.raises(UserError, match="predicts 10 classes but dataset c100 has 100"):
-        _check_model_fits(model, hundred)
+        check_model_fits(model, hundred)
 
 
 # --- the command line ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ flags.DEFINE_bool("top5", False, "Print top-5 as well, whatever the number of cl
 
 
 def main(argv):
-    from ubnas_tf.train.run import evaluate_file
+    from ubnas_tf.train.evaluate import evaluate_file
 
     if len(argv) != 2:
         cli.fail("usage: tools/evaluate.py MODEL.h5 --dataset D")

@@ -37,399 +37,34 @@ an equal, non-empty slice) and every worker reads the whole, identically seeded 
 its own share (DATA sharding). Only the chief writes into the output folder; every worker
 takes part in the saves (reading batch-norm statistics is a collective), the others into
 temporary folders.
+
+Modules: `trainer` (the Trainer model and its losses), `optimizer` (optimizer and schedule),
+`stages` (one stage with checkpoints; two-stage; the float teacher), `evaluate` (loading and
+evaluating saved models), and this one (the run: checks, outputs, metrics).
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import json
-import math
 import os
 import pathlib
 import shutil
-import sys
-import time
 from collections.abc import Callable
 
 import tensorflow as tf
 
 from ubnas_tf import config as config_lib
-from ubnas_tf.distribute import ChiefCheckpointManager, is_chief, is_multi_worker, worker_scratch
+from ubnas_tf.distribute import is_chief
 from ubnas_tf.errors import UserError
+from ubnas_tf.io_utils import atomic_write_json, atomic_write_text
+from ubnas_tf.network.genotype_network import build_from_config, check_space
+from ubnas_tf.search_space import get_space
 from ubnas_tf.search_space.genotype import Genotype
-from ubnas_tf.io_utils import append_jsonl, atomic_write_json, atomic_write_text
-from ubnas_tf.network.genotype_network import build_from_config, check_space, set_drop_path_rate
-from ubnas_tf.search_space import ModuleStructure, get_space
+from ubnas_tf.train.evaluate import check_model_fits, evaluate, load_model
+from ubnas_tf.train.stages import CONFIG_FILE, RUN_FILE, train_stages
 
-__all__ = ["Trainer", "run_training", "evaluate", "evaluate_file", "load_model", "make_optimizer",
-           "learning_rate_schedule"]
-
-CONFIG_FILE = "train_config.yaml"
-RUN_FILE = "train_run.json"
-
-
-# --- the training step -----------------------------------------------------------------------
-
-class Trainer(tf.keras.Model):
-    """Wraps a network for `fit`: the loss (label smoothing, auxiliary head, distillation) and
-    the top-1/top-5 metrics. Only `network` is saved; the trainer is a training-time shell."""
-
-    def __init__(self, network, *, num_classes, label_smoothing=0.0, aux_weight=0.0,
-                 teacher=None, temperature=1.0, alpha=0.0, **kwargs):
-        super().__init__(**kwargs)
-        self.network = network
-        self.num_classes = int(num_classes)
-        self.label_smoothing = float(label_smoothing)
-        self.aux_weight = float(aux_weight)
-        self.teacher = teacher
-        if teacher is not None:
-            teacher.trainable = False
-        self.temperature = float(temperature)
-        self.alpha = float(alpha) if teacher is not None else 0.0
-        self.loss_tracker = tf.keras.metrics.Mean(name="loss")
-        self.top1 = tf.keras.metrics.SparseCategoricalAccuracy(name="top1")
-        self.top5 = tf.keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes),
-                                                                   name="top5")
-
-    @property
-    def metrics(self):
-        return [self.loss_tracker, self.top1, self.top5]
-
-    def call(self, images, training=False):
-        outputs = self.network(images, training=training)
-        return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
-
-    def _per_example_cross_entropy(self, labels, logits, smoothing):
-        one_hot = tf.one_hot(tf.cast(labels, tf.int32), self.num_classes, dtype=logits.dtype)
-        return tf.keras.losses.categorical_crossentropy(
-            one_hot, logits, from_logits=True, label_smoothing=smoothing)
-
-    def _cross_entropy(self, labels, logits, smoothing):
-        return tf.reduce_mean(self._per_example_cross_entropy(labels, logits, smoothing))
-
-    def _distillation(self, teacher_logits, logits):
-        t = self.temperature
-        target = tf.nn.softmax(tf.cast(teacher_logits, logits.dtype) / t)
-        log_student = tf.nn.log_softmax(logits / t)
-        kl = tf.reduce_sum(target * (tf.math.log(target + 1e-12) - log_student), axis=-1)
-        return tf.reduce_mean(kl) * t * t
-
-    def train_step(self, data):
-        images, labels = data
-        with tf.GradientTape() as tape:
-            outputs = self.network(images, training=True)
-            if isinstance(outputs, (list, tuple)):
-                logits, aux_logits = outputs
-            else:
-                logits, aux_logits = outputs, None
-            loss = self._cross_entropy(labels, logits, self.label_smoothing)
-            if aux_logits is not None and self.aux_weight:
-                loss += self.aux_weight * self._cross_entropy(labels, aux_logits,
-                                                              self.label_smoothing)
-            if self.teacher is not None and self.alpha:
-                teacher_logits = self.teacher(images, training=False)
-                loss = (1.0 - self.alpha) * loss + self.alpha * self._distillation(
-                    teacher_logits, logits)
-            if self.network.losses:
-                loss += tf.add_n(self.network.losses)
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            # Keras sums the replicas' gradients: each replica's mean loss divided by their
-            # number gives the gradient of the global batch's mean loss.
-            scaled_loss = loss / replicas if replicas > 1 else loss
-        variables = self.network.trainable_variables
-        gradients = tape.gradient(scaled_loss, variables)
-        # apply_gradients also applies each variable's constraint: the latent binary weights'
-        # WeightClip keeps them in [-1, 1] after every step.
-        self.optimizer.apply_gradients(zip(gradients, variables))
-        self.loss_tracker.update_state(loss)
-        self.top1.update_state(labels, logits)
-        self.top5.update_state(labels, logits)
-        return {metric.name: metric.result() for metric in self.metrics}
-
-    def test_step(self, data):
-        images, labels = data
-        logits = self(images, training=False)
-        if tf.distribute.get_strategy().num_replicas_in_sync > 1:
-            # A replica's slice of the last, partial test batch may be empty: per-example
-            # losses count each example once (an empty slice adds nothing, not a NaN mean).
-            self.loss_tracker.update_state(
-                self._per_example_cross_entropy(labels, logits, 0.0))
-        else:
-            self.loss_tracker.update_state(self._cross_entropy(labels, logits, 0.0))
-        self.top1.update_state(labels, logits)
-        self.top5.update_state(labels, logits)
-        return {metric.name: metric.result() for metric in self.metrics}
-
-
-def learning_rate_schedule(settings: dict, *, total_steps: int):
-    """Cosine decay from `lr` to `lr_min` over `total_steps` (Loshchilov & Hutter, SGDR, without
-    restarts), or a constant `lr`."""
-    lr = float(settings.get("lr", 1e-3))
-    schedule_name = settings.get("schedule", "cosine")
-    if schedule_name == "cosine":
-        lr_min = float(settings.get("lr_min") or 0.0)
-        return tf.keras.optimizers.schedules.CosineDecay(
-            lr, decay_steps=max(1, total_steps), alpha=lr_min / lr if lr else 0.0)
-    if schedule_name == "constant":
-        return lr
-    raise UserError(f"optimizer.schedule={schedule_name!r} is not known: use cosine or constant")
-
-
-def make_optimizer(settings: dict, *, total_steps: int):
-    """Adam (AdamW with weight decay) or SGD, with `learning_rate_schedule`."""
-    name = settings.get("name", "adam")
-    schedule = learning_rate_schedule(settings, total_steps=total_steps)
-    clip = settings.get("grad_clip")
-    extra = {"global_clipnorm": float(clip)} if clip else {}
-    weight_decay = float(settings.get("weight_decay") or 0.0)
-    if name == "adam":
-        if weight_decay:
-            optimizer = tf.keras.optimizers.AdamW(schedule, weight_decay=weight_decay, **extra)
-            # Decay the conv and dense kernels only, not BN, biases and PReLU slopes.
-            optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias", "alpha"])
-            return optimizer
-        return tf.keras.optimizers.Adam(schedule, **extra)
-    if name == "sgd":
-        return tf.keras.optimizers.SGD(schedule, momentum=float(settings.get("momentum", 0.9)),
-                                       weight_decay=weight_decay or None, **extra)
-    raise UserError(f"optimizer.name={name!r} is not known: use adam or sgd")
-
-
-# --- callbacks -------------------------------------------------------------------------------
-
-class _DropPathSchedule(tf.keras.callbacks.Callback):
-    """DARTS: drop_path_prob * epoch / epochs at the start of each epoch."""
-
-    def __init__(self, network, epochs):
-        super().__init__()
-        self.network, self.epochs = network, epochs
-
-    def on_epoch_begin(self, epoch, logs=None):
-        set_drop_path_rate(self.network, epoch / max(1, self.epochs))
-
-
-class _EpochEnd(tf.keras.callbacks.Callback):
-    """At the end of each epoch: the run state, a log line, the best weights, a checkpoint."""
-
-    def __init__(self, stage):
-        super().__init__()
-        self.stage = stage
-        self._started = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.monotonic()
-
-    def on_epoch_end(self, epoch, logs=None):
-        stage = self.stage
-        logs = {key: float(value) for key, value in (logs or {}).items()}
-        seconds = time.monotonic() - self._started
-        stage.state["epoch"].assign(epoch + 1)
-        stage.state["train_seconds"].assign_add(seconds)
-        score = logs.get("val_top1")
-        optimizer = self.model.optimizer
-        record = {"stage": stage.name, "epoch": epoch + 1, **logs, "seconds": round(seconds, 3),
-                  "lr": float(tf.keras.backend.get_value(optimizer.learning_rate))}
-        if score is not None and score > float(stage.state["best_top1"].numpy()):
-            stage.state["best_top1"].assign(score)
-            stage.state["best_epoch"].assign(epoch + 1)
-            _save_weights(stage.network, stage.directory / "best_weights.h5", stage.chief)
-            record["best"] = True
-        if stage.chief:
-            append_jsonl(stage.directory / "train_log.jsonl", record)
-        stage.manager.save(checkpoint_number=epoch + 1)
-
-
-# --- one stage: fit a network with checkpoints -----------------------------------------------
-
-@dataclasses.dataclass
-class _Stage:
-    name: str
-    directory: pathlib.Path
-    network: tf.keras.Model
-    epochs: int
-    state: dict = dataclasses.field(default_factory=dict)
-    manager: ChiefCheckpointManager | None = None
-    chief: bool = True  # only the chief writes into `directory`
-
-
-def _save_weights(network, path: pathlib.Path, chief: bool) -> None:
-    """Save `network`'s weights to `path` atomically on the chief. The other workers save too,
-    into a temporary folder deleted at once: reading batch-norm statistics synchronised on read
-    is a collective every worker must join."""
-    if chief:
-        temporary = path.with_name(path.stem + ".tmp.h5")
-        network.save_weights(str(temporary))
-        os.replace(temporary, path)
-        return
-    with worker_scratch("ubnas_worker_weights_") as folder:
-        network.save_weights(str(folder / path.name))
-
-
-def _verbosity(verbose):
-    if verbose is not None:
-        return verbose
-    return 1 if sys.stdout.isatty() else 2
-
-
-def _distributed(dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """Every worker reads the whole (identically seeded) dataset and keeps its own share of
-    each global batch: DATA sharding, whatever the source's files."""
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA)
-    return dataset.with_options(options)
-
-
-def _fit_stage(stage: _Stage, data, config: dict, *, teacher=None, start_from=None,
-               verbose=None, strategy=None) -> Trainer:
-    """Train `stage.network` to `stage.epochs`, resuming from the stage's last checkpoint;
-    returns the compiled trainer (its test step is already traced: evaluate with it).
-    Called inside `strategy.scope()`, with `stage.network` built there."""
-    info = data.info
-    strategy = strategy or tf.distribute.get_strategy()
-    replicas = strategy.num_replicas_in_sync
-    batch_size = config["batch_size"]
-    if replicas > 1:  # whole global batches only, split evenly
-        steps = max(1, info.train_size // batch_size)
-        train_data = _distributed(data.train(batch_size, drop_remainder=True))
-    else:
-        steps = max(1, math.ceil(info.train_size / batch_size))
-        train_data = data.train(batch_size)
-    optimizer = make_optimizer(config["optimizer"], total_steps=steps * stage.epochs)
-    distill = config.get("distill") or {}
-    auxiliary = config.get("auxiliary") or {}
-    trainer = Trainer(stage.network, num_classes=info.num_classes,
-                      label_smoothing=config.get("label_smoothing", 0.0),
-                      aux_weight=auxiliary.get("weight", 0.0) if auxiliary.get("enabled") else 0.0,
-                      teacher=teacher, temperature=distill.get("temperature", 1.0),
-                      alpha=distill.get("alpha", 0.0), name=f"trainer_{stage.name}")
-    trainer.compile(optimizer=optimizer)
-    # Variables now, so that a checkpoint restores into them (not lazily on the first step).
-    optimizer.build(stage.network.trainable_variables)
-    stage.state = {
-        "epoch": tf.Variable(0, dtype=tf.int64, trainable=False),
-        "best_top1": tf.Variable(-1.0, dtype=tf.float64, trainable=False),
-        "best_epoch": tf.Variable(0, dtype=tf.int64, trainable=False),
-        "train_seconds": tf.Variable(0.0, dtype=tf.float64, trainable=False),
-    }
-    checkpoint = tf.train.Checkpoint(network=stage.network, optimizer=optimizer, **stage.state)
-    stage.chief = is_chief(strategy)
-    stage.manager = ChiefCheckpointManager(checkpoint, stage.directory / "checkpoints",
-                                           strategy=strategy, max_to_keep=2)
-    log_path = stage.directory / "train_log.jsonl"
-    if stage.manager.latest_checkpoint:
-        checkpoint.restore(stage.manager.latest_checkpoint).assert_existing_objects_matched()
-        done = int(stage.state["epoch"].numpy())
-        print(f"[{stage.name}] resuming after epoch {done} from {stage.manager.latest_checkpoint}",
-              flush=True)
-        if stage.chief:
-            _truncate_log(log_path, done)
-    else:
-        if start_from is not None:
-            stage.network.load_weights(str(start_from))
-        if stage.chief and log_path.exists():
-            log_path.unlink()
-    initial_epoch = int(stage.state["epoch"].numpy())
-    if initial_epoch >= stage.epochs:
-        return trainer
-    callbacks = [_DropPathSchedule(stage.network, stage.epochs), _EpochEnd(stage)]
-    if config.get("tensorboard", True) and stage.chief:
-        callbacks.append(tf.keras.callbacks.TensorBoard(
-            log_dir=str(stage.directory / "tensorboard"), write_graph=False, profile_batch=0))
-        if initial_epoch == 0:
-            writer = tf.summary.create_file_writer(str(stage.directory / "tensorboard" / "config"))
-            with writer.as_default():
-                tf.summary.text("config", config_lib.to_markdown(config), step=0)
-            writer.close()
-    validation = data.test(batch_size) if config.get("eval_every_epoch", True) else None
-    if validation is not None and replicas > 1:
-        validation = _distributed(validation)
-    trainer.fit(
-        train_data,
-        epochs=stage.epochs,
-        initial_epoch=initial_epoch,
-        validation_data=validation,
-        callbacks=callbacks,
-        verbose=_verbosity(verbose),
-    )
-    return trainer
-
-
-def _truncate_log(path: pathlib.Path, epochs_done: int) -> None:
-    """Drop log lines of epochs that ran after the checkpoint a run resumes from."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line).get("epoch", 0) <= epochs_done:
-                kept.append(line)
-        except json.JSONDecodeError:
-            continue
-    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
-
-
-# --- loading and evaluating saved models -----------------------------------------------------
-
-def load_model(path) -> tf.keras.Model:
-    """Load a saved model for inference; refuses models holding Lambda layers when the export
-    package's safe loader is there."""
-    from ubnas_tf.network import baselines  # noqa: F401  (registers FloatConvModule)
-
-    try:
-        from ubnas_tf.model_io import load_model as safe_load
-    except ImportError:
-        safe_load = None
-    if safe_load is not None:
-        return safe_load(path)
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise UserError(f"model file {path} does not exist: pass the model.h5 of a train run")
-    return tf.keras.models.load_model(str(path), compile=False)
-
-
-def _check_model_fits(model, info, what="the model") -> None:
-    expected = tuple(model.input_shape[1:])
-    given = tuple(info.input_shape)
-    if len(expected) != 3 or any(e is not None and e != g for e, g in zip(expected, given)):
-        raise UserError(f"{what} takes images of {expected} but dataset {info.name} gives "
-                        f"{given}: set data.input_size (and use a dataset with "
-                        f"{expected[-1]} channels)")
-    classes = model.output_shape[-1]
-    if classes != info.num_classes:
-        raise UserError(f"{what} predicts {classes} classes but dataset {info.name} has "
-                        f"{info.num_classes}: use the dataset it was trained on")
-
-
-def evaluate(model, data, batch_size: int = 256, *, top5: bool = False) -> dict:
-    """Top-1 (and top-5 when there are more than 10 classes, or when asked) of `model` (or of
-    the network of a compiled `Trainer`) on the test split, with the test loss."""
-    info = data.info
-    trainer = model
-    if not isinstance(model, Trainer):
-        trainer = Trainer(model, num_classes=info.num_classes)
-        trainer.compile()
-    results = trainer.evaluate(data.test(batch_size), return_dict=True, verbose=0)
-    metrics = {"test_top1": float(results["top1"]), "test_loss": float(results["loss"])}
-    if info.num_classes > 10 or top5:
-        metrics["test_top5"] = float(results["top5"])
-    return metrics
-
-
-def evaluate_file(path, dataset: str, *, batch_size: int = 256, data_dir=None, manual_dir=None,
-                  max_examples=None, seed: int = 0, top5: bool = False) -> dict:
-    """Load a saved model and evaluate it on the test split of `dataset`."""
-    from ubnas_tf.data import load_dataset
-
-    model = load_model(path)
-    shape = model.input_shape[1:3]
-    data = load_dataset(dataset, data_dir=data_dir, manual_dir=manual_dir,
-                        input_size=tuple(shape) if None not in shape else None,
-                        max_examples=max_examples, seed=seed)
-    _check_model_fits(model, data.info, f"model {path}")
-    return {**evaluate(model, data, batch_size, top5=top5), "dataset": data.info.name,
-            "test_size": data.info.test_size}
+__all__ = ["run_training"]
 
 
 # --- a whole run -----------------------------------------------------------------------------
@@ -548,25 +183,6 @@ def _save_model(model, out: pathlib.Path, saved_model: bool) -> None:
         os.replace(staging, out / "saved_model")
 
 
-def _train_teacher(config, genotype, data, directory, verbose, strategy=None):
-    """Train the float version of the genotype in `directory` (resumable) and return it;
-    inside `strategy.scope()`."""
-    from ubnas_tf.network import baselines
-
-    distill = config["distill"]
-    teacher_config = copy.deepcopy(config)
-    teacher_config["distill"] = {**distill, "teacher": None}
-    teacher_config["two_stage"] = {**config.get("two_stage", {}), "enabled": False}
-    teacher_config["epochs"] = distill.get("teacher_epochs") or config["epochs"]
-    network = baselines.build_baseline("float", data.info, teacher_config, genotype)
-    if is_chief(strategy):
-        directory.mkdir(parents=True, exist_ok=True)
-    stage = _Stage("teacher", directory, network, teacher_config["epochs"])
-    _fit_stage(stage, data, teacher_config, verbose=verbose, strategy=strategy)
-    network.trainable = False
-    return network
-
-
 def run_training(config: dict, *, dataset: str, output_dir, genotype=None, model: str | None = None,
                  data_dir=None, manual_dir=None, verbose=None,
                  strategy: tf.distribute.Strategy | None = None) -> dict:
@@ -642,59 +258,12 @@ def run_training(config: dict, *, dataset: str, output_dir, genotype=None, model
         teacher = None
         if teacher_spec not in (None, "float"):
             teacher = load_model(teacher_spec)
-            _check_model_fits(teacher, info, f"teacher {teacher_spec}")
-        stage, trainer, stage1_seconds = _train_stages(
+            check_model_fits(teacher, info, f"teacher {teacher_spec}")
+        stage, trainer, stage1_seconds = train_stages(
             config, plan, network, genotype, teacher, teacher_spec, two_stage, data, out,
             run, resuming, chief, verbose, strategy)
     return _finish_training(config, plan, network, genotype, stage, trainer, stage1_seconds,
                             data, out, chief)
-
-
-def _train_stages(config, plan, network, genotype, teacher, teacher_spec, two_stage, data, out,
-                  run, resuming, chief, verbose, strategy):
-    """The teacher, stage one and the final stage, inside `strategy.scope()`; returns the final
-    stage, its trainer and stage one's training seconds."""
-    info = data.info
-    # Only now, with every input checked, does the run write anything.
-    if chief:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resuming:
-            config_lib.save(config, out / CONFIG_FILE)
-            atomic_write_json(out / RUN_FILE, run)
-    print(f"{plan.name} network for {info.name} {info.input_shape}, {info.num_classes} classes, "
-          f"{info.train_size} training images -> {out}", flush=True)
-
-    if teacher_spec == "float":
-        teacher = _train_teacher(config, genotype, data, out / "teacher", verbose, strategy)
-
-    start_from = None
-    stage1_seconds = 0.0
-    with contextlib.ExitStack() as cleanup:
-        if two_stage:
-            stage1_module = dataclasses.replace(
-                ModuleStructure.from_config(config.get("module") or get_space(genotype.space)
-                                            .network_module), weights="real")
-            stage1 = _Stage("stage1", out / "stage1",
-                            plan.build(module=stage1_module),
-                            config["two_stage"].get("stage1_epochs") or config["epochs"])
-            if chief:
-                stage1.directory.mkdir(parents=True, exist_ok=True)
-            _fit_stage(stage1, data, config, teacher=teacher, verbose=verbose,
-                       strategy=strategy)
-            start_from = stage1.directory / "final_weights.h5"
-            if not chief:  # its own copy (the chief's may not be written yet), read and deleted
-                scratch = cleanup.enter_context(worker_scratch("ubnas_worker_stage1_"))
-                start_from = scratch / "final_weights.h5"
-                stage1.network.save_weights(str(start_from))
-            elif not start_from.exists() or is_multi_worker(strategy):
-                # (with several workers, all of them save: reading the weights is a collective)
-                _save_weights(stage1.network, start_from, chief)
-            stage1_seconds = float(stage1.state["train_seconds"].numpy())
-
-        stage = _Stage("final", out, network, config["epochs"])
-        trainer = _fit_stage(stage, data, config, teacher=teacher, start_from=start_from,
-                             verbose=verbose, strategy=strategy)
-    return stage, trainer, stage1_seconds
 
 
 def _finish_training(config, plan, network, genotype, stage, trainer, stage1_seconds, data, out,

@@ -1,0 +1,72 @@
+"""Loading a saved model and evaluating a model on the test split of a dataset."""
+from __future__ import annotations
+
+import pathlib
+
+import tensorflow as tf
+
+from ubnas_tf.errors import UserError
+from ubnas_tf.train.trainer import Trainer
+
+__all__ = ["load_model", "check_model_fits", "evaluate", "evaluate_file"]
+
+
+def load_model(path) -> tf.keras.Model:
+    """Load a saved model for inference; refuses models holding Lambda layers when the export
+    package's safe loader is there."""
+    from ubnas_tf.network import baselines  # noqa: F401  (registers FloatConvModule)
+
+    try:
+        from ubnas_tf.model_io import load_model as safe_load
+    except ImportError:
+        safe_load = None
+    if safe_load is not None:
+        return safe_load(path)
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise UserError(f"model file {path} does not exist: pass the model.h5 of a train run")
+    return tf.keras.models.load_model(str(path), compile=False)
+
+
+def check_model_fits(model, info, what="the model") -> None:
+    expected = tuple(model.input_shape[1:])
+    given = tuple(info.input_shape)
+    if len(expected) != 3 or any(e is not None and e != g for e, g in zip(expected, given)):
+        raise UserError(f"{what} takes images of {expected} but dataset {info.name} gives "
+                        f"{given}: set data.input_size (and use a dataset with "
+                        f"{expected[-1]} channels)")
+    classes = model.output_shape[-1]
+    if classes != info.num_classes:
+        raise UserError(f"{what} predicts {classes} classes but dataset {info.name} has "
+                        f"{info.num_classes}: use the dataset it was trained on")
+
+
+def evaluate(model, data, batch_size: int = 256, *, top5: bool = False) -> dict:
+    """Top-1 (and top-5 when there are more than 10 classes, or when asked) of `model` (or of
+    the network of a compiled `Trainer`) on the test split, with the test loss."""
+    info = data.info
+    trainer = model
+    if not isinstance(model, Trainer):
+        trainer = Trainer(model, num_classes=info.num_classes)
+        trainer.compile()
+    results = trainer.evaluate(data.test(batch_size), return_dict=True, verbose=0)
+    metrics = {"test_top1": float(results["top1"]), "test_loss": float(results["loss"])}
+    if info.num_classes > 10 or top5:
+        metrics["test_top5"] = float(results["top5"])
+    return metrics
+
+
+def evaluate_file(path, dataset: str, *, batch_size: int = 256, data_dir=None, manual_dir=None,
+                  max_examples=None, seed: int = 0, top5: bool = False) -> dict:
+    """Load a saved model and evaluate it on the test split of `dataset`."""
+    from ubnas_tf.data import load_dataset
+
+    model = load_model(path)
+    shape = model.input_shape[1:3]
+    data = load_dataset(dataset, data_dir=data_dir, manual_dir=manual_dir,
+                        input_size=tuple(shape) if None not in shape else None,
+                        max_examples=max_examples, seed=seed)
+    check_model_fits(model, data.info, f"model {path}")
+    return {**evaluate(model, data, batch_size, top5=top5), "dataset": data.info.name,
+            "test_size": data.info.test_size}
+
