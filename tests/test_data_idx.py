@@ -113,7 +113,10 @@ def test_demo_subset_is_class_balanced_fashion_mnist():
 def test_demo_resized_and_capped():
     dataset = load_dataset("demo", input_size=32, max_examples=100, seed=3)
     assert dataset.info.input_shape == (32, 32, 1)
-    assert (dataset.info.train_size, dataset.info.test_size) == (100, 100)
+    # max_examples caps the training split only (issue 18.12); max_test_examples the test split
+    assert (dataset.info.train_size, dataset.info.test_size) == (100, 1000)
+    capped = load_dataset("demo", max_examples=100, max_test_examples=50, seed=3)
+    assert (capped.info.train_size, capped.info.test_size) == (100, 50)
     images, labels = next(iter(dataset.train(16)))
     assert images.shape == (16, 32, 32, 1) and labels.dtype.name == "int32"
 

@@ -65,9 +65,11 @@ def test_variable_size_dataset_defaults_to_224(mock_tfds):
     assert dataset.samples(2)[0].shape == (2, 224, 224, 3)
 
 
-def test_max_examples_caps_both_splits(mock_tfds):
+def test_max_examples_caps_the_training_split_only(mock_tfds):
     dataset = load_dataset("cifar10", max_examples=5)
-    assert (dataset.info.train_size, dataset.info.test_size) == (5, 5)
+    assert (dataset.info.train_size, dataset.info.test_size) == (5, _MOCK_EXAMPLES)
+    capped = load_dataset("cifar10", max_examples=5, max_test_examples=3)
+    assert (capped.info.train_size, capped.info.test_size) == (5, 3)
     assert sum(int(images.shape[0]) for images, _ in dataset.train(2)) == 5
 
 

@@ -178,6 +178,79 @@ def test_bad_input_writes_nothing(tmp_path, genotype_file):
     assert not out.exists()
 
 
+class _CountingData:
+    """A loaded dataset that counts the pipelines made over its test and validation splits."""
+
+    def __init__(self, data, calls):
+        self._data, self._calls = data, calls
+
+    def __getattr__(self, name):
+        return getattr(self._data, name)
+
+    def test(self, batch_size):
+        self._calls.append("test")
+        return self._data.test(batch_size)
+
+    def validation(self, batch_size):
+        self._calls.append("validation")
+        return self._data.validation(batch_size)
+
+
+@pytest.mark.slow
+def test_selection_on_validation_and_the_test_split_read_once(tmp_path, monkeypatch):
+    import ubnas_tf.data
+    from ubnas_tf.data import load_dataset
+    from ubnas_tf.train import evaluate
+
+    calls = []
+    loaded = []
+
+    def counting_load(*args, **kwargs):
+        loaded.append(_CountingData(load_dataset(*args, **kwargs), calls))
+        return loaded[-1]
+
+    monkeypatch.setattr(ubnas_tf.data, "load_dataset", counting_load)
+    # A high constant rate on 3 epochs: the validation curve is not monotone at this budget.
+    config = tiny_config(epochs=3, max_examples=128, seed=5,
+                         optimizer={"lr": 0.05, "schedule": "constant"})
+    metrics = run_training(config, dataset="demo", output_dir=tmp_path, model="bireal",
+                           verbose=0)
+    # per epoch the validation split only (one pipeline, iterated each epoch); at the end the
+    # final weights on the test split, once, and on the validation split
+    assert calls == ["validation", "test", "validation"]
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert not any(key.startswith("test") for entry in log for key in entry)
+    curve = [entry["val_top1"] for entry in log]
+    assert metrics["best_epoch"] == 1 + int(np.argmax(curve))  # the first of equal bests
+    assert metrics["best_val_top1"] == pytest.approx(max(curve))
+    assert metrics["val_top1"] == pytest.approx(curve[-1])  # the final weights, not the best
+    held = round(0.1 * 128)
+    assert (metrics["train_size"], metrics["val_size"], metrics["test_size"]) == (
+        128 - held, held, 1000)
+    # best_weights.h5 holds the best epoch's weights: their validation top-1 is the best one
+    network = tf.keras.models.load_model(tmp_path / "model.h5", compile=False)
+    network.load_weights(str(tmp_path / "best_weights.h5"))
+    data = loaded[0]._data
+    assert evaluate(network, data, 32, split="validation")["val_top1"] == pytest.approx(
+        metrics["best_val_top1"])
+    assert "best_test_top1" not in metrics
+
+
+@pytest.mark.slow
+def test_without_a_validation_split_nothing_is_selected(tmp_path):
+    metrics = run_training(tiny_config(data={"validation_fraction": 0.0}), dataset="demo",
+                           output_dir=tmp_path, model="bireal", verbose=0)
+    assert (metrics["train_size"], metrics["val_size"]) == (64, 0)
+    assert metrics["best_epoch"] is metrics["best_val_top1"] is metrics["val_top1"] is None
+    assert not (tmp_path / "best_weights.h5").exists()
+    log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert not any(key.startswith(("val", "test")) for entry in log for key in entry)
+    with pytest.raises(UserError, match=r"data.validation_fraction must be in \[0, 1\)"):
+        run_training(tiny_config(data={"validation_fraction": 1.0}), dataset="demo",
+                     output_dir=tmp_path / "bad", model="bireal")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_model_is_checked_against_the_dataset():
     from ubnas_tf.data.info import DatasetInfo
     from ubnas_tf.train.evaluate import check_model_fits
@@ -248,10 +321,40 @@ def test_cli_trains_resumes_after_a_kill_and_saves_a_reloadable_model(
     np.testing.assert_allclose(np.load(tmp_path / "logits.npy"),
                                model(images, training=False).numpy(), atol=1e-5)
 
-    evaluated = run_tool("tools/evaluate.py", str(out / "model.h5"), "--dataset", "demo",
-                         "--set", "max_examples=64")
+    # max_examples capped the training images only (issue 18.12): metrics.json's test top-1 is
+    # on the whole test split, the figure evaluate.py gives for the same model
+    assert metrics["train_size"] + metrics["val_size"] == 64 and metrics["test_size"] == 1000
+    evaluated = run_tool("tools/evaluate.py", str(out / "model.h5"), "--dataset", "demo")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert f"test top-1 {metrics['test_top1']:.4f}" in evaluated.stdout
+    assert (f"test top-1 {metrics['test_top1']:.4f}  (1000 images of demo)"
+            in evaluated.stdout)
+
+
+def _listing(folder):
+    return sorted((str(path.relative_to(folder)), path.stat().st_mtime_ns)
+                  for path in folder.rglob("*"))
+
+
+@pytest.mark.slow
+def test_cli_refuses_a_search_folder_with_one_line_and_writes_nothing(tmp_path):
+    from ubnas_tf.search.run import run_search
+
+    search = tmp_path / "search"
+    config = config_lib.load("search", overrides=[
+        "cells=3", "channels=4", "nodes=2", "multiplier=2", "stem_multiplier=1", "epochs=1",
+        "warmup_epochs=0", "batch_size=16", "max_examples=32"])
+    result = run_search(config, dataset="demo", output_dir=search, print_fn=lambda *_: None)
+    genotype = search / "genotype.json"
+    assert result.epochs_run == 1 and (search / "checkpoints").is_dir()
+    before = _listing(search)
+    refused = run_tool("tools/train.py", "--genotype", str(genotype), "--dataset", "demo",
+                       "--output_dir", str(search))
+    assert refused.returncode == 2
+    assert "Traceback" not in refused.stderr  # was ~1,550 lines of a failed restore (18.4)
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"error: {search} holds a search run (search_log.jsonl, genotype.json, config.yaml, "
+        f"run.json), not a train run: pass another --output_dir, e.g. {search / 'train'}")
+    assert _listing(search) == before
 
 
 @pytest.mark.slow

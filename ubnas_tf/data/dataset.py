@@ -11,7 +11,8 @@ from ubnas_tf.data.augment import AugmentConfig, resolve_augment
 from ubnas_tf.data.info import DatasetInfo, mean_and_std
 from ubnas_tf.data.pipeline import Transform, build_pipeline, derive_seed
 from ubnas_tf.data.sources import open_source
-from ubnas_tf.data.splits import MEMORY_BUDGET_BYTES, ArraySplit, Source, subset_indices
+from ubnas_tf.data.splits import (MEMORY_BUDGET_BYTES, ArraySplit, Source, hold_out,
+                                  subset_indices)
 from ubnas_tf.errors import UserError
 
 __all__ = ["Dataset", "load_dataset", "DEFAULT_VARIABLE_INPUT_SIZE", "STATISTICS_IMAGES"]
@@ -47,7 +48,8 @@ class Dataset:
     gives the same batches in the same order.
     """
 
-    def __init__(self, source: Source, *, input_size=None, augment: dict | None = None, seed=0):
+    def __init__(self, source: Source, *, input_size=None, augment: dict | None = None, seed=0,
+                 validation_fraction: float = 0.0):
         self._source = source
         self._seed = int(seed)
         height, width, channels = source.image_shape
@@ -65,6 +67,9 @@ class Dataset:
         )
         evaluation = self._transform(augment=False, mean=(0.0,) * channels, std=(1.0,) * channels)
         self._train = self._preresized(source.train, evaluation)
+        self._validation = None
+        if validation_fraction:
+            self._train, self._validation = hold_out(self._train, validation_fraction, seed)
         self._test = self._preresized(source.test, evaluation)
         mean, std = source.statistics or self._statistics(evaluation)
         self.info = DatasetInfo(
@@ -73,6 +78,7 @@ class Dataset:
             input_shape=(self._size[0], self._size[1], channels),
             train_size=self._train.size,
             test_size=self._test.size,
+            validation_size=self._validation.size if self._validation is not None else 0,
             class_names=tuple(source.class_names),
             mean=tuple(float(value) for value in mean),
             std=tuple(float(value) for value in std),
@@ -82,7 +88,8 @@ class Dataset:
         info = self.info
         return (
             f"Dataset({info.name!r}, {info.num_classes} classes, input {info.input_shape}, "
-            f"{info.train_size} train / {info.test_size} test)"
+            f"{info.train_size} train / {info.validation_size} validation / {info.test_size} "
+            "test)"
         )
 
     def _transform(self, *, augment: bool, mean=None, std=None) -> Transform:
@@ -152,6 +159,18 @@ class Dataset:
         """The test split in its fixed order, without augmentation."""
         return build_pipeline(
             self._test,
+            self._transform(augment=False),
+            batch_size=_positive_int(batch_size, "batch_size"),
+        )
+
+    def validation(self, batch_size: int) -> tf.data.Dataset:
+        """The validation split (held out of the training split by `load_dataset`'s
+        `validation_fraction`) in its fixed order, without augmentation."""
+        if self._validation is None:
+            raise UserError("this dataset has no validation split: load it with "
+                            "validation_fraction > 0 (data.validation_fraction)")
+        return build_pipeline(
+            self._validation,
             self._transform(augment=False),
             batch_size=_positive_int(batch_size, "batch_size"),
         )
@@ -232,6 +251,8 @@ def load_dataset(
     manual_dir: str | None = None,
     input_size=None,
     max_examples: int | None = None,
+    max_test_examples: int | None = None,
+    validation_fraction: float = 0.0,
     seed: int = 0,
     augment: dict | None = None,
     skip_corrupt: bool = False,
@@ -245,8 +266,13 @@ def load_dataset(
         Fashion-MNIST subset shipped in the package).
       data_dir: TFDS data directory. manual_dir: TFDS folder of files downloaded by hand.
       input_size: ``H`` or ``(H, W)`` of the model's input; None keeps the native size.
-      max_examples: cap on the training examples; the test split is capped at the same number.
-      seed: fixes the subset, the shuffles and the augmentation.
+      max_examples: cap on the training examples (a seeded subset), before the hold-out; the
+        test split is not capped by it.
+      max_test_examples: cap on the test examples (a seeded subset; quick evaluations).
+      validation_fraction: share of the training split held out as the validation split
+        (`validation()`; class-stratified and seeded, `ubnas_tf.data.splits.holdout_indices`);
+        0 for none. `info.train_size` counts what is left for training.
+      seed: fixes the subsets, the hold-out, the shuffles and the augmentation.
       augment: overrides of the training augmentation: ``crop_padding``, ``flip``, ``cutout``,
         ``imagenet_style`` (see `ubnas_tf.data.augment.resolve_augment`).
       skip_corrupt: skip undecodable images of a folder dataset with a warning, instead of
@@ -257,6 +283,11 @@ def load_dataset(
     """
     if max_examples is not None:
         max_examples = _positive_int(max_examples, "max_examples")
+    if max_test_examples is not None:
+        max_test_examples = _positive_int(max_test_examples, "max_test_examples")
+    if (isinstance(validation_fraction, bool) or not isinstance(validation_fraction, (int, float))
+            or not 0.0 <= validation_fraction < 1.0):
+        raise UserError(f"data.validation_fraction must be in [0, 1), got {validation_fraction!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise UserError(f"seed must be an integer, got {seed!r}")
     if augment is not None and not isinstance(augment, dict):
@@ -267,8 +298,10 @@ def load_dataset(
         data_dir=data_dir,
         manual_dir=manual_dir,
         max_examples=max_examples,
+        max_test_examples=max_test_examples,
         seed=int(seed),
         skip_corrupt=bool(skip_corrupt),
         input_size=size,
     )
-    return Dataset(source, input_size=size, augment=augment, seed=int(seed))
+    return Dataset(source, input_size=size, augment=augment, seed=int(seed),
+                   validation_fraction=float(validation_fraction))

@@ -191,6 +191,7 @@ def open_folder(
     seed: int,
     skip_corrupt: bool,
     input_size: tuple[int, int] | None,
+    max_test_examples: int | None = None,
 ) -> Source:
     """A Source over a folder of class sub-folders (see the module docstring)."""
     classes, train, test = _splits(path)
@@ -199,7 +200,7 @@ def open_folder(
             f"folder {path} has too few images to hold out a test split; put at least two "
             "images in each class sub-folder"
         )
-    train, test = _cap(train, max_examples, seed), _cap(test, max_examples, seed)
+    train, test = _cap(train, max_examples, seed), _cap(test, max_test_examples, seed)
 
     decoded = {}
     for split, examples in (("train", train), ("test", test)):

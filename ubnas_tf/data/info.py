@@ -21,11 +21,13 @@ class DatasetInfo:
       name: the `spec` it was loaded from, e.g. ``"cifar10"`` or ``"folder:/data/pets"``.
       num_classes: number of classes; labels are ``0 .. num_classes - 1``.
       input_shape: ``(H, W, C)`` of the images the pipelines yield (after resizing).
-      train_size: number of training examples (after `max_examples`).
-      test_size: number of test examples (after `max_examples`).
+      train_size: number of training examples (after `max_examples` and the validation
+        hold-out).
+      test_size: number of test examples (after `max_test_examples`).
       class_names: one name per class, in label order.
       mean, std: per-channel statistics in ``[0, 1]`` units; the pipelines yield
         ``(pixel / 255 - mean) / std``.
+      validation_size: number of examples held out of the training split for validation.
     """
 
     name: str
@@ -36,6 +38,7 @@ class DatasetInfo:
     class_names: tuple[str, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    validation_size: int = 0
 
     def as_dict(self) -> dict:
         """A JSON-serialisable dict, for logs and metrics files."""

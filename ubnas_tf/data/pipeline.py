@@ -37,7 +37,7 @@ from ubnas_tf.data.augment import (
     resize_uint8,
     to_channels,
 )
-from ubnas_tf.data.splits import MEMORY_BUDGET_BYTES, ArraySplit
+from ubnas_tf.data.splits import MEMORY_BUDGET_BYTES, ArraySplit, select_positions
 
 __all__ = ["Transform", "build_pipeline", "derive_seed"]
 
@@ -135,14 +135,6 @@ class Transform:
         return images
 
 
-def _select_positions(dataset: tf.data.Dataset, size: int, indices) -> tf.data.Dataset:
-    mask = np.zeros(size, dtype=bool)
-    mask[np.asarray(indices)] = True
-    mask = tf.constant(mask)
-    dataset = dataset.enumerate().filter(lambda position, example: tf.gather(mask, position))
-    return dataset.map(lambda position, example: example)
-
-
 def build_pipeline(
     split,
     transform: Transform,
@@ -189,7 +181,7 @@ def build_pipeline(
     else:
         dataset = split.make()
         if indices is not None:
-            dataset = _select_positions(dataset, split.size, indices)
+            dataset = select_positions(dataset, split.size, indices)
         dataset = dataset.map(prepare, num_parallel_calls=autotune)
         image_bytes = transform.prepared_bytes
         if image_bytes is not None and count * image_bytes <= MEMORY_BUDGET_BYTES:

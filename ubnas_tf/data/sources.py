@@ -31,6 +31,7 @@ def open_idx(
     name: str,
     max_examples: int | None,
     seed: int,
+    max_test_examples: int | None = None,
     class_names: tuple[str, ...] | None = None,
     flip_default: bool = False,
 ) -> Source:
@@ -49,8 +50,8 @@ def open_idx(
             f"{len(class_names)} classes; use the matching IDX files"
         )
     train, test = (
-        ArraySplit(*splits[split]).take(subset_indices(len(splits[split][1]), max_examples, seed))
-        for split in ("train", "test")
+        ArraySplit(*splits[split]).take(subset_indices(len(splits[split][1]), cap, seed))
+        for split, cap in (("train", max_examples), ("test", max_test_examples))
     )
     return Source(
         name=name,
@@ -71,15 +72,18 @@ def open_source(
     seed: int,
     skip_corrupt: bool,
     input_size: tuple[int, int] | None,
+    max_test_examples: int | None = None,
 ) -> Source:
-    """Reads the dataset named by `spec` (see `ubnas_tf.data.load_dataset`)."""
+    """Reads the dataset named by `spec` (see `ubnas_tf.data.load_dataset`): `max_examples`
+    caps the training split, `max_test_examples` the test split."""
     if not isinstance(spec, str) or not spec.strip():
         raise UserError(
             "no dataset given; pass a TFDS name, folder:PATH, idx:PATH, fashion_mnist_local "
             "or demo"
         )
     spec = spec.strip()
-    fashion = dict(class_names=FASHION_MNIST_CLASS_NAMES, flip_default=True)
+    fashion = dict(class_names=FASHION_MNIST_CLASS_NAMES, flip_default=True,
+                   max_test_examples=max_test_examples)
     if spec == "demo":
         return open_idx(DEMO_DIR, name=spec, max_examples=max_examples, seed=seed, **fashion)
     if spec == "fashion_mnist_local":
@@ -92,13 +96,15 @@ def open_source(
             raise UserError(f"{spec!r} names no folder; write {kind}:PATH")
         path = os.path.abspath(os.path.expanduser(path))
         if kind == "idx":
-            return open_idx(path, name=spec, max_examples=max_examples, seed=seed)
+            return open_idx(path, name=spec, max_examples=max_examples, seed=seed,
+                            max_test_examples=max_test_examples)
         from ubnas_tf.data.folder import open_folder
 
         return open_folder(
             path,
             name=spec,
             max_examples=max_examples,
+            max_test_examples=max_test_examples,
             seed=seed,
             skip_corrupt=skip_corrupt,
             input_size=input_size,
@@ -106,4 +112,5 @@ def open_source(
     # TFDS is imported only here: it is slow to import and the local routes do not need it.
     from ubnas_tf.data.tfds_source import open_tfds
 
-    return open_tfds(spec, data_dir=data_dir, manual_dir=manual_dir, max_examples=max_examples)
+    return open_tfds(spec, data_dir=data_dir, manual_dir=manual_dir, max_examples=max_examples,
+                     max_test_examples=max_test_examples)

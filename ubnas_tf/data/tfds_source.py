@@ -174,7 +174,8 @@ def _read_split(builder, split, keys, image_shape, max_examples):
 
 
 def open_tfds(
-    spec: str, *, data_dir: str | None, manual_dir: str | None, max_examples: int | None
+    spec: str, *, data_dir: str | None, manual_dir: str | None, max_examples: int | None,
+    max_test_examples: int | None = None,
 ) -> Source:
     """A Source over the TFDS dataset `spec` (``name``, ``name/config`` or ``name:version``)."""
     builder = _builder(spec, data_dir)
@@ -186,7 +187,7 @@ def open_tfds(
         image_shape = image_shape[:-1] + (3,)
     label = builder.info.features[keys[1]]
     train = _read_split(builder, train_split, keys, image_shape, max_examples)
-    test = _read_split(builder, test_split, keys, image_shape, max_examples)
+    test = _read_split(builder, test_split, keys, image_shape, max_test_examples)
     if not train.size or not test.size:
         raise UserError(
             f"TFDS dataset {spec!r} has an empty split in {builder.data_dir}; rebuild it with "

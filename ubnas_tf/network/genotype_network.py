@@ -27,6 +27,7 @@ counts (as DARTS's `count_parameters_in_MB` does).
 from __future__ import annotations
 
 import dataclasses
+import zlib
 
 import tensorflow as tf
 
@@ -60,6 +61,11 @@ class DropPath(tf.keras.layers.Layer):
     start of each epoch. That variable is deliberately not a weight of the layer: it is a
     schedule, not a parameter, so it is neither counted nor saved (a reloaded model, and
     inference, never drop).
+
+    The masks are stateless draws seeded by (the layer's name, a draw counter), and the counter
+    is set with the rate at the start of each epoch (`set_drop_path_rate`): a run resumed after
+    a kill draws the masks an uninterrupted run would (issue 18.2), where a stateful
+    `tf.random.uniform` would start its sequence over in the new process.
     """
 
     def __init__(self, max_rate: float = 0.0, **kwargs):
@@ -69,6 +75,12 @@ class DropPath(tf.keras.layers.Layer):
         self.max_rate = float(max_rate)
         # object.__setattr__ keeps Keras from tracking the variable as a weight.
         object.__setattr__(self, "_rate", tf.Variable(0.0, trainable=False, dtype=tf.float32))
+        # Advanced in replica context: every replica keeps the first one's count (and so draws
+        # the same mask pattern for its own slice of the batch).
+        object.__setattr__(self, "_draws", tf.Variable(
+            0, trainable=False, dtype=tf.int64,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA))
+        self._seed_tag = zlib.crc32(self.name.encode())
 
     @property
     def rate(self) -> tf.Variable:
@@ -85,7 +97,8 @@ class DropPath(tf.keras.layers.Layer):
         def dropped():
             keep = 1.0 - tf.cast(self._rate, inputs.dtype)
             shape = tf.concat([tf.shape(inputs)[:1], tf.ones([tf.rank(inputs) - 1], tf.int32)], 0)
-            mask = tf.floor(keep + tf.random.uniform(shape, dtype=inputs.dtype))
+            seed = tf.stack([tf.constant(self._seed_tag, tf.int64), self._draws.assign_add(1)])
+            mask = tf.floor(keep + tf.random.stateless_uniform(shape, seed, dtype=inputs.dtype))
             return inputs / keep * mask
 
         return tf.__internal__.smart_cond.smart_cond(training, dropped, lambda: inputs)
@@ -94,12 +107,17 @@ class DropPath(tf.keras.layers.Layer):
         return {**super().get_config(), "max_rate": self.max_rate}
 
 
-def set_drop_path_rate(model: tf.keras.Model, progress: float) -> None:
-    """Set every DropPath of `model` to `max_rate * progress` (progress = epoch / epochs)."""
+def set_drop_path_rate(model: tf.keras.Model, progress: float, *,
+                       draws_from: int | None = None) -> None:
+    """Set every DropPath of `model` to `max_rate * progress` (progress = epoch / epochs), and
+    its draw counter to `draws_from` when given (a value fixed by the run's seed and epoch
+    makes the epoch's masks reproducible, resumed or not)."""
     progress = min(max(float(progress), 0.0), 1.0)
     for layer in model.layers:
         if isinstance(layer, DropPath):
             layer.rate.assign(layer.max_rate * progress)
+            if draws_from is not None:
+                layer._draws.assign(int(draws_from))
 
 
 @dataclasses.dataclass(frozen=True)

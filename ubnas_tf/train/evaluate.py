@@ -41,31 +41,43 @@ def check_model_fits(model, info, what="the model") -> None:
                         f"{info.num_classes}: use the dataset it was trained on")
 
 
-def evaluate(model, data, batch_size: int = 256, *, top5: bool = False) -> dict:
+# The key prefix of each split's figures: test_top1, val_top1, ...
+_PREFIXES = {"test": "test", "validation": "val"}
+
+
+def evaluate(model, data, batch_size: int = 256, *, top5: bool = False,
+             split: str = "test") -> dict:
     """Top-1 (and top-5 when there are more than 10 classes, or when asked) of `model` (or of
-    the network of a compiled `Trainer`) on the test split, with the test loss."""
+    the network of a compiled `Trainer`) on the test split (keys ``test_top1``, ``test_loss``,
+    ``test_top5``) or, with ``split="validation"``, on the validation split (``val_...``).
+    Reads the split once."""
     info = data.info
     trainer = model
     if not isinstance(model, Trainer):
         trainer = Trainer(model, num_classes=info.num_classes)
         trainer.compile()
-    results = trainer.evaluate(data.test(batch_size), return_dict=True, verbose=0)
-    metrics = {"test_top1": float(results["top1"]), "test_loss": float(results["loss"])}
+    if split not in _PREFIXES:
+        raise ValueError(f"split must be one of {sorted(_PREFIXES)}, got {split!r}")
+    batches = data.test(batch_size) if split == "test" else data.validation(batch_size)
+    results = trainer.evaluate(batches, return_dict=True, verbose=0)
+    prefix = _PREFIXES[split]
+    metrics = {f"{prefix}_top1": float(results["top1"]), f"{prefix}_loss": float(results["loss"])}
     if info.num_classes > 10 or top5:
-        metrics["test_top5"] = float(results["top5"])
+        metrics[f"{prefix}_top5"] = float(results["top5"])
     return metrics
 
 
 def evaluate_file(path, dataset: str, *, batch_size: int = 256, data_dir=None, manual_dir=None,
                   max_examples=None, seed: int = 0, top5: bool = False) -> dict:
-    """Load a saved model and evaluate it on the test split of `dataset`."""
+    """Load a saved model and evaluate it on the test split of `dataset` (`max_examples`: a
+    seeded subset of that many test images, for a quick look)."""
     from ubnas_tf.data import load_dataset
 
     model = load_model(path)
     shape = model.input_shape[1:3]
     data = load_dataset(dataset, data_dir=data_dir, manual_dir=manual_dir,
                         input_size=tuple(shape) if None not in shape else None,
-                        max_examples=max_examples, seed=seed)
+                        max_test_examples=max_examples, seed=seed)
     check_model_fits(model, data.info, f"model {path}")
     return {**evaluate(model, data, batch_size, top5=top5), "dataset": data.info.name,
             "test_size": data.info.test_size}

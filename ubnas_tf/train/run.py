@@ -6,14 +6,24 @@
 
 One run writes into its output folder:
 
-    model.h5, saved_model/   the inference network (no auxiliary head, no drop-path layers)
-    metrics.json             test_top1 (0..1), test_top5 (> 10 classes), parameters, MACs, OPs,
-                             model size, train time (see `ubnas_tf.network.cost`)
+    model.h5, saved_model/   the inference network (no auxiliary head, no drop-path layers),
+                             with the final weights
+    metrics.json             test_top1, test_loss (test_top5 for > 10 classes) of the final
+                             weights, with test_size; val_top1, val_loss of the final weights,
+                             best_val_top1, best_epoch, train_size, val_size; parameters, MACs,
+                             OPs, model size, train time (see `ubnas_tf.network.cost`)
     summary.txt              the Larq summary and the per-layer cost table
     train_config.yaml, train_run.json   what the run was made of (checked on resume)
-    train_log.jsonl          one JSON object per epoch
-    checkpoints/, tensorboard/, best_weights.h5
+    train_log.jsonl          one JSON object per epoch (loss, top1, val_loss, val_top1, lr, ...)
+    checkpoints/, tensorboard/
+    best_weights.h5          the weights of the epoch with the best validation top-1
     stage1/, teacher/        the same, for two-stage training and a trained float teacher
+
+Model selection is honest (issue 13): `data.validation_fraction` of the training split is held
+out (class-stratified, seeded: `ubnas_tf.data.splits.holdout_indices`); each epoch is scored on
+that validation split only, which picks best_weights.h5; the test split is read once, at the
+end, for the final weights' figures. With `data.validation_fraction: 0` there is no
+validation split and nothing is selected (best_val_top1 and best_epoch are null).
 
 Training (EBNAS/UBNAS retraining, shared/reference/UBNAS.md): Adam with cosine decay, label
 smoothing, DARTS's auxiliary loss (weight 0.4) and linearly increasing drop-path, the latent
@@ -26,9 +36,12 @@ variable's constraint). Optional:
   same genotype, trained first in teacher/, or any saved model:
   loss = (1 - alpha) * CE + alpha * T^2 * KL(softmax(t / T) || softmax(s / T)).
 
-A run is resumable: each epoch ends with a checkpoint of the network, the optimizer (its
-step drives the schedule) and the run state; re-running the same command after a kill goes
-on from the last finished epoch. A folder holding a run of another config is refused.
+A run is resumable, exactly: each epoch ends with a checkpoint of the network, the optimizer
+(its step drives the schedule) and the run state; re-running the same command after a kill
+goes on from the last finished epoch, with the data order and augmentation an uninterrupted
+run would have had (`ubnas_tf.train.stages`), so it ends with the same weights and
+metrics.json (same seed and machine). A folder holding a run of another config, or another
+kind of run (a search's), is refused before anything is written.
 
 Distributed (`strategy`, `ubnas_tf.distribute`): `batch_size` is the global batch, split
 across the replicas, and the learning rate is the one of that global batch (no implicit
@@ -131,12 +144,40 @@ def _validate_config(config: dict) -> None:
     smoothing = float(config.get("label_smoothing") or 0.0)
     if not 0.0 <= smoothing < 1.0:
         raise UserError(f"label_smoothing must be in [0, 1), got {smoothing}")
+    fraction = (config.get("data") or {}).get("validation_fraction") or 0.0
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
+            0.0 <= fraction < 1.0):
+        raise UserError(f"data.validation_fraction must be in [0, 1) (0: no validation split), "
+                        f"got {fraction!r}")
+
+
+# What a search run leaves in its folder (`ubnas_tf.search.run`), and what a train run writes or
+# reads back: a folder holding any of these without a train_config.yaml is another run's.
+_SEARCH_FILES = ("search_log.jsonl", "genotype.json", "config.yaml", "run.json")
+_TRAIN_FILES = ("checkpoints", "train_log.jsonl", "model.h5", "metrics.json", "best_weights.h5",
+                "saved_model", "summary.txt", "stage1", "teacher", RUN_FILE)
+
+
+def _refuse_foreign_run(out: pathlib.Path) -> None:
+    """Refuse a folder that holds another run (a search's, or a train run without its config):
+    resuming from its checkpoints would fail half-way, after writing into it (issue 18.4)."""
+    if not out.is_dir():
+        return
+    search = [name for name in _SEARCH_FILES if (out / name).exists()]
+    if search:
+        raise UserError(f"{out} holds a search run ({', '.join(search)}), not a train run: pass "
+                        f"another --output_dir, e.g. {out / 'train'}")
+    found = [name for name in _TRAIN_FILES if (out / name).exists()]
+    if found:
+        raise UserError(f"{out} holds files of another run ({', '.join(found)}) but no "
+                        f"{CONFIG_FILE}: pass a new --output_dir")
 
 
 def _check_output_dir(out: pathlib.Path, config: dict, run: dict) -> bool:
     """True when `out` holds this same run (to resume); refuses another run's folder."""
     saved_config_path, saved_run_path = out / CONFIG_FILE, out / RUN_FILE
     if not saved_config_path.exists():
+        _refuse_foreign_run(out)
         return False
     try:
         import yaml
@@ -246,6 +287,7 @@ def run_training(config: dict, *, dataset: str, output_dir, genotype=None, model
     data = load_dataset(dataset, data_dir=data_dir, manual_dir=manual_dir,
                         input_size=data_settings.get("input_size"),
                         max_examples=config.get("max_examples"), seed=int(config.get("seed", 0)),
+                        validation_fraction=data_settings.get("validation_fraction") or 0.0,
                         augment=data_settings.get("augment") or None,
                         skip_corrupt=bool(data_settings.get("skip_corrupt", False)))
     info = data.info
@@ -277,21 +319,27 @@ def _finish_training(config, plan, network, genotype, stage, trainer, stage1_sec
     if exported is not network:
         _copy_weights(network, exported)
     # The trainer's test step is the exported network's computation (inference ignores the
-    # auxiliary head and drop-path) and is already traced.
+    # auxiliary head and drop-path) and is already traced. The final weights are scored: the
+    # test split is read here, once per run, and chooses nothing (issue 13); best_weights.h5
+    # was chosen on the validation split.
     metrics = evaluate(trainer, data, config["batch_size"])
+    metrics["val_top1"] = metrics["val_loss"] = None
+    if info.validation_size:
+        metrics.update(evaluate(trainer, data, config["batch_size"], split="validation"))
     cost = profile(exported)
     metrics.update(cost.to_dict())
     best_epoch = int(stage.state["best_epoch"].numpy())
     metrics.update({
         "train_seconds": float(stage.state["train_seconds"].numpy()) + stage1_seconds,
         "epochs": config["epochs"],
-        "best_test_top1": float(stage.state["best_top1"].numpy()) if best_epoch else None,
+        "best_val_top1": float(stage.state["best_top1"].numpy()) if best_epoch else None,
         "best_epoch": best_epoch or None,
         "model": plan.name,
         "dataset": info.name,
         "input_shape": list(info.input_shape),
         "num_classes": info.num_classes,
         "train_size": info.train_size,
+        "val_size": info.validation_size,
         "test_size": info.test_size,
     })
     if genotype is not None:
@@ -301,7 +349,8 @@ def _finish_training(config, plan, network, genotype, stage, trainer, stage1_sec
         atomic_write_text(out / "summary.txt", _summary_text(exported, cost))
         atomic_write_json(out / "metrics.json", metrics)
     top5 = f", top-5 {metrics['test_top5']:.4f}" if "test_top5" in metrics else ""
-    print(f"test top-1 {metrics['test_top1']:.4f}{top5}; {metrics['params_binary']:,} 1-bit + "
+    print(f"test top-1 {metrics['test_top1']:.4f}{top5} on {info.test_size} images; "
+          f"{metrics['params_binary']:,} 1-bit + "
           f"{metrics['params_float']:,} 32-bit parameters, OPs {metrics['ops']:.4g}; "
           f"{metrics['train_seconds']:.0f} s -> {out / 'model.h5'}"
           + ("" if chief else " (written by the chief)"), flush=True)

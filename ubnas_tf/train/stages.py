@@ -1,9 +1,11 @@
 """One training stage with checkpoints, and the stages of a run: a float teacher, stage one of
 two-stage training (Martinez et al., "Real-to-Binary", ICLR 2020), the final stage.
 
-A stage is resumable: each epoch ends with a checkpoint of the network, the optimizer (its
-step drives the schedule) and the stage state; running it again goes on from the last finished
-epoch.
+A stage is resumable, exactly: each epoch ends with a log line, the best weights (chosen on the
+validation split) and then a checkpoint of the network, the optimizer (its step drives the
+schedule) and the stage state; running it again goes on from the last finished epoch, drops
+log lines written after that checkpoint, and reads the training data from where an
+uninterrupted run would be (`_epochs_from`).
 """
 from __future__ import annotations
 
@@ -36,14 +38,18 @@ RUN_FILE = "train_run.json"
 # --- callbacks -------------------------------------------------------------------------------
 
 class _DropPathSchedule(tf.keras.callbacks.Callback):
-    """DARTS: drop_path_prob * epoch / epochs at the start of each epoch."""
+    """DARTS: drop_path_prob * epoch / epochs at the start of each epoch; the masks' draw
+    counter starts from a value fixed by the seed and the epoch, so that a resumed epoch drops
+    the paths an uninterrupted one would."""
 
-    def __init__(self, network, epochs):
+    def __init__(self, network, epochs, seed):
         super().__init__()
-        self.network, self.epochs = network, epochs
+        self.network, self.epochs, self.seed = network, epochs, int(seed)
 
     def on_epoch_begin(self, epoch, logs=None):
-        set_drop_path_rate(self.network, epoch / max(1, self.epochs))
+        # seed (24 bits) | epoch (16 bits) | draw within the epoch (24 bits)
+        draws_from = ((self.seed & 0xFFFFFF) << 40) | ((epoch & 0xFFFF) << 24)
+        set_drop_path_rate(self.network, epoch / max(1, self.epochs), draws_from=draws_from)
 
 
 class _EpochEnd(tf.keras.callbacks.Callback):
@@ -118,6 +124,23 @@ def _distributed(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
+def _epochs_from(data, batch_size: int, replicas: int, steps: int, epoch: int):
+    """The training batches of epochs `epoch`, `epoch` + 1, ..., exactly as an uninterrupted run
+    reads them: one pipeline repeated (each repetition reshuffled and re-augmented from the
+    run's seed, `ubnas_tf.data.pipeline`), skipped forward by the epochs already done. As the
+    search does (`ubnas_tf.search.run`): a resumed run sees the same images, order, crops and
+    flips as one never killed (issue 18.2). Skipping costs one pass of input preparation per
+    epoch skipped (no training step), paid once when a run resumes."""
+    if replicas > 1:
+        batches = data.train(batch_size, drop_remainder=True)
+    else:
+        batches = data.train(batch_size)
+    batches = batches.repeat()
+    if epoch:
+        batches = batches.skip(epoch * steps)
+    return _distributed(batches) if replicas > 1 else batches
+
+
 def fit_stage(stage: Stage, data, config: dict, *, teacher=None, start_from=None,
               verbose=None, strategy=None) -> Trainer:
     """Train `stage.network` to `stage.epochs`, resuming from the stage's last checkpoint;
@@ -129,10 +152,8 @@ def fit_stage(stage: Stage, data, config: dict, *, teacher=None, start_from=None
     batch_size = config["batch_size"]
     if replicas > 1:  # whole global batches only, split evenly
         steps = max(1, info.train_size // batch_size)
-        train_data = _distributed(data.train(batch_size, drop_remainder=True))
     else:
         steps = max(1, math.ceil(info.train_size / batch_size))
-        train_data = data.train(batch_size)
     optimizer = make_optimizer(config["optimizer"], total_steps=steps * stage.epochs)
     distill = config.get("distill") or {}
     auxiliary = config.get("auxiliary") or {}
@@ -170,7 +191,8 @@ def fit_stage(stage: Stage, data, config: dict, *, teacher=None, start_from=None
     initial_epoch = int(stage.state["epoch"].numpy())
     if initial_epoch >= stage.epochs:
         return trainer
-    callbacks = [_DropPathSchedule(stage.network, stage.epochs), _EpochEnd(stage)]
+    callbacks = [_DropPathSchedule(stage.network, stage.epochs, config.get("seed", 0)),
+                 _EpochEnd(stage)]
     if config.get("tensorboard", True) and stage.chief:
         callbacks.append(tf.keras.callbacks.TensorBoard(
             log_dir=str(stage.directory / "tensorboard"), write_graph=False, profile_batch=0))
@@ -179,12 +201,17 @@ def fit_stage(stage: Stage, data, config: dict, *, teacher=None, start_from=None
             with writer.as_default():
                 tf.summary.text("config", config_lib.to_markdown(config), step=0)
             writer.close()
-    validation = data.test(batch_size) if config.get("eval_every_epoch", True) else None
-    if validation is not None and replicas > 1:
-        validation = _distributed(validation)
+    # Per epoch, the validation split only (never the test split): its top-1 picks
+    # best_weights.h5. Without a validation split nothing is evaluated nor selected.
+    validation = None
+    if config.get("eval_every_epoch", True) and info.validation_size:
+        validation = data.validation(batch_size)
+        if replicas > 1:
+            validation = _distributed(validation)
     trainer.fit(
-        train_data,
+        _epochs_from(data, batch_size, replicas, steps, initial_epoch),
         epochs=stage.epochs,
+        steps_per_epoch=steps,
         initial_epoch=initial_epoch,
         validation_data=validation,
         callbacks=callbacks,

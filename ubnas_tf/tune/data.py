@@ -62,14 +62,16 @@ def _write_dataset(folder: pathlib.Path, images, labels, held_out) -> str:
 
 def prepare_data(output_dir, dataset: str, *, validation: float, max_examples=None, seed=0,
                  data_dir=None, manual_dir=None, skip_corrupt=False) -> dict:
-    """OUTPUT_DIR/data: the training split of `dataset` (capped at `max_examples`) less a seeded
-    hold-out of `validation` of it, which becomes the test split. Written once (atomically:
+    """OUTPUT_DIR/data: the training split of `dataset` (capped at `max_examples`) less a seeded,
+    class-stratified hold-out of `validation` of it (`ubnas_tf.data.splits.holdout_indices`),
+    which becomes the test split. Written once (atomically:
     processes that start together write the same files and one of them wins) and reused.
 
     Returns the manifest: `spec` (what to pass as a dataset), sizes, and the original
     dataset's default augmentation (`augment`), which the copy would not know.
     """
     from ubnas_tf.data.sources import open_source
+    from ubnas_tf.data.splits import holdout_indices
 
     output_dir = pathlib.Path(output_dir)
     target = output_dir / DATA_FOLDER
@@ -86,13 +88,11 @@ def prepare_data(output_dir, dataset: str, *, validation: float, max_examples=No
                          max_examples=max_examples, seed=seed, skip_corrupt=skip_corrupt,
                          input_size=None)
     images, labels = _training_arrays(source.train, dataset)
-    held = int(round(validation * len(labels)))
-    if held < 1 or held >= len(labels):
-        raise UserError(f"validation {validation} of {len(labels)} training examples leaves an "
-                        "empty split: use a validation share nearer 0.2 or more examples")
+    # The same class-stratified, seeded hold-out as a retraining's validation split.
+    _, held_out = holdout_indices(labels, validation, seed, what="validation")
+    held = len(held_out)
     if labels.max() > 255:
         raise UserError(f"{dataset} has {labels.max() + 1} classes; tuning supports up to 256")
-    held_out = np.sort(np.random.default_rng(seed).permutation(len(labels))[:held])
     temporary = output_dir / f".{DATA_FOLDER}.{socket.gethostname()}.{os.getpid()}.tmp"
     shutil.rmtree(temporary, ignore_errors=True)
     kind = _write_dataset(temporary, images, labels, held_out)
