@@ -105,9 +105,13 @@ def test_demo_subset_is_class_balanced_fashion_mnist():
     assert (info.train_size, info.test_size) == (5000, 1000)
     assert info.class_names == FASHION_MNIST_CLASS_NAMES
     assert dataset.augment_config.flip is True and dataset.augment_config.crop_padding == 4
-    # Statistics computed from the subset land near Fashion-MNIST's.
-    np.testing.assert_allclose(info.mean, KNOWN_STATISTICS["fashion_mnist"][0], atol=0.01)
-    np.testing.assert_allclose(info.std, KNOWN_STATISTICS["fashion_mnist"][1], atol=0.01)
+    # Normalised with Fashion-MNIST's statistics whatever the subset (a model trained with
+    # max_examples sees the inputs evaluate.py gives it), which the demo's own images match.
+    assert (info.mean, info.std) == KNOWN_STATISTICS["fashion_mnist"]
+    assert load_dataset("demo", max_examples=50).info.mean == info.mean
+    pixels = train[0] / 255.0
+    np.testing.assert_allclose(pixels.mean(), KNOWN_STATISTICS["fashion_mnist"][0], atol=0.01)
+    np.testing.assert_allclose(pixels.std(), KNOWN_STATISTICS["fashion_mnist"][1], atol=0.01)
 
 
 def test_demo_resized_and_capped():

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from ubnas_tf.data.idx import read_idx_folder
-from ubnas_tf.data.info import FASHION_MNIST_CLASS_NAMES
+from ubnas_tf.data.info import FASHION_MNIST_CLASS_NAMES, KNOWN_STATISTICS
 from ubnas_tf.data.splits import ArraySplit, Source, subset_indices
 from ubnas_tf.errors import UserError
 
@@ -34,6 +34,7 @@ def open_idx(
     max_test_examples: int | None = None,
     class_names: tuple[str, ...] | None = None,
     flip_default: bool = False,
+    statistics: tuple | None = None,
 ) -> Source:
     """A Source over the four MNIST-format files of `folder`.
 
@@ -59,6 +60,7 @@ def open_idx(
         train=train,
         test=test,
         image_shape=train.image_shape,
+        statistics=statistics,
         flip_default=flip_default,
     )
 
@@ -82,8 +84,12 @@ def open_source(
             "or demo"
         )
     spec = spec.strip()
+    # Fashion-MNIST's own statistics, not those of whatever subset max_examples (and the
+    # validation hold-out) leave: a model trained on a subset is then normalised as
+    # tools/evaluate.py normalises its inputs (issue 18.12).
     fashion = dict(class_names=FASHION_MNIST_CLASS_NAMES, flip_default=True,
-                   max_test_examples=max_test_examples)
+                   max_test_examples=max_test_examples,
+                   statistics=KNOWN_STATISTICS["fashion_mnist"])
     if spec == "demo":
         return open_idx(DEMO_DIR, name=spec, max_examples=max_examples, seed=seed, **fashion)
     if spec == "fashion_mnist_local":
