@@ -49,7 +49,7 @@ def test_quicknet_by_hand():
 
 def test_float_version_keeps_the_genotype_and_makes_every_conv_float():
     space = baselines.float_space("binary")
-    model = build_network(BINARY_GENOTYPE, input_shape=(32, 32, 3), num_classes=10, cells=3,
+    model = build_network(BINARY_GENOTYPE, input_shape=(32, 32, 3), num_classes=10, cells=5,
                           channels=16, space=space)
     cost = profile(model)
     binary, floating = binary_split_by_hand()
@@ -64,7 +64,7 @@ def test_float_version_keeps_the_genotype_and_makes_every_conv_float():
 def test_baselines_reload_from_h5(tmp_path):
     info = DatasetInfo("x", 4, (12, 12, 1), 10, 10, tuple("abcd"), (0.0,), (1.0,))
     config = config_lib.load("train",
-                             overrides=["cells=3", "channels=4", "auxiliary.enabled=false"])
+                             overrides=["cells=5", "channels=4", "auxiliary.enabled=false"])
     x = np.random.default_rng(0).normal(size=(2, 12, 12, 1)).astype(np.float32)
     for model in (baselines.bireal(info, width=8, blocks=(1, 1)),
                   baselines.quicknet(info, filters=(8, 16), blocks=(1, 1)),
