@@ -28,7 +28,7 @@ from ubnas_tf import cli  # noqa: E402
 flags.DEFINE_string("output_dir", "experiments/ops_budget_run", "Folder for the searches.")
 flags.DEFINE_string("dataset", "demo", "Dataset of the searches.")
 flags.DEFINE_string("config", "configs/search_demo.yaml", "Search config.")
-flags.DEFINE_integer("cells", 4, "Cells of the network the budget is for.")
+flags.DEFINE_integer("cells", 5, "Cells of the network the budget is for (5 or more).")
 flags.DEFINE_integer("channels", 16, "Channels C of the network the budget is for.")
 flags.DEFINE_list("factors", ["0.5", "1.5", "2"],
                   "Budgets as multiples of the unconstrained OPs.")

@@ -10,6 +10,7 @@ from ubnas_tf.network.cost import profile
 from ubnas_tf.data.info import DatasetInfo
 from ubnas_tf.errors import UserError
 from ubnas_tf.network.genotype_network import build_network
+from ubnas_tf.search_space import BinaryConvModule
 
 from test_network import BINARY_GENOTYPE, binary_split_by_hand
 
@@ -48,7 +49,7 @@ def test_quicknet_by_hand():
 
 def test_float_version_keeps_the_genotype_and_makes_every_conv_float():
     space = baselines.float_space("binary")
-    model = build_network(BINARY_GENOTYPE, input_shape=(32, 32, 3), num_classes=10, cells=3,
+    model = build_network(BINARY_GENOTYPE, input_shape=(32, 32, 3), num_classes=10, cells=5,
                           channels=16, space=space)
     cost = profile(model)
     binary, floating = binary_split_by_hand()
@@ -63,7 +64,7 @@ def test_float_version_keeps_the_genotype_and_makes_every_conv_float():
 def test_baselines_reload_from_h5(tmp_path):
     info = DatasetInfo("x", 4, (12, 12, 1), 10, 10, tuple("abcd"), (0.0,), (1.0,))
     config = config_lib.load("train",
-                             overrides=["cells=3", "channels=4", "auxiliary.enabled=false"])
+                             overrides=["cells=5", "channels=4", "auxiliary.enabled=false"])
     x = np.random.default_rng(0).normal(size=(2, 12, 12, 1)).astype(np.float32)
     for model in (baselines.bireal(info, width=8, blocks=(1, 1)),
                   baselines.quicknet(info, filters=(8, 16), blocks=(1, 1)),
@@ -87,3 +88,51 @@ def test_bad_input(call, message):
     tiny = DatasetInfo("tiny", 10, (6, 6, 1), 10, 10, tuple("abcdefghij"), (0.0,), (1.0,))
     with pytest.raises(UserError, match=message):
         call(tiny)
+
+
+def _reference_conv(x, kernel, stride, dilation, pad_value):
+    """The module's conv computed from its definition with tf.nn.conv2d on explicitly padded
+    input (VALID), independently of the Keras layers.
+
+    Undilated: Keras 'same' (the form LCE fuses): `max((ceil(H/s) - 1) s + k - H, 0)` padded
+    rows, the odd one after. Dilated and strided (Keras has no such conv): DARTS's/PyTorch's
+    Conv2d(padding=d(k-1)/2, dilation=d, stride=s), i.e. every s-th output of the stride-1 conv.
+    """
+    k, size = kernel.shape[0], x.shape[1]
+    reach = (k - 1) * dilation
+    if dilation == 1:
+        total = max((-(-size // stride) - 1) * stride + k - size, 0)
+        before, conv_stride = total // 2, stride
+    else:
+        total, before, conv_stride = reach, reach // 2, 1
+    padded = np.pad(x, [(0, 0), (before, total - before), (before, total - before), (0, 0)],
+                    constant_values=pad_value)
+    y = tf.nn.conv2d(padded, kernel, conv_stride, "VALID", dilations=dilation).numpy()
+    return y if conv_stride == stride else y[:, ::stride, ::stride, :]
+
+
+def _batch_norm(y):
+    return (y - y.mean(axis=(0, 1, 2))) / np.sqrt(y.var(axis=(0, 1, 2)) + 1e-5)
+
+
+@pytest.mark.parametrize("module_class", [BinaryConvModule, baselines.FloatConvModule],
+                         ids=["binary", "float"])
+@pytest.mark.parametrize("kernel_size,dilation", [(3, 1), (5, 1), (3, 2), (5, 2)])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [8, 7])
+def test_binary_module_and_float_twin_compute_the_reference_conv(module_class, kernel_size,
+                                                                  dilation, stride, size):
+    """BN(conv(q(x))) of both modules against the reference convolution: q = sign and +1
+    padding for the binary module, identity and zero padding for its float twin, the same
+    dilation and stride (the float twin once sampled the input *and* dilated: dilation 4)."""
+    rng = np.random.default_rng(kernel_size * 100 + dilation * 10 + stride + size)
+    x = rng.normal(size=(3, size, size, 4)).astype(np.float32)
+    structure = {"preset": "ebnas_search", "shortcut": False}  # conv + BN (batch statistics)
+    module = module_class(4, kernel_size, dilation, stride, structure=structure)
+    y = module(x, training=True).numpy()
+    kernel = module.conv.kernel.numpy()
+    binary = module_class is BinaryConvModule
+    source = np.where(x >= 0, 1.0, -1.0).astype(np.float32) if binary else x
+    expected = _batch_norm(_reference_conv(source, kernel, stride, dilation, 1.0 if binary else 0.0))
+    assert y.shape == expected.shape == (3, -(-size // stride), -(-size // stride), 4)
+    np.testing.assert_allclose(y, expected, atol=1e-4)

@@ -38,7 +38,7 @@ INPUTS = np.random.default_rng(3).standard_normal((16, 28, 28, 1)).astype(np.flo
 
 def network(space=None):
     return build_network(EVERY_OP, input_shape=INFO.input_shape, num_classes=INFO.num_classes,
-                         space=space, cells=3, channels=16)
+                         space=space, cells=5, channels=16)
 
 
 # name -> (builder, binary convs, LceBconv2d, float CONV_2D, DEPTHWISE_CONV_2D)

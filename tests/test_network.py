@@ -97,16 +97,27 @@ def test_pc_darts_has_the_published_3_6m_parameters():
     assert model.output.shape[1:] == (10,)
 
 
+def five_cells_by_hand(C=16, size=32):
+    """(C_prev_prev, C_prev, C, input side, output side) of the cells of a 5-cell network,
+    [N, R, N, R, N] (DARTS: reductions at 5//3 = 1 and 10//3 = 3); every cell concatenates 4
+    nodes, so a cell of C channels outputs 4 C."""
+    stem = 3 * C
+    return ((stem, stem, C, size, size),
+            (stem, 4 * C, 2 * C, size, size // 2),
+            (4 * C, 8 * C, 2 * C, size // 2, size // 2),
+            (8 * C, 8 * C, 4 * C, size // 2, size // 4),
+            (8 * C, 16 * C, 4 * C, size // 4, size // 4))
+
+
 def binary_split_by_hand(C=16, in_channels=3, classes=10):
-    """1-bit and 32-bit parameters of BINARY_GENOTYPE at cells=3 (reductions at 1 and 2),
-    with the ebnas_retrain module: pre-BN(2 Cin) -> binary conv -> BN(2 C) -> PReLU(C)."""
+    """1-bit and 32-bit parameters of BINARY_GENOTYPE at cells=5, with the ebnas_retrain
+    module: pre-BN(2 Cin) -> binary conv -> BN(2 C) -> PReLU(C)."""
     def module(c_in, c, k):
         return k * k * c_in * c, 2 * c_in + 2 * c + c
 
     stem = 3 * C
     binary, floating = 0, in_channels * stem * 9 + 2 * stem
-    # (C_prev_prev, C_prev, C, reduction) of cells 0, 1, 2; every cell concatenates 4 nodes.
-    for c_pp, c_p, c in ((stem, stem, C), (stem, 4 * C, 2 * C), (4 * C, 8 * C, 4 * C)):
+    for c_pp, c_p, c, _, _ in five_cells_by_hand(C):
         # two 1x1 preprocess modules, then bin_conv_3x3, bin_conv_5x5, the two dilated convs
         for b, f in (module(c_pp, c, 1), module(c_p, c, 1), module(c, c, 3), module(c, c, 5),
                      module(c, c, 3), module(c, c, 5)):
@@ -114,33 +125,45 @@ def binary_split_by_hand(C=16, in_channels=3, classes=10):
     return binary, floating + 16 * C * classes + classes
 
 
+def binary_macs_by_hand(C=16, size=32):
+    """Binary MACs (BOPs) of BINARY_GENOTYPE at cells=5 on size x size images: the two 1x1
+    preprocess convs at the cell's input side (the first strided after a reduction), and the
+    3x3, 5x5, dilated 3x3 and dilated 5x5 convs at its output side (stride-2 ones compute only
+    the outputs they keep: the dilated one samples its input first)."""
+    return sum(side_in ** 2 * (c_pp + c_p) * c + side_out ** 2 * (9 + 25 + 9 + 25) * c * c
+               for c_pp, c_p, c, side_in, side_out in five_cells_by_hand(C, size))
+
+
 def test_binary_network_parameter_split_matches_a_hand_count():
-    model = build_network(BINARY_GENOTYPE, input_shape=(32, 32, 3), num_classes=10, cells=3,
+    model = build_network(BINARY_GENOTYPE, input_shape=(32, 32, 3), num_classes=10, cells=5,
                           channels=16)
     cost = profile(model)
-    assert binary_split_by_hand() == (382_976, 7_674)
-    assert (cost.params_binary, cost.params_float) == (382_976, 7_674)
-    assert cost.params_non_trainable == 3_136  # BN moving statistics
-    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == 382_976 + 7_674
+    binary, floating = binary_split_by_hand()
+    assert (cost.params_binary, cost.params_float) == (binary, floating)
+    # BN moving statistics (mean and variance): the stem BN, and in each cell the pre-BN (on
+    # C_in) and BN (on C) of six binary modules: the 1x1 preprocess of C_pp and of C_p, and
+    # four convs of C. (3,136 at the 3 cells this test once used: the same formula.)
+    moving = 2 * 3 * 16 + sum(2 * (c_pp + c) + 2 * (c_p + c) + 4 * 2 * (c + c)
+                              for c_pp, c_p, c, _, _ in five_cells_by_hand())
+    assert cost.params_non_trainable == moving
+    assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == binary + floating
     # every 3x3/5x5/1x1 binary conv really is binary in and out (a BOP), the stem and the
-    # classifier are float
+    # classifier are float: stem 32*32*27*48, classifier 256*10.
+    assert (cost.macs_binary, cost.macs_float) == (binary_macs_by_hand(),
+                                                   32 * 32 * 27 * 48 + 256 * 10)
     # The stride-2 bin_dil_conv_3x3 of each reduction cell samples its input first, so it
-    # costs out_H*out_W*9*C*C: 16*16*9*32*32 + 8*8*9*64*64 = 4,718,592 BOPs (at stride 1 and
-    # subsampled after, it would cost four times that, 18,874,368).
-    assert (cost.macs_binary, cost.macs_float) == (61_865_984, 1_329_664)
-    assert 61_865_984 == 76_021_760 - (18_874_368 - 4_718_592)
-    assert cost.ops == 1_329_664 + 61_865_984 / 64
+    # costs out_H*out_W*9*C*C (at stride 1 and subsampled after, it would cost four times that).
+    assert cost.ops == cost.macs_float + cost.macs_binary / 64
     assert model.output.shape[1:] == (10,)
-    assert model.get_layer("cell0_out").output.shape[1:] == (32, 32, 64)
-    assert model.get_layer("cell1_out").output.shape[1:] == (16, 16, 128)
-    assert model.get_layer("cell2_out").output.shape[1:] == (8, 8, 256)
+    for index, (_, _, c, _, side) in enumerate(five_cells_by_hand()):
+        assert model.get_layer(f"cell{index}_out").output.shape[1:] == (side, side, 4 * c)
     # a stride-2 dilated op lands on the reduced grid
     assert model.get_layer("cell1_edge5_bin_dil_conv_3x3").output.shape[1:] == (16, 16, 32)
 
 
 def test_sizes_come_from_the_data_not_constants():
     info = DatasetInfo("x", 7, (20, 24, 2), 10, 10, tuple("abcdefg"), (0.0, 0.0), (1.0, 1.0))
-    config = config_lib.load("train", overrides=["cells=3", "channels=8"])
+    config = config_lib.load("train", overrides=["cells=5", "channels=8"])
     model = build_from_config(BINARY_GENOTYPE, info, config)
     assert model.input.shape[1:] == (20, 24, 2)
     assert [tuple(o.shape) for o in model.outputs] == [(None, 7), (None, 7)]  # auxiliary head
@@ -166,7 +189,7 @@ def test_genotype_from_another_space_is_refused():
 ])
 def test_data_the_network_cannot_take_is_refused(shape, auxiliary, message):
     with pytest.raises(UserError, match=message):
-        build_network(BINARY_GENOTYPE, input_shape=shape, num_classes=10, cells=3, channels=8,
+        build_network(BINARY_GENOTYPE, input_shape=shape, num_classes=10, cells=5, channels=8,
                       auxiliary=auxiliary)
 
 
@@ -191,7 +214,7 @@ def test_drop_path_drops_whole_examples_and_is_not_a_weight():
 
 
 def test_network_round_trips_through_h5(tmp_path):
-    model = build_network(BINARY_GENOTYPE, input_shape=(12, 12, 1), num_classes=3, cells=3,
+    model = build_network(BINARY_GENOTYPE, input_shape=(12, 12, 1), num_classes=3, cells=5,
                           channels=4)
     path = tmp_path / "net.h5"
     model.save(path)

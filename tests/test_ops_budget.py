@@ -25,7 +25,7 @@ CONCAT = (2, 3, 4, 5)
 
 @pytest.fixture(scope="module")
 def cost_model():
-    return NetworkCostModel("binary", primitives=PRIMITIVES, nodes=NODES, multiplier=4, cells=3,
+    return NetworkCostModel("binary", primitives=PRIMITIVES, nodes=NODES, multiplier=4, cells=5,
                             channels=8, input_shape=(12, 12, 1), num_classes=10)
 
 
@@ -68,14 +68,16 @@ def test_ops_of_a_genotype_are_those_of_its_built_network(cost_model):
 
 
 def test_edge_costs_are_bops_over_64_of_the_binary_convolutions(cost_model):
-    # Cell 0 is normal at 12x12 with C=8: a 3x3 binary conv is 12*12*8*8*9 BOPs; pools and
-    # skips cost nothing; cells 1 and 2 are reductions (summed into the 'reduce' table).
+    # Cells [N, R, N, R, N]: normal cells at 12x12 (C=8), 6x6 (C=16) and 3x3 (C=32), each
+    # summed into the 'normal' table; a 3x3 binary conv is H*W*C*C*9 BOPs; pools and skips
+    # cost nothing; cells 1 and 3 are reductions (summed into the 'reduce' table).
     conv3 = PRIMITIVES.index("bin_conv_3x3")
-    assert cost_model.costs["normal"][0, conv3] == 12 * 12 * 8 * 8 * 9 / 64
+    assert cost_model.costs["normal"][0, conv3] == (
+        12 * 12 * 8 * 8 * 9 + 6 * 6 * 16 * 16 * 9 + 3 * 3 * 32 * 32 * 9) / 64
     for free in ("skip_connect", "max_pool_3x3", "avg_pool_3x3"):
         assert not cost_model.costs["normal"][:, PRIMITIVES.index(free)].any()
     # Reduction edge from input 0 (stride 2): outputs at 6x6 (C=16) in cell 1, 3x3 (C=32) in
-    # cell 2.
+    # cell 3.
     expected = (6 * 6 * 16 * 16 * 9 + 3 * 3 * 32 * 32 * 9) / 64
     assert cost_model.costs["reduce"][0, conv3] == expected
 
@@ -124,7 +126,7 @@ def test_unreachable_or_bad_targets_are_user_errors():
     for override, message in (("ops_budget.target=1", "out of reach"),
                               ("ops_budget.target=-5", "must be null or a number"),
                               ("ops_budget.tolerance=1.5", "tolerance")):
-        config = config_lib.load("search", overrides=["cells=3", "channels=8", override])
+        config = config_lib.load("search", overrides=["cells=5", "channels=8", override])
         with pytest.raises(UserError, match=message):
             budget_from_config(config, INFO)
 

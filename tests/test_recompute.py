@@ -66,7 +66,7 @@ def test_recomputing_steps_move_the_variables_as_the_plain_steps(order):
     low_memory (3 cells: a normal one and both reductions, to keep the traces short)."""
     results = []
     for low_memory in ("false", "true"):
-        steps = _steps("cells=3", f"low_memory={low_memory}", f"order={order}")
+        steps = _steps("cells=5", f"low_memory={low_memory}", f"order={order}")
         assert steps.recompute == (low_memory == "true")
         images, labels = _batch(0)
         val_images, val_labels = _batch(1)

@@ -84,7 +84,7 @@ def test_search_steps_keep_no_python_graph_once_traced():
     from ubnas_tf.search.run import build_search_steps
 
     config = config_lib.load("search", overrides=[
-        "channels=8", "cells=3", "nodes=2", "multiplier=2", "stem_multiplier=1",
+        "channels=8", "cells=5", "nodes=2", "multiplier=2", "stem_multiplier=1",
         "partial_channels.normal=4", "partial_channels.reduce=2"])
     before = _live_func_graphs()
     steps = build_search_steps(config, types.SimpleNamespace(input_shape=(8, 8, 1),

@@ -26,7 +26,7 @@ BINARY_OPS = get_space("binary").primitives
 DARTS_OPS = get_space("darts").primitives
 
 # A search that traces and runs in seconds: 3 cells of 2 nodes, 2 steps per epoch.
-TINY = ["cells=3", "channels=8", "nodes=2", "multiplier=2", "stem_multiplier=1",
+TINY = ["cells=5", "channels=8", "nodes=2", "multiplier=2", "stem_multiplier=1",
         "batch_size=32", "max_examples=128", "partial_channels.normal=4",
         "partial_channels.reduce=2", "warmup_epochs=1", "regularizers.ramp_epochs=2",
         "early_stop.patience=null", "arch_optimizer.lr=0.01"]
@@ -131,7 +131,7 @@ def test_regularizers_and_ramp():
 # -- steps ----------------------------------------------------------------------------------
 def _steps(order="first", strategy=None, seed=0):
     config = config_lib.load("search", overrides=[
-        "channels=8", "cells=3", "nodes=2", "multiplier=2", "stem_multiplier=1",
+        "channels=8", "cells=5", "nodes=2", "multiplier=2", "stem_multiplier=1",
         "partial_channels.normal=4", "partial_channels.reduce=2", "regularizers.ramp_epochs=2",
         "weights_optimizer.lr=0.01", "arch_optimizer.lr=0.01", f"seed={seed}", f"order={order}"])
     tf.keras.utils.set_random_seed(seed)

@@ -154,3 +154,39 @@ def test_model_of_every_op_reloads_from_h5_with_only_import_ubnas_tf(tmp_path, t
     model(x, training=True)  # move BN statistics so the reload check is not trivial
     model.save(tmp_path / "ops.h5")
     assert_reloads_in_fresh_process(tool, tmp_path / "ops.h5", x, model.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 6])  # 5, 8, 11, 20 cells
+def test_reductions_sit_at_one_and_two_thirds_as_in_darts(n):
+    """3n+2 cells: n normal cells, a reduction, n normal, a reduction, n normal (DARTS's
+    layout: [2, 5] for its 8-cell search, [6, 13] for its 20-cell network)."""
+    from ubnas_tf.search_space import reduction_cells
+
+    cells = 3 * n + 2
+    layout = ["N"] * n + ["R"] + ["N"] * n + ["R"] + ["N"] * n
+    assert reduction_cells(cells) == tuple(i for i, kind in enumerate(layout) if kind == "R")
+    assert {8: (2, 5), 20: (6, 13)}.get(cells, reduction_cells(cells)) == reduction_cells(cells)
+
+
+def test_every_count_from_five_keeps_balanced_stages_and_smaller_ones_are_refused():
+    from ubnas_tf.network.genotype_network import NetworkSpec
+    from ubnas_tf.search.ops_budget import NetworkCostModel
+    from ubnas_tf.search.supernet import SupernetConfig
+    from ubnas_tf.search_space import reduction_cells
+
+    for cells in range(5, 41):
+        first, second = reduction_cells(cells)
+        stages = (first, second - first - 1, cells - second - 1)  # normal cells per stage
+        assert min(stages) >= 1 and max(stages) - min(stages) <= 1, (cells, stages)
+        assert (first, second) == (cells // 3, 2 * cells // 3)  # DARTS's rule itself
+    # The supernet follows the same rule (it builds no layer for this).
+    plan = SupernetConfig(num_classes=10, input_shape=(8, 8, 1), channels=8, cells=8).cell_plan()
+    assert [index for index, (reduction, _) in enumerate(plan) if reduction] == [2, 5]
+    for cells in (1, 3, 4):
+        for build in (lambda: reduction_cells(cells), lambda: NetworkSpec(cells=cells),
+                      lambda: SupernetConfig(num_classes=10, input_shape=(8, 8, 1), cells=cells),
+                      lambda: NetworkCostModel("binary", primitives=("skip_connect",), nodes=2,
+                                               multiplier=2, cells=cells, channels=8,
+                                               input_shape=(8, 8, 1), num_classes=10)):
+            with pytest.raises(UserError, match="set cells to 5 or more"):
+                build()

@@ -149,7 +149,7 @@ def test_cell_computes_the_per_edge_sum(reduction):
 
 
 def _tiny_config(**overrides):
-    values = dict(num_classes=5, input_shape=(8, 8, 2), channels=8, cells=3, nodes=2,
+    values = dict(num_classes=5, input_shape=(8, 8, 2), channels=8, cells=5, nodes=2,
                   multiplier=2, stem_multiplier=1, partial_normal=4, partial_reduce=2)
     values.update(overrides)
     return SupernetConfig(**values)
@@ -213,5 +213,5 @@ def test_bad_partial_channels_name_the_fix():
     from ubnas_tf.errors import UserError
 
     with pytest.raises(UserError, match="partial_channels.normal"):
-        SupernetConfig(num_classes=10, input_shape=(8, 8, 1), channels=12, cells=3,
+        SupernetConfig(num_classes=10, input_shape=(8, 8, 1), channels=12, cells=5,
                        partial_normal=8)

@@ -22,7 +22,7 @@ from test_network import BINARY_GENOTYPE
 
 # One tiny epoch on the shipped demo data: 64 training images (6 of them held out for validation),
 # evaluated on the 1000 test images.
-TINY = {"epochs": 1, "batch_size": 32, "max_examples": 64, "cells": 3, "channels": 4,
+TINY = {"epochs": 1, "batch_size": 32, "max_examples": 64, "cells": 5, "channels": 4,
         "auxiliary": {"enabled": False}, "drop_path": 0.0, "tensorboard": False,
         "saved_model": False,
         "baselines": {"bireal": {"width": 8, "blocks": [1, 1]},

@@ -26,11 +26,11 @@ TINY = {
     "max_trials": 2,
     "max_examples": 128,
     "validation": 0.25,
-    "search": {"epochs": 1, "batch_size": 32, "cells": 3, "channels": 4, "nodes": 2,
+    "search": {"epochs": 1, "batch_size": 32, "cells": 5, "channels": 4, "nodes": 2,
                "multiplier": 2, "stem_multiplier": 1, "warmup_epochs": 0,
                "primitives": ["skip_connect", "max_pool_3x3", "bin_conv_3x3"],
                "regularizers": {"ramp_epochs": 1}, "early_stop": {"patience": None}},
-    "train": {"epochs": 1, "batch_size": 32, "cells": 3, "channels": 4,
+    "train": {"epochs": 1, "batch_size": 32, "cells": 5, "channels": 4,
               "auxiliary": {"enabled": False}, "drop_path": 0.0, "tensorboard": False,
               "saved_model": False, "eval_every_epoch": False},
     "hyperparameters": {"search": {"partial_channels": {"normal": {"values": [1, 2, 4]},
@@ -83,7 +83,7 @@ def test_default_config_tunes_the_issue_keys():
 
 def test_config_layers_files_and_overrides(tiny_file):
     config = load_config([tiny_file], [
-        "search.epochs=3", "search.cells=4",  # two overrides of one section both apply
+        "search.epochs=3", "search.cells=5",  # two overrides of one section both apply
         "hyperparameters.search.warmup_epochs.min=1",  # a range replaces the choice
         "hyperparameters.search.warmup_epochs.max=2",
         "hyperparameters.search.module=null",  # not tuned any more

@@ -161,12 +161,17 @@ class FloatConvModule(BinaryConvModule):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        subsample = self.strides > 1 and self.dilation > 1
+        # The binary module decides how a strided dilated conv is computed (input sampled first
+        # and an undilated conv, or a stride-1 conv subsampled after) and its `call` applies
+        # that plan; the float conv takes the binary conv's strides and dilation so the plan
+        # stays one. (Recomputing them here once gave dilation 2 on the sampled input: an
+        # effective dilation 4.)
+        binary_conv = self.conv
         self.conv = tf.keras.layers.Conv2D(
             self.filters,
             self.kernel_size,
-            strides=1 if subsample else self.strides,
-            dilation_rate=self.dilation,
+            strides=binary_conv.strides,
+            dilation_rate=binary_conv.dilation_rate,
             padding="same",
             groups=self.structure.groups,
             use_bias=False,

@@ -4,7 +4,8 @@ Liu et al., "DARTS", ICLR 2019 (code quark0/darts, model.py `NetworkCIFAR`), as 
 PC-DARTS, EBNAS and UBNAS:
 
     stem:  full-precision Conv3x3(stem_multiplier * C) + BN
-    cells: `cells` cells, reductions (stride 2, channels x2) at cells//3 and 2*cells//3;
+    cells: `cells` cells, reductions (stride 2, channels x2) at cells//3 and 2*cells//3
+           (`search_space.reduction_cells`: the supernet's rule too, 5 cells or more);
            cell k takes the outputs of cells k-2 and k-1, projects them with the space's
            preprocess (the first after a reduction halves the resolution), and each node sums
            two ops of the genotype; the cell's output concatenates the genotype's `concat` nodes
@@ -33,7 +34,7 @@ import tensorflow as tf
 
 from ubnas_tf.errors import UserError
 from ubnas_tf.search_space.genotype import Genotype
-from ubnas_tf.search_space import ModuleStructure, SearchSpace, get_space
+from ubnas_tf.search_space import ModuleStructure, SearchSpace, get_space, reduction_cells
 from ubnas_tf.search_space.layers import Identity, register
 
 __all__ = [
@@ -136,14 +137,7 @@ class NetworkSpec:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"{field} must be a positive integer, got {value!r}")
-        if self.cells < 3:
-            raise UserError(
-                f"cells must be at least 3 (two of them are reductions), got {self.cells}")
-
-
-def reduction_cells(cells: int) -> tuple[int, int]:
-    """Indices of the two reduction cells (DARTS: layers//3 and 2*layers//3)."""
-    return cells // 3, 2 * cells // 3
+        reduction_cells(self.cells)  # refuses counts that cannot keep DARTS's layout
 
 
 def _check_input(input_shape, num_classes, auxiliary: bool) -> tuple:

@@ -14,6 +14,7 @@ from ubnas_tf import config as config_lib
 from ubnas_tf.search.architect import EDGE_WEIGHT_FORMS
 from ubnas_tf.errors import UserError
 from ubnas_tf.search.supernet import GRAPH_MODES, SupernetConfig
+from ubnas_tf.search_space import reduction_cells
 
 __all__ = ["check_config", "supernet_config", "check_output_dir", "RESUMABLE_KEYS"]
 
@@ -69,6 +70,10 @@ def check_config(config: dict) -> None:
     _require(config["supernet_graph"] in GRAPH_MODES,
              f"config key 'supernet_graph' must be one of {', '.join(GRAPH_MODES)}, "
              f"got {config['supernet_graph']!r}")
+    # The supernet's and the budget network's layout (refused here, before anything is written).
+    reduction_cells(config["cells"])
+    if config["ops_budget"]["cells"] is not None:
+        reduction_cells(config["ops_budget"]["cells"], key="ops_budget.cells")
     primitives = config["primitives"]
     _require(primitives is None or (isinstance(primitives, list) and primitives),
              "config key 'primitives' must be null (the space's ops) or a list of op names")

@@ -70,8 +70,7 @@ class NetworkCostModel:
     def __init__(self, space, *, primitives, nodes: int, multiplier: int, cells: int,
                  channels: int, input_shape, num_classes: int, stem_multiplier: int = 3,
                  module=None):
-        from ubnas_tf.network.genotype_network import reduction_cells
-        from ubnas_tf.search_space import get_space
+        from ubnas_tf.search_space import get_space, reduction_cells
 
         self.space = get_space(space) if isinstance(space, str) else space
         self.primitives = tuple(primitives)

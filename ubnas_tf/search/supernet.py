@@ -4,7 +4,8 @@ A plain network that *takes* the architecture weights as inputs of `call` (as kh
 does): it owns no architecture parameter, so a weight step cannot touch them, and the
 `Architect` (ubnas_tf/architect.py) owns them, their regularizers and the genotype.
 
-Wiring (Liu et al., DARTS, ICLR 2019): a stem, `cells` cells with reductions at 1/3 and 2/3,
+Wiring (Liu et al., DARTS, ICLR 2019): a stem, `cells` cells with reductions at 1/3 and 2/3
+(`search_space.reduction_cells`, the retrained network's rule),
 each cell taking the outputs of the two previous cells, N intermediate nodes, each node the sum
 of one mixed op per earlier state, the cell output the concat of the last `multiplier` nodes.
 
@@ -33,7 +34,7 @@ import dataclasses
 import tensorflow as tf
 
 from ubnas_tf.errors import UserError
-from ubnas_tf.search_space import ModuleStructure, SearchSpace, get_space
+from ubnas_tf.search_space import ModuleStructure, SearchSpace, get_space, reduction_cells
 from ubnas_tf.search_space.layers import make_norm
 from ubnas_tf.search.shared_traces import TraceCache
 
@@ -135,20 +136,15 @@ class SupernetConfig:
         return ModuleStructure.from_config(self.module or get_space(self.space).search_module)
 
     def cell_plan(self):
-        """[(reduction, channels)] per cell: reductions at 1/3 and 2/3 double the channels."""
+        """[(reduction, channels)] per cell: the reductions (`reduction_cells`, the network's
+        rule) double the channels."""
         plan, channels = [], self.channels
+        reductions = reduction_cells(self.cells)
         for index in range(self.cells):
-            reduction = index in reduction_indices(self.cells)
+            reduction = index in reductions
             channels *= 2 if reduction else 1
             plan.append((reduction, channels))
         return plan
-
-
-def reduction_indices(cells: int) -> tuple:
-    """DARTS puts reduction cells at 1/3 and 2/3 of the depth."""
-    if cells < 3:
-        return ()
-    return tuple(sorted({cells // 3, 2 * cells // 3}))
 
 
 def channel_shuffle(x: tf.Tensor, groups: int) -> tf.Tensor:

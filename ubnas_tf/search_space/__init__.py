@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from ubnas_tf.errors import UserError
 from ubnas_tf.search_space import binary, darts
+from ubnas_tf.search_space.layout import MIN_CELLS, reduction_cells
 from ubnas_tf.search_space.module import PRESETS, BinaryConvModule, ModuleStructure
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
     "ModuleStructure",
     "BinaryConvModule",
     "PRESETS",
+    "MIN_CELLS",
+    "reduction_cells",
 ]
 
 
