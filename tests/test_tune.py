@@ -29,7 +29,8 @@ TINY = {
     "search": {"epochs": 1, "batch_size": 32, "cells": 3, "channels": 4, "nodes": 2,
                "multiplier": 2, "stem_multiplier": 1, "warmup_epochs": 0,
                "primitives": ["skip_connect", "max_pool_3x3", "bin_conv_3x3"],
-               "regularizers": {"ramp_epochs": 1}, "early_stop": {"patience": None}},
+               "regularizers": {"ramp_epochs": 1}, "early_stop": {"patience": None},
+               "partial_channels": {"min_per_op": 1}},
     "train": {"epochs": 1, "batch_size": 32, "cells": 3, "channels": 4,
               "auxiliary": {"enabled": False}, "drop_path": 0.0, "tensorboard": False,
               "saved_model": False, "eval_every_epoch": False},
@@ -65,7 +66,7 @@ def test_default_config_tunes_the_issue_keys():
     config = load_config()
     space = TuningSpace(config)
     assert [t.name for t in space.tuned] == [
-        "search.partial_channels.normal", "search.partial_channels.reduce",
+        "search.partial_channels.per_op.normal", "search.partial_channels.per_op.reduce",
         "search.arch_optimizer.lr", "search.warmup_epochs", "search.module",
         "train.optimizer.lr"]
     assert config["search"] == config_lib.load("search")  # the fixed part: the search defaults
@@ -74,9 +75,9 @@ def test_default_config_tunes_the_issue_keys():
     assert (lr.minimum, lr.maximum, lr.sampling, lr.integer) == (0.0003, 0.01, "log", False)
     hp = space.hyperparameters()
     assert hp.get("search.module") == "ebnas_search"
-    configs = space.configs({"search.partial_channels.normal": 2, "search.module": "bireal",
-                             "train.optimizer.lr": 0.002})
-    assert configs["search"]["partial_channels"] == {"normal": 2, "reduce": 4}
+    configs = space.configs({"search.partial_channels.per_op.normal": 8,
+                             "search.module": "bireal", "train.optimizer.lr": 0.002})
+    assert configs["search"]["partial_channels"]["per_op"] == {"normal": 8, "reduce": 8}
     assert configs["search"]["module"] == "bireal"
     assert configs["train"]["optimizer"]["lr"] == 0.002
 
@@ -172,7 +173,7 @@ def test_tune_end_to_end_then_resume_with_more_trials(tool, tiny_file, tmp_path)
     assert best["objective"] == "val_top1" and 0 <= best["score"] <= 1
     assert pathlib.Path(best["genotype"]).is_file()
     assert set(best["hyperparameters"]) == {
-        "search.partial_channels.normal", "search.partial_channels.reduce",
+        "search.partial_channels.per_op.normal", "search.partial_channels.per_op.reduce",
         "search.arch_optimizer.lr", "search.warmup_epochs", "search.module",
         "train.optimizer.lr"}
     trial = pathlib.Path(best["genotype"]).parent.parent
