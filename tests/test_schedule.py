@@ -60,3 +60,29 @@ def test_an_old_run_compares_equal_to_the_same_schedule_as_shares():
     # K null and the K it resolves to are the same search.
     assert config_lib.same_run(comparable(_config("partial_channels.normal=4")),
                                comparable(_config())) == []
+
+
+def test_a_run_saved_before_the_shares_resumes_with_its_own_behaviour():
+    """A config.yaml written before warm-up shares, edge selection and the new stop rules
+    existed: it resumes with the keys that say what it did (PC-DARTS's derivation, no new
+    rule), and today's defaults are named as the difference."""
+    from ubnas_tf.search.config import RESUMABLE_KEYS, saved_config
+
+    old = config_lib.load("search")
+    for key in ("warmup", "edge_selection"):
+        del old[key]
+    del old["regularizers"]["ramp"]
+    old["warmup_epochs"], old["regularizers"]["ramp_epochs"] = 25, 49
+    old["partial_channels"] = {"normal": 8, "reduce": 4}
+    old["early_stop"] = {"patience": 5, "max_skip": None}
+    same = _config("partial_channels.normal=8", "partial_channels.min_per_op=1",
+                   "edge_selection=pcdarts", "early_stop.ranking_patience=null",
+                   "early_stop.max_parameter_free.normal=null",
+                   "early_stop.max_parameter_free.reduce=null", "early_stop.hessian.growth=null")
+    assert config_lib.same_run(comparable(saved_config(old)), comparable(same),
+                               ignore=RESUMABLE_KEYS) == []
+    assert config_lib.same_run(comparable(saved_config(old)), comparable(_config()),
+                               ignore=RESUMABLE_KEYS) == [
+        "early_stop.hessian.growth", "early_stop.max_parameter_free.normal",
+        "early_stop.max_parameter_free.reduce", "early_stop.ranking_patience",
+        "edge_selection", "partial_channels.normal"]

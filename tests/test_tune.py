@@ -36,7 +36,7 @@ TINY = {
               "saved_model": False, "eval_every_epoch": False},
     "hyperparameters": {"search": {"partial_channels": {"normal": {"values": [1, 2, 4]},
                                                         "reduce": {"values": [2, 4]}},
-                                   "warmup_epochs": {"values": [0]},
+                                   "warmup": {"values": [0.0]},
                                    "module": {"values": ["ebnas_search", "bireal"]}}},
 }
 
@@ -67,7 +67,7 @@ def test_default_config_tunes_the_issue_keys():
     space = TuningSpace(config)
     assert [t.name for t in space.tuned] == [
         "search.partial_channels.per_op.normal", "search.partial_channels.per_op.reduce",
-        "search.arch_optimizer.lr", "search.warmup_epochs", "search.module",
+        "search.arch_optimizer.lr", "search.warmup", "search.module",
         "train.optimizer.lr"]
     assert config["search"] == config_lib.load("search")  # the fixed part: the search defaults
     assert config["train"]["saved_model"] is False and config["train"]["epochs"] == 600
@@ -85,8 +85,8 @@ def test_default_config_tunes_the_issue_keys():
 def test_config_layers_files_and_overrides(tiny_file):
     config = load_config([tiny_file], [
         "search.epochs=3", "search.cells=4",  # two overrides of one section both apply
-        "hyperparameters.search.warmup_epochs.min=1",  # a range replaces the choice
-        "hyperparameters.search.warmup_epochs.max=2",
+        "hyperparameters.search.epochs.min=1",  # a range (of an integer key)
+        "hyperparameters.search.epochs.max=2",
         "hyperparameters.search.module=null",  # not tuned any more
         "hyperparameters.train.optimizer.lr.values=[0.001, 0.005]",
         "hyperparameters.search.weights_optimizer.lr.values=[0.001, 0.002]",  # any search key
@@ -95,8 +95,8 @@ def test_config_layers_files_and_overrides(tiny_file):
     space = TuningSpace(config)
     names = {t.name: t for t in space.tuned}
     assert "search.module" not in names and "search.weights_optimizer.lr" in names
-    warmup = names["search.warmup_epochs"]
-    assert (warmup.values, warmup.minimum, warmup.maximum, warmup.integer) == (None, 1, 2, True)
+    epochs = names["search.epochs"]
+    assert (epochs.values, epochs.minimum, epochs.maximum, epochs.integer) == (None, 1, 2, True)
     assert names["train.optimizer.lr"].values == [0.001, 0.005]
     # module mappings (the retraining's `module` takes them) cannot be keras-tuner choices:
     # they travel as JSON
@@ -119,9 +119,9 @@ def test_config_layers_files_and_overrides(tiny_file):
     ("hyperparameters.search.epochs.values=[2, two]", "needs an int"),
     ("hyperparameters.search.arch_optimizer.lr.min=0.1", "min < max"),
     ("hyperparameters.search.arch_optimizer.lr.sampling=cubic", "sampling' must be one of"),
-    ("hyperparameters.search.warmup_epochs={min: 0.5, max: 2}", "is an integer"),
-    ("hyperparameters.search.warmup_epochs.min=1", "needs numbers min and max"),
-    ("hyperparameters.search.warmup_epochs={values: [1], max: 2}", "either values or a min/max"),
+    ("hyperparameters.search.epochs={min: 0.5, max: 2}", "is an integer"),
+    ("hyperparameters.search.warmup.min=0.1", "needs numbers min and max"),
+    ("hyperparameters.search.warmup={values: [0.1], max: 0.2}", "either values or a min/max"),
     ("search.bogus=1", "unknown config key 'search.bogus'"),
     ("train.optimizer.lr=fast", "'train.optimizer.lr' needs a float"),
     ("algorithm=hyperband", "'algorithm' must be one of random, bayesian, grid"),
@@ -174,7 +174,7 @@ def test_tune_end_to_end_then_resume_with_more_trials(tool, tiny_file, tmp_path)
     assert pathlib.Path(best["genotype"]).is_file()
     assert set(best["hyperparameters"]) == {
         "search.partial_channels.per_op.normal", "search.partial_channels.per_op.reduce",
-        "search.arch_optimizer.lr", "search.warmup_epochs", "search.module",
+        "search.arch_optimizer.lr", "search.warmup", "search.module",
         "train.optimizer.lr"}
     trial = pathlib.Path(best["genotype"]).parent.parent
     searched = yaml.safe_load((trial / "search" / "config.yaml").read_text())

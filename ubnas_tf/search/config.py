@@ -95,6 +95,22 @@ def supernet_config(config: dict, info) -> SupernetConfig:
     )
 
 
+# What a run saved before warm-up shares, edge selection and the new stop rules existed
+# (its config.yaml has no `warmup`) did: PC-DARTS's derivation, no collapse, ranking or Hessian
+# rule. `with_defaults` would fill today's defaults, which that run did not have.
+_BEFORE_SHARES = {"edge_selection": "pcdarts",
+                  "early_stop": {"max_parameter_free": {"normal": None, "reduce": None},
+                                 "ranking_patience": None, "hessian": {"growth": None}}}
+
+
+def saved_config(previous: dict) -> dict:
+    """A run folder's config.yaml with every key of today's schema, at the value that means
+    what that run did (`with_defaults`, after `_BEFORE_SHARES` for runs saved before it)."""
+    if "warmup" not in previous:
+        previous = config_lib.merge(config_lib.with_defaults("search", previous), _BEFORE_SHARES)
+    return config_lib.with_defaults("search", previous)
+
+
 def comparable(config: dict) -> dict:
     """A config in the form two runs are compared in: K resolved (null and the K it resolves to
     are the same search), `per_op` then moot, the schedule as shares (search/schedule.py)."""
@@ -118,8 +134,8 @@ def check_output_dir(output_dir: pathlib.Path, config: dict, run: dict) -> bool:
     except yaml.YAMLError:
         raise UserError(f"{config_path} is not valid YAML: pass a new --output_dir "
                         "(nothing was overwritten)") from None
-    differences = config_lib.same_run(comparable(config_lib.with_defaults("search", previous)),
-                                      comparable(config), ignore=RESUMABLE_KEYS)
+    differences = config_lib.same_run(comparable(saved_config(previous)), comparable(config),
+                                      ignore=RESUMABLE_KEYS)
     if differences:
         shown = ", ".join(differences[:6]) + (" ..." if len(differences) > 6 else "")
         raise UserError(
