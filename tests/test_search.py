@@ -328,7 +328,10 @@ def test_cli_writes_every_output(reference_run):
     assert [r["epoch"] for r in log] == [1, 2, 3]
     assert log[0]["arch_loss"] is None and log[1]["arch_loss"] is not None  # warm-up first
     assert log[-1]["alphas_normal"] != log[0]["alphas_normal"]
-    assert log[-1]["genotype"] == genotype.to_dict()
+    # The last epoch's genotype, or the earlier one an early-stop rule returned.
+    summary = json.loads((output_dir / "summary.json").read_text())
+    assert log[summary["genotype_epoch"] - 1]["genotype"] == genotype.to_dict()
+    assert summary["genotype"] == genotype.to_dict()
     for key in ("train_loss", "train_acc", "arch_acc", "alphas_normal", "betas_reduce",
                 "op_weights_normal", "edge_weights_reduce", "genotype", "seconds"):
         assert key in log[-1]
