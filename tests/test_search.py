@@ -364,7 +364,7 @@ def test_cli_refuses_an_output_dir_of_another_run(tmp_path):
     config_lib.save(tiny_config("channels=16"), tmp_path / "config.yaml")
     (tmp_path / "checkpoints" / "checkpoint").write_text("model_checkpoint_path: 'ckpt-1'\n")
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    result = _run(_command(tmp_path, "epochs=1"))
+    result = _run(_command(tmp_path, "epochs=2"))
     assert result.returncode == 2
     assert len(_error_lines(result)) == 1
     message = _error_lines(result)[0]
