@@ -29,7 +29,7 @@ DARTS_OPS = get_space("darts").primitives
 TINY = ["cells=5", "channels=8", "nodes=2", "multiplier=2", "stem_multiplier=1",
         "batch_size=32", "max_examples=128", "partial_channels.normal=4",
         "partial_channels.reduce=2", "warmup_epochs=1", "regularizers.ramp_epochs=2",
-        "early_stop.patience=null", "arch_optimizer.lr=0.01"]
+        "early_stop.patience=null", "arch_optimizer.lr=0.01", "partial_channels.min_per_op=2"]
 
 
 def tiny_config(*overrides):
@@ -72,7 +72,7 @@ def test_softmax_edge_weights_are_a_softmax_per_node():
 def test_genotype_from_hand_set_parameters():
     """Top-2 inputs by e_ij * max_{o != none} w_ijo, argmax op other than none."""
     architect = Architect(primitives=DARTS_OPS, nodes=2, multiplier=2, edge_weights="softmax",
-                          space="darts")
+                          edge_selection="pcdarts", space="darts")
     index = {name: i for i, name in enumerate(DARTS_OPS)}
 
     def alphas(best):
@@ -106,6 +106,36 @@ def test_genotype_from_hand_set_parameters():
         reduce_concat=(2, 3),
         space="darts")
     genotype.validate()
+
+
+@pytest.mark.parametrize("selection, node_1", [
+    # Node 1's edge weights sigmoid(beta + ln 2) for betas (1, 0, -0.5): .8446, .6667, .5481;
+    # their strongest op weights: softmax([.5, 0 x6])[bin_conv_3x3] = .2156, softmax([5, 0 x6])
+    # = .9611, softmax([4, 0 x6]) = .9010.
+    # EBNAS keeps the two largest edge weights: inputs 0 and 1.
+    ("ebnas", (("bin_conv_3x3", 0), ("bin_conv_5x5", 1))),
+    # PC-DARTS ranks the products .1821, .6407, .4938: inputs 1 and 2.
+    ("pcdarts", (("bin_conv_5x5", 1), ("avg_pool_3x3", 2))),
+])
+def test_edge_selection_from_hand_set_parameters(selection, node_1):
+    architect = Architect(primitives=BINARY_OPS, nodes=2, multiplier=2, edge_weights="sigmoid",
+                          edge_selection=selection)
+    index = {name: i for i, name in enumerate(BINARY_OPS)}
+    alphas = np.zeros((5, len(BINARY_OPS)), np.float32)
+    alphas[0, index["max_pool_3x3"]] = 1.0  # node 0 keeps both inputs (edge weights fixed 1)
+    alphas[1, index["skip_connect"]] = 1.0
+    alphas[2, index["bin_conv_3x3"]] = 0.5
+    alphas[3, index["bin_conv_5x5"]] = 5.0
+    alphas[4, index["avg_pool_3x3"]] = 4.0
+    architect.alphas_normal.assign(alphas)
+    architect.betas_normal.assign([1.0, 0.0, -0.5])
+    for variable in (architect.alphas_reduce, architect.betas_reduce):
+        variable.assign(tf.zeros_like(variable))
+    # All-zero parameters: the first op and, on equal weights, the first inputs.
+    assert architect.genotype() == Genotype(
+        normal=(("max_pool_3x3", 0), ("skip_connect", 1), *node_1), normal_concat=(2, 3),
+        reduce=(("skip_connect", 0), ("skip_connect", 1)) * 2, reduce_concat=(2, 3),
+        space="binary")
 
 
 def test_regularizers_and_ramp():
@@ -264,21 +294,6 @@ def test_nan_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
             assert np.isfinite(reader.get_tensor(name)).all(), name
 
 
-def test_stop_rules():
-    from ubnas_tf.search.run import _stop_rule
-
-    config = tiny_config("early_stop.patience=2", "early_stop.max_skip=2")
-    genotype = Genotype(normal=(("skip_connect", 0), ("skip_connect", 1), ("max_pool_3x3", 0),
-                                ("bin_conv_3x3", 2)), normal_concat=(2, 3),
-                        reduce=(("skip_connect", 0), ("skip_connect", 1), ("max_pool_3x3", 0),
-                                ("bin_conv_3x3", 2)), reduce_concat=(2, 3), space="binary")
-    assert _stop_rule(config, genotype, 0, after_warmup=False) is None
-    assert _stop_rule(config, genotype, 0, after_warmup=True).startswith("darts_plus")
-    other = Genotype(genotype.normal[2:] * 2, (2, 3), genotype.reduce, (2, 3), "binary")
-    assert _stop_rule(config, other, 1, after_warmup=True) is None
-    assert _stop_rule(config, other, 2, after_warmup=True).startswith("patience")
-
-
 # -- tools/search.py ------------------------------------------------------------------------
 def _command(output_dir, *overrides, dataset="demo"):
     sets = [arg for item in [*TINY, *overrides] for arg in ("--set", item)]
@@ -313,7 +328,10 @@ def test_cli_writes_every_output(reference_run):
     assert [r["epoch"] for r in log] == [1, 2, 3]
     assert log[0]["arch_loss"] is None and log[1]["arch_loss"] is not None  # warm-up first
     assert log[-1]["alphas_normal"] != log[0]["alphas_normal"]
-    assert log[-1]["genotype"] == genotype.to_dict()
+    # The last epoch's genotype, or the earlier one an early-stop rule returned.
+    summary = json.loads((output_dir / "summary.json").read_text())
+    assert log[summary["genotype_epoch"] - 1]["genotype"] == genotype.to_dict()
+    assert summary["genotype"] == genotype.to_dict()
     for key in ("train_loss", "train_acc", "arch_acc", "alphas_normal", "betas_reduce",
                 "op_weights_normal", "edge_weights_reduce", "genotype", "seconds"):
         assert key in log[-1]
@@ -346,13 +364,54 @@ def test_cli_refuses_an_output_dir_of_another_run(tmp_path):
     config_lib.save(tiny_config("channels=16"), tmp_path / "config.yaml")
     (tmp_path / "checkpoints" / "checkpoint").write_text("model_checkpoint_path: 'ckpt-1'\n")
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    result = _run(_command(tmp_path, "epochs=1"))
+    result = _run(_command(tmp_path, "epochs=2"))
     assert result.returncode == 2
     assert len(_error_lines(result)) == 1
     message = _error_lines(result)[0]
     assert "channels" in message and "--output_dir" in message
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before  # nothing written, nothing overwritten
+
+
+def _contents(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_cli_refusals_write_nothing_and_the_corrected_command_runs(tmp_path):
+    """Issue 18: a refused search (a batch larger than the data, an architecture that would
+    never be searched) exits 2 with one line and leaves its folder as it was, so the corrected
+    command is not taken for "a search with a different config". And a one-epoch search with
+    the default warm-up share searches the architecture in that epoch."""
+    output_dir = tmp_path / "run"
+    for overrides, words in ((["batch_size=4096"], "batch_size 4096"),
+                             (["epochs=1", "warmup_epochs=25"], "never be searched"),
+                             (["partial_channels.min_per_op=4"], "partial_channels.normal")):
+        result = _run(_command(output_dir, "epochs=2", *overrides))
+        assert result.returncode == 2, (overrides, result.stderr[-2000:])
+        lines = _error_lines(result)
+        assert len(lines) == 1 and words in lines[0], (overrides, lines)
+        assert result.stderr.strip().splitlines()[-1] == lines[0]
+        assert not output_dir.exists(), overrides
+    output_dir.mkdir()
+    (output_dir / "notes.txt").write_text("mine")
+    before = _contents(output_dir)
+    result = _run(_command(output_dir, "epochs=2", "batch_size=4096"))
+    assert result.returncode == 2 and _contents(output_dir) == before
+    result = _run(_command(output_dir, "epochs=1", "warmup_epochs=null"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    log = _log(output_dir)
+    assert [(r["epoch"], r["arch_updates"]) for r in log] == [(1, True)]
+    assert log[0]["alphas_normal"] != _log_initial_alphas(output_dir)
+    summary = json.loads((output_dir / "summary.json").read_text())
+    assert summary["channels_per_op"] == {"normal": [2], "reduce": [8, 16]}
+
+
+def _log_initial_alphas(output_dir):
+    """The alphas the tiny search starts from (the architect's seeded init, seed 0)."""
+    from ubnas_tf.search.architect import _exact
+
+    return _exact(Architect(primitives=BINARY_OPS, nodes=2, multiplier=2, seed=0).alphas_normal)
 
 
 @pytest.mark.slow

@@ -13,7 +13,8 @@ from ubnas_tf.data.idx import write_idx
 
 TINY = ["cells=5", "channels=8", "nodes=2", "multiplier=2", "stem_multiplier=1",
         "batch_size=8", "epochs=1", "partial_channels.normal=4", "partial_channels.reduce=2",
-        "warmup_epochs=0", "early_stop.patience=null", "data.input_size=16"]
+        "warmup_epochs=0", "early_stop.patience=null", "data.input_size=16",
+        "partial_channels.min_per_op=2"]
 
 
 def _search(tool, dataset, output_dir, *overrides):

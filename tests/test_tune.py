@@ -29,13 +29,14 @@ TINY = {
     "search": {"epochs": 1, "batch_size": 32, "cells": 5, "channels": 4, "nodes": 2,
                "multiplier": 2, "stem_multiplier": 1, "warmup_epochs": 0,
                "primitives": ["skip_connect", "max_pool_3x3", "bin_conv_3x3"],
-               "regularizers": {"ramp_epochs": 1}, "early_stop": {"patience": None}},
+               "regularizers": {"ramp_epochs": 1}, "early_stop": {"patience": None},
+               "partial_channels": {"min_per_op": 1}},
     "train": {"epochs": 1, "batch_size": 32, "cells": 5, "channels": 4,
               "auxiliary": {"enabled": False}, "drop_path": 0.0, "tensorboard": False,
               "saved_model": False, "eval_every_epoch": False},
     "hyperparameters": {"search": {"partial_channels": {"normal": {"values": [1, 2, 4]},
                                                         "reduce": {"values": [2, 4]}},
-                                   "warmup_epochs": {"values": [0]},
+                                   "warmup": {"values": [0.0]},
                                    "module": {"values": ["ebnas_search", "bireal"]}}},
 }
 
@@ -65,8 +66,8 @@ def test_default_config_tunes_the_issue_keys():
     config = load_config()
     space = TuningSpace(config)
     assert [t.name for t in space.tuned] == [
-        "search.partial_channels.normal", "search.partial_channels.reduce",
-        "search.arch_optimizer.lr", "search.warmup_epochs", "search.module",
+        "search.partial_channels.per_op.normal", "search.partial_channels.per_op.reduce",
+        "search.arch_optimizer.lr", "search.warmup", "search.module",
         "train.optimizer.lr"]
     assert config["search"] == config_lib.load("search")  # the fixed part: the search defaults
     assert config["train"]["saved_model"] is False and config["train"]["epochs"] == 600
@@ -74,28 +75,28 @@ def test_default_config_tunes_the_issue_keys():
     assert (lr.minimum, lr.maximum, lr.sampling, lr.integer) == (0.0003, 0.01, "log", False)
     hp = space.hyperparameters()
     assert hp.get("search.module") == "ebnas_search"
-    configs = space.configs({"search.partial_channels.normal": 2, "search.module": "bireal",
-                             "train.optimizer.lr": 0.002})
-    assert configs["search"]["partial_channels"] == {"normal": 2, "reduce": 4}
+    configs = space.configs({"search.partial_channels.per_op.normal": 8,
+                             "search.module": "bireal", "train.optimizer.lr": 0.002})
+    assert configs["search"]["partial_channels"]["per_op"] == {"normal": 8, "reduce": 8}
     assert configs["search"]["module"] == "bireal"
     assert configs["train"]["optimizer"]["lr"] == 0.002
 
 
 def test_config_layers_files_and_overrides(tiny_file):
     config = load_config([tiny_file], [
-        "search.epochs=3", "search.cells=5",  # two overrides of one section both apply
-        "hyperparameters.search.warmup_epochs.min=1",  # a range replaces the choice
-        "hyperparameters.search.warmup_epochs.max=2",
+        "search.epochs=3", "search.cells=6",  # two overrides of one section both apply
+        "hyperparameters.search.epochs.min=1",  # a range (of an integer key)
+        "hyperparameters.search.epochs.max=2",
         "hyperparameters.search.module=null",  # not tuned any more
         "hyperparameters.train.optimizer.lr.values=[0.001, 0.005]",
         "hyperparameters.search.weights_optimizer.lr.values=[0.001, 0.002]",  # any search key
     ])
-    assert (config["search"]["epochs"], config["search"]["cells"]) == (3, 4)
+    assert (config["search"]["epochs"], config["search"]["cells"]) == (3, 6)
     space = TuningSpace(config)
     names = {t.name: t for t in space.tuned}
     assert "search.module" not in names and "search.weights_optimizer.lr" in names
-    warmup = names["search.warmup_epochs"]
-    assert (warmup.values, warmup.minimum, warmup.maximum, warmup.integer) == (None, 1, 2, True)
+    epochs = names["search.epochs"]
+    assert (epochs.values, epochs.minimum, epochs.maximum, epochs.integer) == (None, 1, 2, True)
     assert names["train.optimizer.lr"].values == [0.001, 0.005]
     # module mappings (the retraining's `module` takes them) cannot be keras-tuner choices:
     # they travel as JSON
@@ -118,9 +119,9 @@ def test_config_layers_files_and_overrides(tiny_file):
     ("hyperparameters.search.epochs.values=[2, two]", "needs an int"),
     ("hyperparameters.search.arch_optimizer.lr.min=0.1", "min < max"),
     ("hyperparameters.search.arch_optimizer.lr.sampling=cubic", "sampling' must be one of"),
-    ("hyperparameters.search.warmup_epochs={min: 0.5, max: 2}", "is an integer"),
-    ("hyperparameters.search.warmup_epochs.min=1", "needs numbers min and max"),
-    ("hyperparameters.search.warmup_epochs={values: [1], max: 2}", "either values or a min/max"),
+    ("hyperparameters.search.epochs={min: 0.5, max: 2}", "is an integer"),
+    ("hyperparameters.search.warmup.min=0.1", "needs numbers min and max"),
+    ("hyperparameters.search.warmup={values: [0.1], max: 0.2}", "either values or a min/max"),
     ("search.bogus=1", "unknown config key 'search.bogus'"),
     ("train.optimizer.lr=fast", "'train.optimizer.lr' needs a float"),
     ("algorithm=hyperband", "'algorithm' must be one of random, bayesian, grid"),
@@ -172,8 +173,8 @@ def test_tune_end_to_end_then_resume_with_more_trials(tool, tiny_file, tmp_path)
     assert best["objective"] == "val_top1" and 0 <= best["score"] <= 1
     assert pathlib.Path(best["genotype"]).is_file()
     assert set(best["hyperparameters"]) == {
-        "search.partial_channels.normal", "search.partial_channels.reduce",
-        "search.arch_optimizer.lr", "search.warmup_epochs", "search.module",
+        "search.partial_channels.per_op.normal", "search.partial_channels.per_op.reduce",
+        "search.arch_optimizer.lr", "search.warmup", "search.module",
         "train.optimizer.lr"}
     trial = pathlib.Path(best["genotype"]).parent.parent
     searched = yaml.safe_load((trial / "search" / "config.yaml").read_text())

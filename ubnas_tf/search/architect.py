@@ -22,8 +22,12 @@ The path term pushes each edge's op weights towards one-hot, the edge term pushe
 edge weights apart while keeping their sum near 2 (two inputs kept per node). In the softmax
 form the sum term is constant (the weights sum to 1) and only the spread acts.
 
-Genotype: per node the two incoming edges with the largest e_ij * max_{o != none} w_ijo, and on
-each the argmax op other than `none` (DARTS/PC-DARTS `_parse`).
+Genotype (`edge_selection`), per node two incoming edges, on each the argmax op other than
+`none`; the edges are
+
+- `ebnas` (sscckk/EBNAS): the two with the largest edge weight e_ij (node 0 keeps both of its
+  inputs; with sigmoid weights the offsets of a node are equal, so this ranks by beta);
+- `pcdarts` (PC-DARTS/DARTS `_parse`): the two with the largest e_ij * max_{o != none} w_ijo.
 """
 from __future__ import annotations
 
@@ -34,11 +38,13 @@ import tensorflow as tf
 
 from ubnas_tf.errors import UserError
 from ubnas_tf.search_space.genotype import Genotype
+from ubnas_tf.search.schedule import ramp_value as ramp
 from ubnas_tf.search.supernet import ArchWeights, edge_count
 
-__all__ = ["Architect", "EDGE_WEIGHT_FORMS", "sigmoid_offsets", "ramp"]
+__all__ = ["Architect", "EDGE_WEIGHT_FORMS", "EDGE_SELECTIONS", "sigmoid_offsets", "ramp"]
 
 EDGE_WEIGHT_FORMS = ("sigmoid", "softmax")
+EDGE_SELECTIONS = ("ebnas", "pcdarts")
 CELL_TYPES = ("normal", "reduce")
 
 
@@ -47,13 +53,6 @@ def sigmoid_offsets(nodes: int) -> np.ndarray:
     return np.concatenate([
         np.full(node + 2, math.log(2.0 / node), dtype=np.float32) for node in range(1, nodes)
     ]) if nodes > 1 else np.zeros([0], np.float32)
-
-
-def ramp(epoch: int, ramp_epochs: int) -> float:
-    """EBNAS's linear ramp r(e) = e / R of the regularizers, capped at 1 (R <= 0: always 1)."""
-    if ramp_epochs <= 0:
-        return 1.0
-    return min(1.0, max(0.0, epoch / ramp_epochs))
 
 
 def _rounded(values) -> list:
@@ -75,28 +74,34 @@ class Architect(tf.Module):
         nodes: intermediate nodes per cell.
         multiplier: nodes concatenated into the cell output (the last ones).
         edge_weights: 'sigmoid' (EBNAS) or 'softmax' (PC-DARTS).
+        edge_selection: 'ebnas' or 'pcdarts': how the genotype picks a node's two inputs.
         path_strength, edge_strength: factors of the two regularizers (0 disables one).
-        ramp_epochs: R of the linear ramp r(e) = min(1, e / R).
+        ramp_epochs: R of the linear ramp r(e) = min(1, e / R) (search/schedule.py).
         space: name of the search space (written into the genotype).
         seed: seeds the 1e-3 * N(0, 1) initialisation (DARTS).
         budget: an `ops_budget.BudgetPenalty` (OPs-aware search) or None.
     """
 
     def __init__(self, *, primitives, nodes: int, multiplier: int, edge_weights: str = "sigmoid",
-                 path_strength: float = 0.0, edge_strength: float = 0.0, ramp_epochs: int = 0,
+                 edge_selection: str = "ebnas", path_strength: float = 0.0,
+                 edge_strength: float = 0.0, ramp_epochs: float = 0,
                  space: str = "binary", seed: int = 0, init_scale: float = 1e-3,
                  budget=None, name: str = "architect"):
         super().__init__(name=name)
         if edge_weights not in EDGE_WEIGHT_FORMS:
             raise UserError(f"edge_weights={edge_weights!r} is not valid: use one of "
                             f"{', '.join(EDGE_WEIGHT_FORMS)}")
+        if edge_selection not in EDGE_SELECTIONS:
+            raise UserError(f"edge_selection={edge_selection!r} is not valid: use one of "
+                            f"{', '.join(EDGE_SELECTIONS)}")
+        self.edge_selection = edge_selection
         self.primitives = tuple(primitives)
         self.nodes = int(nodes)
         self.multiplier = int(multiplier)
         self.edge_form = edge_weights
         self.path_strength = float(path_strength)
         self.edge_strength = float(edge_strength)
-        self.ramp_epochs = int(ramp_epochs)
+        self.ramp_epochs = float(ramp_epochs)
         self.space = space
         self.budget = budget
         self.edges = edge_count(self.nodes)
@@ -188,10 +193,11 @@ class Architect(tf.Module):
         }
 
     def derive_cell(self, op_weights: np.ndarray, edge_weights: np.ndarray) -> tuple:
-        """DARTS's `_parse` with edge weights: two strongest inputs per node, best op each."""
+        """Two inputs per node (`edge_selection`), the argmax op other than `none` on each."""
         op_weights = np.where(self._not_none[None, :], op_weights, -np.inf)
         best_ops = op_weights.argmax(axis=1)
-        strength = edge_weights * op_weights.max(axis=1)
+        strength = (edge_weights if self.edge_selection == "ebnas"
+                    else edge_weights * op_weights.max(axis=1))
         genes = []
         for start, end in self.node_slices():
             # Stable sort: on a tie the earlier input wins, the same on every run.

@@ -11,15 +11,21 @@ import pathlib
 import yaml
 
 from ubnas_tf import config as config_lib
-from ubnas_tf.search.architect import EDGE_WEIGHT_FORMS
+from ubnas_tf.search.architect import EDGE_SELECTIONS, EDGE_WEIGHT_FORMS
 from ubnas_tf.errors import UserError
+from ubnas_tf.search.channels import check_channels_per_op, resolve_partial
+from ubnas_tf.search.early_stop import check_early_stop
+from ubnas_tf.search.schedule import check_schedule, comparable_schedule
 from ubnas_tf.search.supernet import GRAPH_MODES, SupernetConfig
 from ubnas_tf.search_space import reduction_cells
 
-__all__ = ["check_config", "supernet_config", "check_output_dir", "RESUMABLE_KEYS"]
+__all__ = ["check_config", "supernet_config", "check_output_dir", "comparable",
+           "RESUMABLE_KEYS"]
 
-# Keys that may differ when a run is resumed: a longer or shorter budget, the same search.
-RESUMABLE_KEYS = ("epochs",)
+# Keys that may differ when a run is resumed: a longer or shorter budget, the same search
+# (warm-up and ramp, as shares, scale with it), and the channel minimum, a check that does not
+# change a search whose K it accepts.
+RESUMABLE_KEYS = ("epochs", "partial_channels.min_per_op")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -38,16 +44,15 @@ def check_config(config: dict) -> None:
     _require(config["multiplier"] <= config["nodes"],
              f"config key 'multiplier' ({config['multiplier']}) must be <= nodes "
              f"({config['nodes']})")
-    _require(config["warmup_epochs"] >= 0, "config key 'warmup_epochs' must be >= 0")
     _require(config["order"] in ("first", "second"),
              f"config key 'order' must be 'first' or 'second', got {config['order']!r}")
     _require(config["edge_weights"] in EDGE_WEIGHT_FORMS,
              f"config key 'edge_weights' must be one of {', '.join(EDGE_WEIGHT_FORMS)}, "
              f"got {config['edge_weights']!r}")
-    for cell_type in ("normal", "reduce"):
-        value = config["partial_channels"][cell_type]
-        _require(isinstance(value, int) and value >= 1,
-                 f"config key 'partial_channels.{cell_type}' must be an integer >= 1")
+    _require(config["edge_selection"] in EDGE_SELECTIONS,
+             f"config key 'edge_selection' must be one of {', '.join(EDGE_SELECTIONS)}, "
+             f"got {config['edge_selection']!r}")
+    check_channels_per_op(config)
     for name in ("weights_optimizer", "arch_optimizer"):
         options = config[name]
         _require(options["lr"] > 0, f"config key '{name}.lr' must be > 0")
@@ -60,12 +65,8 @@ def check_config(config: dict) -> None:
     regularizers = config["regularizers"]
     for key in ("path", "edge"):
         _require(regularizers[key] >= 0, f"config key 'regularizers.{key}' must be >= 0")
-    _require(regularizers["ramp_epochs"] >= 0, "config key 'regularizers.ramp_epochs' must be "
-                                               ">= 0")
-    stop = config["early_stop"]
-    for key in ("patience", "max_skip"):
-        _require(stop[key] is None or (isinstance(stop[key], int) and stop[key] >= 1),
-                 f"config key 'early_stop.{key}' must be null or an integer >= 1")
+    check_schedule(config)
+    check_early_stop(config)
     _require(0 < config["data"]["portion"] < 1, "config key 'data.portion' must be in (0, 1)")
     _require(config["supernet_graph"] in GRAPH_MODES,
              f"config key 'supernet_graph' must be one of {', '.join(GRAPH_MODES)}, "
@@ -81,6 +82,7 @@ def check_config(config: dict) -> None:
 
 def supernet_config(config: dict, info) -> SupernetConfig:
     """The supernet of a search config, with classes and input shape from the dataset."""
+    partial = resolve_partial(config)
     return SupernetConfig(
         num_classes=info.num_classes,
         input_shape=tuple(info.input_shape),
@@ -92,10 +94,35 @@ def supernet_config(config: dict, info) -> SupernetConfig:
         space=config["space"],
         primitives=tuple(config["primitives"]) if config["primitives"] else None,
         module=config["module"],
-        partial_normal=config["partial_channels"]["normal"],
-        partial_reduce=config["partial_channels"]["reduce"],
+        partial_normal=partial["normal"],
+        partial_reduce=partial["reduce"],
         graph=config["supernet_graph"],
     )
+
+
+# What a run saved before warm-up shares, edge selection and the new stop rules existed
+# (its config.yaml has no `warmup`) did: PC-DARTS's derivation, no collapse, ranking or Hessian
+# rule. `with_defaults` would fill today's defaults, which that run did not have.
+_BEFORE_SHARES = {"edge_selection": "pcdarts",
+                  "early_stop": {"max_parameter_free": {"normal": None, "reduce": None},
+                                 "ranking_patience": None, "hessian": {"growth": None}}}
+
+
+def saved_config(previous: dict) -> dict:
+    """A run folder's config.yaml with every key of today's schema, at the value that means
+    what that run did (`with_defaults`, after `_BEFORE_SHARES` for runs saved before it)."""
+    if "warmup" not in previous:
+        previous = config_lib.merge(config_lib.with_defaults("search", previous), _BEFORE_SHARES)
+    return config_lib.with_defaults("search", previous)
+
+
+def comparable(config: dict) -> dict:
+    """A config in the form two runs are compared in: K resolved (null and the K it resolves to
+    are the same search), `per_op` then moot, the schedule as shares (search/schedule.py)."""
+    config = comparable_schedule(config)
+    config["partial_channels"] = {**config["partial_channels"], **resolve_partial(config),
+                                  "per_op": None}
+    return config
 
 
 def check_output_dir(output_dir: pathlib.Path, config: dict, run: dict) -> bool:
@@ -112,7 +139,7 @@ def check_output_dir(output_dir: pathlib.Path, config: dict, run: dict) -> bool:
     except yaml.YAMLError:
         raise UserError(f"{config_path} is not valid YAML: pass a new --output_dir "
                         "(nothing was overwritten)") from None
-    differences = config_lib.same_run(config_lib.with_defaults("search", previous), config,
+    differences = config_lib.same_run(comparable(saved_config(previous)), comparable(config),
                                       ignore=RESUMABLE_KEYS)
     if differences:
         shown = ", ".join(differences[:6]) + (" ..." if len(differences) > 6 else "")

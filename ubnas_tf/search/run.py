@@ -4,26 +4,26 @@
     result = search.run_search(config.load("search"), dataset="demo", output_dir="/tmp/s1")
 
 Per epoch: `steps_per_epoch` iterations of (architecture step on the architecture half, after
-`warmup_epochs`) + (weight step on the weight half), as EBNAS's train_search.py; then the
-genotype is derived, logged, and a checkpoint saved. The search stops early (UBNAS's cost
-saver) when, after warm-up:
+the warm-up, search/schedule.py) + (weight step on the weight half), as EBNAS's
+train_search.py; then the genotype is derived, the early-stopping rules consulted
+(search/early_stop.py), the epoch logged (search/search_log.py) and a checkpoint saved.
 
-- `early_stop.patience`: the derived genotype has not changed for that many epochs, or
-- `early_stop.max_skip` (DARTS+, Liang et al. 2019): the normal cell holds at least that many
-  skip connections.
+Everything a run could refuse (config ranges, channels per op, an architecture that would never
+be searched, batch size against the data, the output folder) is checked before anything is
+written, so a refused command leaves the folder as it was and the corrected one runs.
 
 Outputs in `output_dir` (shared/INTERFACES.md): genotype.json, genotype.png, search_log.jsonl
 (one line per epoch), config.yaml (resolved), run.json (dataset), summary.json, tensorboard/,
 checkpoints/, written by the chief worker only (`ubnas_tf.distribute`; the config's
 batch_size is the global batch, split across replicas). Running the same command again resumes
 from the last checkpoint, which holds the weights, the architecture, both optimizers, the
-epoch, the early-stopping state and the architecture half's iterator (the weight half is
-skipped forward to the epoch), so a resumed run ends with the genotype of an uninterrupted one.
+epoch and the architecture half's iterator (the weight half is skipped forward to the epoch);
+the early-stopping rules read the log, truncated to the checkpoint's epochs, so a resumed run
+ends with the genotype of an uninterrupted one.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import pathlib
 import sys
@@ -33,20 +33,24 @@ import numpy as np
 import tensorflow as tf
 
 from ubnas_tf import config as config_lib
-from ubnas_tf.search.architect import Architect
+from ubnas_tf.search.build import build_search_steps
 from ubnas_tf.distribute import ChiefCheckpointManager, is_chief, make_strategy, summary_writer
 from ubnas_tf.errors import UserError
+from ubnas_tf.search_space import get_space
 from ubnas_tf.search_space.genotype import Genotype
-from ubnas_tf.io_utils import append_jsonl, atomic_write_json, atomic_write_text
+from ubnas_tf.io_utils import append_jsonl, atomic_write_json
+from ubnas_tf.search.channels import per_op_channels
+from ubnas_tf.search.early_stop import Decision, EarlyStopping, parameter_free_shares
+from ubnas_tf.search.hessian import AlphaHessian
 from ubnas_tf.search.ops_budget import budget_from_config
 from ubnas_tf.search.runtime_memory import limit_malloc_arenas
 from ubnas_tf.search.config import check_config, check_output_dir, supernet_config
-from ubnas_tf.search.steps import FusedAdam, SearchSteps
-from ubnas_tf.search.supernet import Supernet
+from ubnas_tf.search.schedule import ramp_end, ramp_value, warmup_epochs
+from ubnas_tf.search.search_log import (LOG_NAME, build_summary, epoch_line, print_summary,
+                                        read_log, truncate_log)
 
-__all__ = ["run_search", "build_search_steps", "SearchResult", "SearchDiverged", "make_strategy"]
-
-LOG_NAME = "search_log.jsonl"
+__all__ = ["run_search", "build_search_steps", "SearchResult", "SearchDiverged", "make_strategy",
+           "LOG_NAME"]
 
 
 class SearchDiverged(RuntimeError):
@@ -62,46 +66,7 @@ class SearchResult:
     epochs_saved: int
     seconds: float
     output_dir: pathlib.Path
-
-
-def _read_log(path: pathlib.Path) -> list:
-    """The log's whole lines (a line cut by a kill is dropped)."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def _truncate_log(path: pathlib.Path, completed_epochs: int) -> list:
-    """Keep the log lines of the epochs the checkpoint holds (a kill between the log line and
-    the checkpoint leaves one line too many; the resumed run writes it again)."""
-    records = [r for r in _read_log(path) if r.get("epoch", 0) <= completed_epochs]
-    if path.is_file():
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
-    return records
-
-
-# -- the search -----------------------------------------------------------------------------
-def _count_skips(genotype: Genotype) -> int:
-    return sum(1 for op, _ in genotype.normal if op == "skip_connect")
-
-
-def _stop_rule(config: dict, genotype: Genotype, stable_epochs: int, after_warmup: bool):
-    if not after_warmup:
-        return None
-    stop = config["early_stop"]
-    if stop["max_skip"] and _count_skips(genotype) >= stop["max_skip"]:
-        return (f"darts_plus: {_count_skips(genotype)} skip connections in the normal cell "
-                f"(max_skip {stop['max_skip']})")
-    if stop["patience"] and stable_epochs >= stop["patience"]:
-        return (f"patience: genotype unchanged for {stable_epochs} epochs "
-                f"(patience {stop['patience']})")
-    return None
+    genotype_epoch: int = 0  # the epoch whose genotype was returned (a rule may roll back)
 
 
 def _progress_bar(steps: int):
@@ -120,41 +85,18 @@ def _per_replica(strategy: tf.distribute.Strategy, batch):
         lambda context: tuple(part[context.replica_id_in_sync_group] for part in parts))
 
 
-def build_search_steps(config: dict, info, strategy=None, budget=None) -> SearchSteps:
-    """The supernet, architect and both optimizers of a search config, built in `strategy`'s
-    scope, as the compiled `SearchSteps` that train them (`info`: the data's `input_shape` and
-    `num_classes`; `budget`: an `ops_budget.BudgetPenalty` or None)."""
-    strategy = strategy or tf.distribute.get_strategy()
-    net_config = supernet_config(config, info)
-    weights_options, arch_options = config["weights_optimizer"], config["arch_optimizer"]
-    with strategy.scope():
-        architect = Architect(
-            primitives=net_config.primitives, nodes=config["nodes"],
-            multiplier=config["multiplier"], edge_weights=config["edge_weights"],
-            path_strength=config["regularizers"]["path"],
-            edge_strength=config["regularizers"]["edge"],
-            ramp_epochs=config["regularizers"]["ramp_epochs"], space=config["space"],
-            seed=config["seed"], budget=budget)
-        supernet = Supernet(net_config, name="supernet")
-        supernet.build_variables(architect.arch_weights())
-        weight_optimizer = FusedAdam(
-            supernet.trainable_variables, learning_rate=weights_options["lr"],
-            beta_1=weights_options["beta_1"], beta_2=weights_options["beta_2"],
-            weight_decay=weights_options["weight_decay"],
-            clip_norm=weights_options["grad_clip"], name="weight_optimizer")
-        arch_optimizer = FusedAdam(
-            architect.parameters, learning_rate=arch_options["lr"],
-            beta_1=arch_options["beta_1"], beta_2=arch_options["beta_2"],
-            weight_decay=arch_options["weight_decay"], name="arch_optimizer")
-    return SearchSteps(supernet, architect, weight_optimizer, arch_optimizer, strategy,
-                       order=config["order"], jit_compile=config["xla"],
-                       recompute=config["low_memory"])
+def _decision_of(record: dict) -> Decision | None:
+    """The early stop a logged epoch recorded (a resumed, already stopped run)."""
+    if not record.get("stop_rule"):
+        return None
+    return Decision(record["stop_rule"], record.get("stop_reason") or record["stop_rule"],
+                    record.get("genotype_epoch") or record["epoch"])
 
 
 class _Search:
     """One search run: the objects it trains, its checkpoint, and the loop over epochs."""
 
-    def __init__(self, config: dict, data, strategy, output_dir: pathlib.Path, print_fn,
+    def __init__(self, config: dict, data, splits, strategy, output_dir: pathlib.Path, print_fn,
                  budget=None):
         self.config, self.strategy, self.output_dir = config, strategy, output_dir
         self.chief = is_chief(strategy)  # the one worker that writes into output_dir
@@ -162,15 +104,24 @@ class _Search:
         self.print = print_fn
         self.info = data.info
         self.batch_size = config["batch_size"]
-        portion = config["data"]["portion"]
-        self.sizes = data.search_split_sizes(portion)
-        self.weight_data, arch_data = data.search_splits(self.batch_size, portion=portion,
-                                                         seed=config["seed"])
+        self.sizes = data.search_split_sizes(config["data"]["portion"])
+        self.weight_data, arch_data = splits
         self.steps_per_epoch = self.sizes[0] // self.batch_size
+        self.warmup = warmup_epochs(config)
         self.steps = build_search_steps(config, self.info, strategy, budget=budget)
         self.architect, self.supernet = self.steps.architect, self.steps.supernet
         self.weight_optimizer = self.steps.weight_optimizer
         self.arch_optimizer = self.steps.arch_optimizer
+        space = get_space(config["space"])
+        self.early_stop = EarlyStopping(config, self.architect.primitives, space.parameter_free,
+                                        searched_epochs=config["epochs"] - self.warmup)
+        self.hessian = None
+        if self.early_stop.wants_eigenvalue:
+            # Its own iterator: the first batches of the architecture half, the same every
+            # epoch and after a resume, and the search's iterators are not moved.
+            batches = list(arch_data.take(config["early_stop"]["hessian"]["batches"]))
+            self.hessian = AlphaHessian(self.supernet, self.architect, batches,
+                                        iterations=config["early_stop"]["hessian"]["iterations"])
         # The architecture half repeats inside its pipeline, and its iterator's state (shuffle
         # and augmentation seeds included) is checkpointed. The weight half is repeated here,
         # and a repetition started after a restore does not get its uninterrupted seeds back
@@ -208,9 +159,9 @@ class _Search:
         with self.writer.as_default():
             tf.summary.text("config", config_lib.to_markdown(self.config), step=completed)
         if self.chief:
-            self.records = _truncate_log(self.log_path, completed)
+            self.records = truncate_log(self.log_path, completed)
         else:
-            self.records = [r for r in _read_log(self.log_path) if r.get("epoch", 0) <= completed]
+            self.records = [r for r in read_log(self.log_path) if r.get("epoch", 0) <= completed]
         return self.records
 
     def train_epoch(self, epoch: int, search_arch: bool, ramp: float) -> np.ndarray:
@@ -252,17 +203,13 @@ class _Search:
             f"search diverged; {where}. Lower weights_optimizer.lr / arch_optimizer.lr and "
             "use a new --output_dir")
 
-    def end_epoch(self, epoch: int, totals, search_arch: bool, ramp: float, previous: Genotype,
-                  started: float):
-        """Derive, log and checkpoint; returns (genotype, stop rule or None)."""
-        config, steps = self.config, self.steps_per_epoch
-        genotype = self.architect.genotype()
-        changed = genotype != previous
-        if search_arch:
-            self.stable.assign(0 if changed else self.stable + 1)
-        rule = _stop_rule(config, genotype, int(self.stable.numpy()), search_arch)
-        examples = steps * self.batch_size
-        record = {
+    def _record(self, epoch, totals, search_arch, ramp, genotype, changed, started) -> dict:
+        steps, examples = self.steps_per_epoch, self.steps_per_epoch * self.batch_size
+        shares = parameter_free_shares(genotype, self.early_stop.parameter_free)
+        eigenvalue = None
+        if search_arch and self.hessian is not None:
+            eigenvalue = float(np.float32(self.hessian.eigenvalue()))
+        return {
             "epoch": epoch + 1,
             "arch_updates": search_arch,
             "train_loss": round(totals[0] / steps, 5),
@@ -273,59 +220,96 @@ class _Search:
             "genotype": genotype.to_dict(),
             "genotype_changed": changed,
             "stable_epochs": int(self.stable.numpy()),
-            "stop_rule": rule,
-            "epochs_saved": config["epochs"] - (epoch + 1) if rule else 0,
+            "parameter_free_normal": round(shares["normal"], 4),
+            "parameter_free_reduce": round(shares["reduce"], 4),
+            "collapsed": self.early_stop.collapsed(genotype),
+            "hessian_eigenvalue": eigenvalue,
             "seconds": round(time.time() - started, 2),
             **self.architect.summary(),
         }
+
+    def end_epoch(self, epoch: int, totals, search_arch: bool, ramp: float, previous: Genotype,
+                  started: float):
+        """Derive, decide, log and checkpoint; returns (genotype, Decision or None)."""
+        genotype = self.architect.genotype()
+        changed = genotype != previous
+        if search_arch:
+            self.stable.assign(0 if changed else self.stable + 1)
+        record = self._record(epoch, totals, search_arch, ramp, genotype, changed, started)
+        decision = self.early_stop.decide(self.records + [record])
+        record.update({
+            "stop_rule": decision.rule if decision else None,
+            "stop_reason": decision.message if decision else None,
+            "genotype_epoch": decision.genotype_epoch if decision else None,
+            "epochs_saved": self.config["epochs"] - (epoch + 1) if decision else 0,
+        })
+        record["seconds"] = round(time.time() - started, 2)
         # Log line first, checkpoint second: a kill in between leaves one line too many,
-        # which `_truncate_log` drops on resume (the epoch is then run and logged again).
+        # which `truncate_log` drops on resume (the epoch is then run and logged again).
         self.records.append(record)
         if self.chief:
             append_jsonl(self.log_path, record)
         with self.writer.as_default():
             for key in ("train_loss", "train_acc", "arch_loss", "arch_acc", "seconds",
-                        "stable_epochs", "ramp"):
+                        "stable_epochs", "ramp", "hessian_eigenvalue", "parameter_free_normal",
+                        "parameter_free_reduce"):
                 if record[key] is not None:
                     tf.summary.scalar(f"search/{key}", record[key], step=epoch + 1)
             tf.summary.text("genotype", f"```\n{genotype.to_json()}```", step=epoch + 1)
         self.writer.flush()
+        if decision:
+            genotype = self.genotype_of(decision)
         if self.chief:
             genotype.save(self.output_dir / "genotype.json")
         self.completed.assign(epoch + 1)
-        if rule:
+        if decision:
             self.stopped.assign(1)
         self.manager.save(checkpoint_number=epoch + 1)
-        self.print(_epoch_line(record))
-        return genotype, rule
+        self.print(epoch_line(record))
+        return genotype, decision
+
+    def genotype_of(self, decision: Decision) -> Genotype:
+        """The genotype a rule returns: that of its epoch (a rule may roll back)."""
+        return Genotype.from_dict(self.records[decision.genotype_epoch - 1]["genotype"])
 
     def run(self) -> tuple:
-        """Epochs from the restored one to the end or an early stop: (genotype, stop rule)."""
+        """Epochs from the restored one to the end or an early stop: (genotype, Decision)."""
         config = self.config
         records = self.restore()
-        epochs, warmup = config["epochs"], config["warmup_epochs"]
+        epochs, warmup = config["epochs"], self.warmup
         start = int(self.completed.numpy())
         genotype = self.architect.genotype()
         if self.stopped.numpy():
-            return genotype, records[-1].get("stop_rule") if records else None
+            decision = _decision_of(records[-1]) if records else None
+            return (self.genotype_of(decision) if decision else genotype), decision
         if start < epochs:
             n_weight, n_arch = self.sizes
+            channels = per_op_channels(config)
             self.print(
                 f"search: {self.info.name} {self.info.input_shape} {self.info.num_classes} "
                 f"classes, {n_weight} weight / {n_arch} architecture images, "
                 f"{self.steps_per_epoch} steps per epoch, epochs {start + 1}..{epochs} "
-                f"(warm-up {warmup}), {self.strategy.num_replicas_in_sync} replica(s)")
+                f"(warm-up {warmup} epochs = {warmup * self.steps_per_epoch} weight steps), "
+                f"channels per op: normal cells {channels['normal']}, reduction cells "
+                f"{channels['reduce']}, {self.strategy.num_replicas_in_sync} replica(s)")
+            if self.early_stop.enabled and self.early_stop.hessian_too_short:
+                hessian = config["early_stop"]["hessian"]
+                self.print(f"early stop: the hessian rule needs {hessian['window']} + "
+                           f"{hessian['lookback']} searched epochs, this run has "
+                           f"{epochs - warmup}: its eigenvalue is not computed")
+        end = ramp_end(config)
         for epoch in range(start, epochs):
             started = time.time()
             search_arch = epoch >= warmup
-            ramp = self.architect.ramp(epoch)
+            ramp = ramp_value(epoch, end)
             self.print(f"epoch {epoch + 1}/{epochs}" + ("" if search_arch else " (warm-up)"))
             totals = self.train_epoch(epoch, search_arch, ramp)
-            genotype, rule = self.end_epoch(epoch, totals, search_arch, ramp, genotype, started)
-            if rule:
-                self.print(f"early stop after epoch {epoch + 1}: {rule}; saved "
+            genotype, decision = self.end_epoch(epoch, totals, search_arch, ramp, genotype,
+                                                started)
+            if decision:
+                self.print(f"early stop after epoch {epoch + 1}: {decision.message}; saved "
                            f"{epochs - epoch - 1} of {epochs} epochs")
-                return genotype, rule
+                return genotype, decision
         return genotype, None
 
 
@@ -358,22 +342,26 @@ def run_search(config: dict, *, dataset: str, output_dir, data_dir=None, manual_
                         max_examples=config["max_examples"], seed=config["seed"],
                         augment=config["data"]["augment"] or None,
                         skip_corrupt=config["data"]["skip_corrupt"])
-    data.search_split_sizes(config["data"]["portion"])  # bad portions fail before any write
+    # Everything the data can refuse (portion, batch size against the halves), the supernet
+    # (K against the cells' channels, primitives, module) and the OPs budget, before any write.
+    splits = data.search_splits(config["batch_size"], portion=config["data"]["portion"],
+                                seed=config["seed"])
+    supernet_config(config, data.info).structure
     budget = budget_from_config(config, data.info)
     if is_chief(strategy):
         output_dir.mkdir(parents=True, exist_ok=True)
         config_lib.save(config, output_dir / "config.yaml")
         atomic_write_json(output_dir / "run.json", run)
-    search = _Search(config, data, strategy, output_dir, print_fn, budget=budget)
+    search = _Search(config, data, splits, strategy, output_dir, print_fn, budget=budget)
     if resuming and not search.manager.latest_checkpoint:
         print_fn(f"{output_dir} holds this run's config but no checkpoint: starting over")
     if on_steps is not None:
         on_steps(search.steps)
-    genotype, stop_rule = search.run()
-    return _finish(search, genotype, stop_rule, started)
+    genotype, decision = search.run()
+    return _finish(search, genotype, decision, started)
 
 
-def _finish(search: _Search, genotype: Genotype, stop_rule, started: float) -> SearchResult:
+def _finish(search: _Search, genotype: Genotype, decision, started: float) -> SearchResult:
     """Final outputs: genotype.json, genotype.png, summary.json, and the printed summary."""
     from ubnas_tf.search_space.visualize import save_genotype_png
 
@@ -384,22 +372,13 @@ def _finish(search: _Search, genotype: Genotype, stop_rule, started: float) -> S
         genotype.save(output_dir / "genotype.json")
         save_genotype_png(genotype, output_dir / "genotype.png",
                           title=f"{search.info.name}: search of {epochs_run} epochs")
-    result = SearchResult(
-        genotype=genotype, epochs_run=epochs_run, epochs_planned=epochs, stop_rule=stop_rule,
-        epochs_saved=max(0, epochs - epochs_run) if stop_rule else 0,
-        seconds=sum(r.get("seconds", 0.0) for r in records), output_dir=output_dir)
-    summary = {
-        "dataset": search.info.name,
-        "epochs_run": result.epochs_run,
-        "epochs_planned": epochs,
-        "stop_rule": stop_rule,
-        "epochs_saved": result.epochs_saved,
-        "search_seconds": round(result.seconds, 1),
-        "this_invocation_seconds": round(time.time() - started, 1),
-        "final": {k: records[-1].get(k) for k in ("train_loss", "train_acc", "arch_loss",
-                                                  "arch_acc")} if records else None,
-        "genotype": genotype.to_dict(),
-    }
+    seconds = sum(r.get("seconds", 0.0) for r in records)
+    summary = build_summary(
+        dataset=search.info.name, records=records, epochs_run=epochs_run,
+        epochs_planned=epochs, decision=decision, genotype=genotype,
+        channels_per_op=per_op_channels(search.config),
+        collapsed=search.early_stop.collapsed(genotype), seconds=seconds,
+        invocation_seconds=time.time() - started)
     budget = search.architect.budget
     if budget is not None:
         ops = budget.cost_model.genotype_ops(genotype)
@@ -407,40 +386,8 @@ def _finish(search: _Search, genotype: Genotype, stop_rule, started: float) -> S
                                  "off_by": round(ops / budget.target - 1.0, 4)}
     if search.chief:
         atomic_write_json(output_dir / "summary.json", summary)
-    _print_summary(summary, output_dir, search.print)
-    return result
-
-
-def _epoch_line(record: dict) -> str:
-    parts = [f"epoch {record['epoch']}: loss {record['train_loss']:.4f} "
-             f"acc {record['train_acc']:.4f}"]
-    if record["arch_loss"] is not None:
-        parts.append(f"arch loss {record['arch_loss']:.4f} acc {record['arch_acc']:.4f}")
-    parts.append(f"{record['seconds']:.1f} s")
-    parts.append("genotype changed" if record["genotype_changed"] else
-                 f"genotype stable for {record['stable_epochs']} epoch(s)")
-    return ", ".join(parts)
-
-
-def _print_summary(summary: dict, output_dir: pathlib.Path, print_fn) -> None:
-    genotype = summary["genotype"]
-    print_fn("search summary")
-    print_fn(f"  epochs run     {summary['epochs_run']} of {summary['epochs_planned']}")
-    if summary["stop_rule"]:
-        print_fn(f"  early stop     {summary['stop_rule']} ({summary['epochs_saved']} epochs "
-                 "saved)")
-    print_fn(f"  search time    {summary['search_seconds']:.1f} s in epochs")
-    if summary["final"]:
-        final = summary["final"]
-        line = f"  last epoch     loss {final['train_loss']} acc {final['train_acc']}"
-        if final["arch_loss"] is not None:
-            line += f", arch loss {final['arch_loss']} acc {final['arch_acc']}"
-        print_fn(line)
-    if "ops_budget" in summary:
-        budget = summary["ops_budget"]
-        print_fn(f"  OPs budget     {budget['genotype_ops']:,} OPs for a target of "
-                 f"{budget['target']:,.0f} ({100 * budget['off_by']:+.1f}%)")
-    print_fn(f"  normal cell    {genotype['normal']}")
-    print_fn(f"  reduction cell {genotype['reduce']}")
-    print_fn(f"  outputs        {output_dir}/genotype.json, genotype.png, {LOG_NAME}, "
-             "tensorboard/, checkpoints/")
+    print_summary(summary, output_dir, search.print)
+    return SearchResult(
+        genotype=genotype, epochs_run=epochs_run, epochs_planned=epochs,
+        stop_rule=decision.rule if decision else None, epochs_saved=summary["epochs_saved"],
+        seconds=seconds, output_dir=output_dir, genotype_epoch=summary["genotype_epoch"])
