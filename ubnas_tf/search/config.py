@@ -14,6 +14,7 @@ from ubnas_tf import config as config_lib
 from ubnas_tf.search.architect import EDGE_WEIGHT_FORMS
 from ubnas_tf.errors import UserError
 from ubnas_tf.search.supernet import GRAPH_MODES, SupernetConfig
+from ubnas_tf.search_space.stems import STEM_KINDS
 
 __all__ = ["check_config", "supernet_config", "check_output_dir", "RESUMABLE_KEYS"]
 
@@ -69,6 +70,8 @@ def check_config(config: dict) -> None:
     _require(config["supernet_graph"] in GRAPH_MODES,
              f"config key 'supernet_graph' must be one of {', '.join(GRAPH_MODES)}, "
              f"got {config['supernet_graph']!r}")
+    _require(config["stem"] in STEM_KINDS,
+             f"config key 'stem' must be one of {', '.join(STEM_KINDS)}, got {config['stem']!r}")
     primitives = config["primitives"]
     _require(primitives is None or (isinstance(primitives, list) and primitives),
              "config key 'primitives' must be null (the space's ops) or a list of op names")
@@ -90,6 +93,7 @@ def supernet_config(config: dict, info) -> SupernetConfig:
         partial_normal=config["partial_channels"]["normal"],
         partial_reduce=config["partial_channels"]["reduce"],
         graph=config["supernet_graph"],
+        stem=config["stem"],
     )
 
 

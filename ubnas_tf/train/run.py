@@ -61,6 +61,7 @@ from ubnas_tf.search_space.genotype import Genotype
 from ubnas_tf.io_utils import append_jsonl, atomic_write_json, atomic_write_text
 from ubnas_tf.network.genotype_network import build_from_config, check_space, set_drop_path_rate
 from ubnas_tf.search_space import ModuleStructure, get_space
+from ubnas_tf.search_space.stems import resolve_stem
 
 __all__ = ["Trainer", "run_training", "evaluate", "evaluate_file", "load_model", "make_optimizer",
            "learning_rate_schedule"]
@@ -496,6 +497,7 @@ def _validate_config(config: dict) -> None:
     smoothing = float(config.get("label_smoothing") or 0.0)
     if not 0.0 <= smoothing < 1.0:
         raise UserError(f"label_smoothing must be in [0, 1), got {smoothing}")
+    resolve_stem(config.get("stem", "auto"), (1, 1))  # a bad stem kind fails before any write
 
 
 def _check_output_dir(out: pathlib.Path, config: dict, run: dict) -> bool:
