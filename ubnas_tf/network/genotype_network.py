@@ -3,7 +3,10 @@
 Liu et al., "DARTS", ICLR 2019 (code quark0/darts, model.py `NetworkCIFAR`), as retrained by
 PC-DARTS, EBNAS and UBNAS:
 
-    stem:  full-precision Conv3x3(stem_multiplier * C) + BN
+    stem:  full-precision Conv3x3(stem_multiplier * C) + BN; for large images (`stem`
+           imagenet/ebnas_imagenet, `auto` from the input size) DARTS's NetworkImageNet stem of
+           three stride-2 convs (ubnas_tf.search_space.stems), whose first cell takes s0 at
+           twice s1's resolution (reduction_prev=True)
     cells: `cells` cells, reductions (stride 2, channels x2) at cells//3 and 2*cells//3
            (`search_space.reduction_cells`: the supernet's rule too, 5 cells or more);
            cell k takes the outputs of cells k-2 and k-1, projects them with the space's
@@ -36,6 +39,7 @@ from ubnas_tf.errors import UserError
 from ubnas_tf.search_space.genotype import Genotype
 from ubnas_tf.search_space import ModuleStructure, SearchSpace, get_space, reduction_cells
 from ubnas_tf.search_space.layers import Identity, register
+from ubnas_tf.search_space.stems import Stem, resolve_stem, stem_channels, stem_stride
 
 __all__ = [
     "AUXILIARY_PREFIX",
@@ -131,6 +135,7 @@ class NetworkSpec:
     module: object = None  # a ModuleStructure, preset name or mapping; None: the space's
     auxiliary: bool = False
     drop_path: float = 0.0
+    stem: str = "auto"
 
     def __post_init__(self):
         for field in ("cells", "channels", "stem_multiplier"):
@@ -140,31 +145,38 @@ class NetworkSpec:
         reduction_cells(self.cells)  # refuses counts that cannot keep DARTS's layout
 
 
-def _check_input(input_shape, num_classes, auxiliary: bool) -> tuple:
+def _check_input(input_shape, num_classes, auxiliary: bool, stride: int = 1) -> tuple:
+    """(H, W, C) of the images, refused when the stem (dividing by `stride`) and the two
+    reductions would leave nothing (or the auxiliary head less than 5x5)."""
     if len(input_shape) != 3 or any(side is None for side in input_shape):
         raise UserError(f"the network needs images of one fixed size (H, W, C), got {input_shape}: "
                         "set data.input_size")
     height, width, channels = (int(side) for side in input_shape)
-    if min(height, width) < 4 or channels < 1:
+    if min(height, width) < 4 * stride or channels < 1:
+        behind = f" behind the stem's stride {stride}" if stride > 1 else ""
         raise UserError(f"images of {height}x{width}x{channels} are too small for the network's "
-                        "two stride-2 reductions: set data.input_size to 8 or more")
-    if auxiliary and min(-(-height // 4), -(-width // 4)) < 5:
-        raise UserError(f"the auxiliary head needs at least 5x5 features after two reductions; "
-                        f"{height}x{width} images give {-(-height // 4)}x{-(-width // 4)}: set "
-                        "auxiliary.enabled=false or data.input_size to 20 or more")
+                        f"two stride-2 reductions{behind}: set data.input_size to {8 * stride} "
+                        "or more")
+    final = -(-height // (4 * stride)), -(-width // (4 * stride))
+    if auxiliary and min(final) < 5:
+        raise UserError(f"the auxiliary head needs at least 5x5 features after the stem and two "
+                        f"reductions; {height}x{width} images give {final[0]}x{final[1]}: set "
+                        f"auxiliary.enabled=false or data.input_size to {20 * stride} or more")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise UserError(f"a classifier needs at least 2 classes, got {num_classes!r}")
     return height, width, channels
 
 
-def _auxiliary_head(x, num_classes):
+def _auxiliary_head(x, num_classes, pool_stride: int = 3):
     """DARTS's AuxiliaryHeadCIFAR: ReLU, AvgPool(5, stride 3), Conv1x1(128)+BN+ReLU,
     Conv(768)+BN+ReLU, Dense. DARTS assumes 8x8 features (pooled to 2x2, then a 2x2 conv); the
     second conv here spans whatever the pooling leaves, so 32x32 inputs give DARTS's head
-    exactly and other sizes still end at 1x1."""
+    exactly and other sizes still end at 1x1. Behind an ImageNet stem the pool has stride 2, as
+    DARTS's AuxiliaryHeadImageNet (7x7 features at 224 pixels, pooled to 2x2)."""
     p = AUXILIARY_PREFIX
     x = tf.keras.layers.ReLU(name=f"{p}_relu0")(x)
-    x = tf.keras.layers.AveragePooling2D(5, strides=3, padding="valid", name=f"{p}_pool")(x)
+    x = tf.keras.layers.AveragePooling2D(5, strides=pool_stride, padding="valid",
+                                         name=f"{p}_pool")(x)
     pooled = (int(x.shape[1]), int(x.shape[2]))
     x = tf.keras.layers.Conv2D(128, 1, use_bias=False, name=f"{p}_conv1")(x)
     x = tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{p}_bn1")(x)
@@ -215,6 +227,7 @@ def build_network(
     module=None,
     auxiliary: bool = False,
     drop_path: float = 0.0,
+    stem: str = "auto",
     name: str = "network",
 ) -> tf.keras.Model:
     """The network of `genotype` as a functional Keras model that outputs logits.
@@ -229,6 +242,9 @@ def build_network(
             space's retraining default).
         auxiliary: add DARTS's auxiliary head; the model then outputs [logits, aux_logits].
         drop_path: final drop-path rate (0 adds no DropPath layer).
+        stem: `cifar`, `imagenet` (DARTS's NetworkImageNet: stride 8, C channels),
+            `ebnas_imagenet` (EBNAS's grouped variant) or `auto` (by input size; see
+            `ubnas_tf.search_space.stems`).
 
     # Raises
         UserError: for a genotype of another space, or data the network cannot take.
@@ -237,22 +253,22 @@ def build_network(
         space = get_space(genotype.space)
     elif isinstance(space, str):
         space = get_space(space)
-    spec = NetworkSpec(cells, channels, stem_multiplier, module, auxiliary, drop_path)
+    spec = NetworkSpec(cells, channels, stem_multiplier, module, auxiliary, drop_path, stem)
+    _check_input(tuple(input_shape), num_classes, False)  # one fixed size, before the stem
+    stem_kind = resolve_stem(spec.stem, input_shape)
     structure = ModuleStructure.from_config(module or space.network_module)
     for field in ("normal", "reduce"):
         for op_name, _ in getattr(genotype, field):
             space.check_op(op_name)
-    _check_input(tuple(input_shape), num_classes, auxiliary)
+    _check_input(tuple(input_shape), num_classes, auxiliary, stem_stride(stem_kind))
 
     inputs = tf.keras.Input(shape=tuple(int(side) for side in input_shape), name="image")
-    stem_channels = spec.stem_multiplier * spec.channels
-    x = tf.keras.layers.Conv2D(stem_channels, 3, padding="same", use_bias=False,
-                               name="stem_conv")(inputs)
-    x = tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="stem_bn")(x)
-
-    s0 = s1 = x
+    s0, s1 = _stem(inputs, stem_kind, stem_channels(stem_kind, spec.channels,
+                                                     spec.stem_multiplier, search=False))
     current = spec.channels
-    reduction_prev = False
+    # After a large stem s0 has twice s1's resolution: the first cell halves it (DARTS's
+    # NetworkImageNet starts with reduction_prev = True).
+    reduction_prev = stem_kind != "cifar"
     reductions = reduction_cells(spec.cells)
     aux_logits = None
     for index in range(spec.cells):
@@ -263,12 +279,22 @@ def build_network(
                            reduction_prev, index, spec.drop_path)
         reduction_prev = reduction
         if auxiliary and index == reductions[1]:
-            aux_logits = _auxiliary_head(s1, num_classes)
+            aux_logits = _auxiliary_head(s1, num_classes, 3 if stem_kind == "cifar" else 2)
 
     x = tf.keras.layers.GlobalAveragePooling2D(name="global_pool")(s1)
     logits = tf.keras.layers.Dense(num_classes, name="classifier")(x)
     outputs = [logits, aux_logits] if auxiliary else logits
     return tf.keras.Model(inputs, outputs, name=name)
+
+
+def _stem(inputs, kind: str, channels: int):
+    """(s0, s1) of the stem of a resolved `kind` (the CIFAR one: flat `stem_conv`/`stem_bn`)."""
+    if kind != "cifar":
+        return Stem(kind, channels, name="stem")(inputs)
+    x = tf.keras.layers.Conv2D(channels, 3, padding="same", use_bias=False,
+                               name="stem_conv")(inputs)
+    x = tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="stem_bn")(x)
+    return x, x
 
 
 def check_space(genotype: Genotype, config_space: str | None, source: str = "genotype") -> None:
@@ -284,7 +310,8 @@ def check_space(genotype: Genotype, config_space: str | None, source: str = "gen
 def build_from_config(genotype: Genotype, info, config: dict, *, space=None,
                       module=None, name: str = "network") -> tf.keras.Model:
     """`build_network` sized by a train config (`cells`, `channels`, `stem_multiplier`,
-    `module`, `auxiliary`, `drop_path`) for the data described by `info` (a DatasetInfo).
+    `module`, `auxiliary`, `drop_path`, `stem`) for the data described by `info` (a
+    DatasetInfo).
 
     `space` and `module` override the config's (the float baseline and two-stage training use
     them); the genotype must come from the config's space.
@@ -302,6 +329,7 @@ def build_from_config(genotype: Genotype, info, config: dict, *, space=None,
         module=module if module is not None else config.get("module"),
         auxiliary=bool(auxiliary.get("enabled", False)),
         drop_path=float(config.get("drop_path") or 0.0),
+        stem=config.get("stem", "auto"),
         name=name,
     )
 

@@ -18,6 +18,7 @@ from ubnas_tf.search.early_stop import check_early_stop
 from ubnas_tf.search.schedule import check_schedule, comparable_schedule
 from ubnas_tf.search.supernet import GRAPH_MODES, SupernetConfig
 from ubnas_tf.search_space import reduction_cells
+from ubnas_tf.search_space.stems import STEM_KINDS
 
 __all__ = ["check_config", "supernet_config", "check_output_dir", "comparable",
            "RESUMABLE_KEYS"]
@@ -75,6 +76,8 @@ def check_config(config: dict) -> None:
     reduction_cells(config["cells"])
     if config["ops_budget"]["cells"] is not None:
         reduction_cells(config["ops_budget"]["cells"], key="ops_budget.cells")
+    _require(config["stem"] in STEM_KINDS,
+             f"config key 'stem' must be one of {', '.join(STEM_KINDS)}, got {config['stem']!r}")
     primitives = config["primitives"]
     _require(primitives is None or (isinstance(primitives, list) and primitives),
              "config key 'primitives' must be null (the space's ops) or a list of op names")
@@ -97,6 +100,7 @@ def supernet_config(config: dict, info) -> SupernetConfig:
         partial_normal=partial["normal"],
         partial_reduce=partial["reduce"],
         graph=config["supernet_graph"],
+        stem=config["stem"],
     )
 
 

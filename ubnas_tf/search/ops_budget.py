@@ -65,12 +65,15 @@ class NetworkCostModel:
             which may differ from the supernet's).
         input_shape, num_classes: the data's.
         module: the module structure of the retrained ops (None: the space's default).
+        stem: the network's stem kind (`auto` resolves it from `input_shape`, as
+            `build_network` does): the cells' sizes start at the stem's stride.
     """
 
     def __init__(self, space, *, primitives, nodes: int, multiplier: int, cells: int,
                  channels: int, input_shape, num_classes: int, stem_multiplier: int = 3,
-                 module=None):
+                 module=None, stem: str = "auto"):
         from ubnas_tf.search_space import get_space, reduction_cells
+        from ubnas_tf.search_space.stems import resolve_stem, stem_stride
 
         self.space = get_space(space) if isinstance(space, str) else space
         self.primitives = tuple(primitives)
@@ -79,6 +82,7 @@ class NetworkCostModel:
         self.input_shape, self.num_classes = tuple(input_shape), int(num_classes)
         self.stem_multiplier = int(stem_multiplier)
         self.module = module
+        self.stem = resolve_stem(stem, self.input_shape)
         # Edge e of node n is `starts[n] + source`; the derivation never picks `none`.
         self.starts = [int(start) for start in np.cumsum([0] + [n + 2 for n in range(self.nodes)])]
         self.pickable = [i for i, name in enumerate(self.primitives) if name != "none"]
@@ -86,7 +90,8 @@ class NetworkCostModel:
         self.costs = {cell_type: np.zeros((len(_edge_sources(self.nodes)),
                                            len(self.primitives)), np.float64)
                       for cell_type in CELL_TYPES}
-        height, width = self.input_shape[:2]
+        stride = stem_stride(self.stem)
+        height, width = (-(-int(side) // stride) for side in self.input_shape[:2])
         current = self.channels
         reductions = reduction_cells(self.cells)
         for index in range(self.cells):
@@ -126,7 +131,7 @@ class NetworkCostModel:
         return build_network(genotype, input_shape=self.input_shape,
                              num_classes=self.num_classes, space=self.space, cells=self.cells,
                              channels=self.channels, stem_multiplier=self.stem_multiplier,
-                             module=self.module)
+                             module=self.module, stem=self.stem)
 
     def _cheapest_genotype(self) -> Genotype:
         """Every node's first two inputs with the cheapest pickable op (to measure `fixed`)."""
@@ -282,7 +287,7 @@ def cost_model_from_config(config: dict, info) -> NetworkCostModel:
         nodes=config["nodes"], multiplier=config["multiplier"],
         cells=budget["cells"] or config["cells"], channels=budget["channels"] or config["channels"],
         input_shape=info.input_shape, num_classes=info.num_classes,
-        stem_multiplier=config["stem_multiplier"], module=budget["module"])
+        stem_multiplier=config["stem_multiplier"], module=budget["module"], stem=config["stem"])
 
 
 def budget_from_config(config: dict, info) -> BudgetPenalty | None:

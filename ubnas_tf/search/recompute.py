@@ -60,9 +60,9 @@ def checkpointed_gradients(supernet, images, sources, arch_weights_fn, loss_fn, 
     with tf.GradientTape(watch_accessed_variables=False) as stem_tape:
         stem_tape.watch(sources)
         arch = arch_weights_fn()
-        stem = supernet.stem(images)
+        stems = supernet.stem(images)
     # Forward through the cells with no tape: only the cells' outputs stay alive.
-    states = [stem, stem]
+    states = list(stems)
     for cell in supernet.search_cells:
         states.append(supernet.run_cell(cell, states[-2], states[-1], arch))
 
@@ -99,9 +99,13 @@ def checkpointed_gradients(supernet, images, sources, arch_weights_fn, loss_fn, 
             totals[:] = [_add(total, part) for total, part in zip(totals, parts[2:4])]
         collect(cell_sources, parts[len(watched):])
 
-    # States 0 and 1 are both the stem's output.
-    targets = [stem]
-    upstream = [_add(state_gradients.get(0), state_gradients.get(1))]
+    # States 0 and 1 are the stem's two outputs (one tensor behind the CIFAR stem).
+    if stems[0] is stems[1]:
+        targets = [stems[0]]
+        upstream = [_add(state_gradients.get(0), state_gradients.get(1))]
+    else:
+        targets = list(stems)
+        upstream = [state_gradients.get(0), state_gradients.get(1)]
     for reduction, totals in arch_gradients.items():
         for tensor, gradient in zip(arch.for_cell(reduction), totals):
             if gradient is not None:

@@ -4,8 +4,9 @@ A plain network that *takes* the architecture weights as inputs of `call` (as kh
 does): it owns no architecture parameter, so a weight step cannot touch them, and the
 `Architect` (ubnas_tf/architect.py) owns them, their regularizers and the genotype.
 
-Wiring (Liu et al., DARTS, ICLR 2019): a stem, `cells` cells with reductions at 1/3 and 2/3
-(`search_space.reduction_cells`, the retrained network's rule),
+Wiring (Liu et al., DARTS, ICLR 2019): a stem (for large images PC-DARTS's ImageNet search stem
+of three stride-2 convs, `ubnas_tf.search_space.stems`), `cells` cells with reductions at 1/3
+and 2/3 (`search_space.reduction_cells`, the retrained network's rule),
 each cell taking the outputs of the two previous cells, N intermediate nodes, each node the sum
 of one mixed op per earlier state, the cell output the concat of the last `multiplier` nodes.
 
@@ -36,6 +37,7 @@ import tensorflow as tf
 from ubnas_tf.errors import UserError
 from ubnas_tf.search_space import ModuleStructure, SearchSpace, get_space, reduction_cells
 from ubnas_tf.search_space.layers import make_norm
+from ubnas_tf.search_space.stems import Stem, resolve_stem, stem_channels, stem_stride
 from ubnas_tf.search.shared_traces import TraceCache
 
 __all__ = [
@@ -100,6 +102,7 @@ class SupernetConfig:
     partial_normal: int = 8
     partial_reduce: int = 4
     graph: str = "shared"
+    stem: str = "auto"
 
     def __post_init__(self):
         space = get_space(self.space)
@@ -115,6 +118,7 @@ class SupernetConfig:
             raise UserError(f"supernet graph {self.graph!r} is not valid: use one of "
                             f"{', '.join(GRAPH_MODES)}")
         object.__setattr__(self, "input_shape", tuple(int(v) for v in self.input_shape))
+        object.__setattr__(self, "stem", resolve_stem(self.stem, self.input_shape))
         if self.cells < 1 or self.nodes < 1 or self.channels < 1:
             raise UserError("cells, nodes and channels must be >= 1")
         if not 1 <= self.multiplier <= self.nodes:
@@ -320,15 +324,20 @@ class Supernet(tf.keras.Model):
         self.config = config
         space = get_space(config.space)
         structure = config.structure
-        stem_channels = config.stem_multiplier * config.channels
-        self.stem_conv = tf.keras.layers.Conv2D(stem_channels, 3, padding="same", use_bias=False,
-                                                name="stem_conv")
-        self.stem_norm = make_norm(structure.norm, structure.affine, name="stem_bn")
+        stem_width = stem_channels(config.stem, config.channels, config.stem_multiplier,
+                                   search=True)
+        if config.stem == "cifar":
+            self.stem_conv = tf.keras.layers.Conv2D(stem_width, 3, padding="same",
+                                                    use_bias=False, name="stem_conv")
+            self.stem_norm = make_norm(structure.norm, structure.affine, name="stem_bn")
+        else:  # PC-DARTS's ImageNet search stem: 3 * C channels, stride 8
+            self.large_stem = Stem(config.stem, stem_width, structure.norm, structure.affine,
+                                   name="stem")
         # One trace per distinct edge/preprocess signature, shared by the whole network.
         self.traces = TraceCache(enabled=config.graph != "flat",
                                  inline=config.graph == "inlined")
         self.search_cells = []
-        reduction_prev = False
+        reduction_prev = config.stem != "cifar"  # s0 comes at twice s1's resolution
         for index, (reduction, channels) in enumerate(config.cell_plan()):
             partial = config.partial_reduce if reduction else config.partial_normal
             self.search_cells.append(Cell(
@@ -339,14 +348,18 @@ class Supernet(tf.keras.Model):
         self.classifier = tf.keras.layers.Dense(config.num_classes, name="classifier")
 
     def call(self, images, arch_weights: ArchWeights):
-        s0 = s1 = self.stem(images)
+        s0, s1 = self.stem(images)
         for cell in self.search_cells:
             s0, s1 = s1, self.run_cell(cell, s0, s1, arch_weights)
         return self.head(s1)
 
     # The three parts of `call`, apart for `recompute.checkpointed_gradients`.
     def stem(self, images):
-        return self.stem_norm(self.stem_conv(images))
+        """(s0, s1): the first cell's two inputs (the same tensor behind the CIFAR stem)."""
+        if self.config.stem != "cifar":
+            return self.large_stem(images)
+        x = self.stem_norm(self.stem_conv(images))
+        return x, x
 
     @staticmethod
     def run_cell(cell, s0, s1, arch_weights: ArchWeights):
@@ -356,11 +369,13 @@ class Supernet(tf.keras.Model):
         return self.classifier(self.global_pool(state))
 
     def build_variables(self, arch_weights: ArchWeights) -> None:
-        """Create every weight with one eager forward pass on one 8x8 image.
+        """Create every weight with one eager forward pass on one 8x8 image (8 times that
+        behind a stride-8 stem).
 
         No variable depends on the spatial size, and a tiny eager pass (seconds) is far cheaper
         than letting the first `tf.function` trace create them (tf.function traces twice when
         it creates variables, and each trace of a supernet costs tens of seconds).
         """
         depth = self.config.input_shape[-1]
-        self(tf.zeros([1, 8, 8, depth]), arch_weights)
+        side = 8 * stem_stride(self.config.stem)
+        self(tf.zeros([1, side, side, depth]), arch_weights)

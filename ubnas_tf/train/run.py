@@ -76,6 +76,7 @@ from ubnas_tf.search_space import get_space
 from ubnas_tf.search_space.genotype import Genotype
 from ubnas_tf.train.evaluate import check_model_fits, evaluate, load_model
 from ubnas_tf.train.stages import CONFIG_FILE, RUN_FILE, train_stages
+from ubnas_tf.search_space.stems import resolve_stem
 
 __all__ = ["run_training"]
 
@@ -149,6 +150,7 @@ def _validate_config(config: dict) -> None:
             0.0 <= fraction < 1.0):
         raise UserError(f"data.validation_fraction must be in [0, 1) (0: no validation split), "
                         f"got {fraction!r}")
+    resolve_stem(config.get("stem", "auto"), (1, 1))  # a bad stem kind fails before any write
 
 
 # What a search run leaves in its folder (`ubnas_tf.search.run`), and what a train run writes or
