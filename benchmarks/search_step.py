@@ -65,7 +65,7 @@ def measure(name: str, args) -> dict:
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    setup = CONFIGS[name]
+    setup = dict(CONFIGS[name], batch=args.batch or CONFIGS[name]["batch"])
     imported = time.perf_counter()
     import_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     # The search config's defaults (EBNAS's: sigmoid edge weights, both regularizers, Adam
@@ -111,6 +111,8 @@ def measure(name: str, args) -> dict:
     median = float(np.median(times))
     return {
         "config": name,
+        "batch": batch,
+        "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
         "import_s": round(imported - started, 2),
         "build_s": round(built - imported, 2),
         "first_step_s": round(first - built, 2),
@@ -144,6 +146,8 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=["a", "b", "both"], default="both")
     parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=0,
+                        help="override the config's batch (EBNAS searches (a) at 256)")
     parser.add_argument("--grappler", default="on",
                         help="on, off, or a comma-separated list of Grappler passes to turn "
                         "off (e.g. memory_optimization,arithmetic_optimization)")
@@ -175,7 +179,8 @@ def main():
 
 def report(name: str, low_memory: str, args) -> None:
     """Measure one config in a fresh process (its own peak RSS and time to first step)."""
-    argv = [f"--iterations={args.iterations}", f"--grappler={args.grappler}",
+    argv = [f"--iterations={args.iterations}", f"--batch={args.batch}",
+            f"--grappler={args.grappler}",
             f"--graph={args.graph}", f"--order={args.order}", f"--threads={args.threads}",
             f"--onednn={args.onednn}", f"--low_memory={low_memory}"]
     argv += [flag for flag, on in (("--xla", args.xla),
@@ -194,7 +199,7 @@ def report(name: str, low_memory: str, args) -> None:
         return
     peer = PEERS[name]
     print(f"config ({name}): C={CONFIGS[name]['channels']}, {CONFIGS[name]['cells']} cells, "
-          f"batch {CONFIGS[name]['batch']}, input {CONFIGS[name]['input_shape']}, "
+          f"batch {result['batch']}, input {CONFIGS[name]['input_shape']}, "
           f"low_memory {low_memory}")
     print(f"  time to first step {result['time_to_first_step_s']:7.1f} s  (build "
           f"{result['build_s']} s, trace + first run {result['first_step_s']} s)")

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from ubnas_tf.errors import UserError
 from ubnas_tf.search_space import BinaryConvModule, SearchSpace, get_space
-from ubnas_tf.search_space.layers import register
+from ubnas_tf.search_space.layers import Conv2D, register
 
 __all__ = ["BASELINES", "FloatConvModule", "bireal", "quicknet", "float_space", "build_baseline"]
 
@@ -162,7 +162,7 @@ class FloatConvModule(BinaryConvModule):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         subsample = self.strides > 1 and self.dilation > 1
-        self.conv = tf.keras.layers.Conv2D(
+        self.conv = Conv2D(
             self.filters,
             self.kernel_size,
             strides=1 if subsample else self.strides,
