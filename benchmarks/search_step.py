@@ -26,9 +26,11 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from child_process import emit, run_child  # noqa: E402
 
 CONFIGS = {
     "a": dict(channels=16, cells=8, batch=64, input_shape=(32, 32, 3)),
@@ -168,7 +170,7 @@ def main():
     parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
-        print("RESULT " + json.dumps(measure(args.config, args)), flush=True)
+        emit(measure(args.config, args))
         return
     names = ["a", "b"] if args.config == "both" else [args.config]
     modes = ["off", "on"] if args.low_memory == "both" else [args.low_memory]
@@ -187,13 +189,7 @@ def report(name: str, low_memory: str, args) -> None:
                                    ("--weight_alone", args.weight_alone),
                                    ("--deterministic", args.deterministic)) if on]
     command = [sys.executable, os.path.abspath(__file__), "--config", name, "--_child", *argv]
-    output = subprocess.run(command, capture_output=True, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
-    if output.returncode or not lines:
-        sys.stderr.write(output.stderr[-3000:])
-        raise SystemExit(f"config {name} failed (exit {output.returncode})")
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = run_child(command, f"config {name}")
     if args.json:
         print(json.dumps(result), flush=True)
         return

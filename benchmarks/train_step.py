@@ -22,11 +22,11 @@ The step is the one `tools/train.py` runs: `ubnas_tf.train.Trainer` compiled wit
 optimizer (--jit: XLA-compiled, which tools/train.py does not do), called through
 `train_on_batch` on random images. Reported: time to first step (from process start: imports,
 building, tracing, the first step), median seconds per step after 2 warm-up steps, images/s,
-peak RSS (getrusage), the step's FLOPs (ubnas_tf.network.cost's binary + float MACs x 2 FLOPs x 3 for forward + backward,
-per image x batch; binary convolutions are float convolutions in training) and the achieved
-GFLOP/s beside the machine's peak (the best of a large float32 matmul and a large 3x3 conv,
-measured by this script in a process of its own): the table's `limit images/s` is what the
-step's FLOPs allow at that peak.
+peak RSS (getrusage), the step's FLOPs (ubnas_tf.network.cost's binary + float MACs x 2 FLOPs
+x 3 for forward + backward, per image x batch; binary convolutions are float convolutions in
+training) and the achieved GFLOP/s beside the machine's peak (the best of a large float32
+matmul and a large 3x3 conv, measured by this script in a process of its own): the table's
+`limit images/s` is what the step's FLOPs allow at that peak.
 
 --ab OPTION compares a speed option inside one process: two trainers of the same network and
 weights, their steps interleaved, medians of each, and the largest difference of their losses
@@ -38,9 +38,11 @@ import json
 import os
 import pathlib
 import resource
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from child_process import emit, run_child  # noqa: E402
 
 STARTED = time.perf_counter()
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -304,13 +306,7 @@ def _child(args, *extra) -> dict:
     argv += ["--jit"] if args.jit else []
     for item in args.set or []:
         argv += ["--set", item]
-    output = subprocess.run(argv, capture_output=True, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
-    if output.returncode or not lines:
-        sys.stderr.write(output.stderr[-3000:])
-        raise SystemExit(f"{' '.join(extra)} failed (exit {output.returncode})")
-    return json.loads(lines[-1][len("RESULT "):])
+    return run_child(argv, " ".join(extra))
 
 
 def table(results: dict) -> str:
@@ -366,7 +362,7 @@ def main(argv=None):
         result = {"peak": lambda: measure_peak(args),
                   "step": lambda: measure_step(rest[0], rest[1], args),
                   "ab": lambda: measure_ab(rest[0], rest[1], args)}[kind]()
-        print("RESULT " + json.dumps(result), flush=True)
+        emit(result)
         return
     names = args.networks or list(QUICK if args.quick else NETWORKS)
     results = {"peak": _child(args, "peak"), "steps": [], "ab": []}
