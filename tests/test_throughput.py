@@ -1,6 +1,7 @@
 """Speed options keep results, and the benchmarks measure what they say (issue 15)."""
 import importlib.util
 import json
+import types
 
 import numpy as np
 import pytest
@@ -141,3 +142,53 @@ def test_train_step_benchmark_runs_and_reports(tmp_path):
     assert rows["binary"]["step_gflop"] == rows["float"]["step_gflop"] > 0
     table = (tmp_path / "r.md").read_text()
     assert "| bireal-fashion | binary | 4 |" in table and "| bireal-fashion | float | 4 |" in table
+
+
+def _ops_without_gpu_kernel(graph_def) -> list:
+    """Op types of a graph (its function library included) that have neither a GPU kernel nor
+    a DEFAULT one (the device-independent kernels of NoOp, ReadVariableOp, shape helpers)."""
+    from tensorflow.python.framework import kernels
+
+    types_used = {node.op for node in graph_def.node}
+    for function in graph_def.library.function:
+        types_used |= {node.op for node in function.node_def}
+    return sorted(op for op in types_used if not {"GPU", "DEFAULT"} & {
+        kernel.device_type for kernel in kernels.get_registered_kernels_for_op(op).kernel})
+
+
+def test_training_and_search_steps_have_gpu_kernels_for_every_op():
+    """GPU readiness without a GPU: the retraining step (auxiliary head, drop-path, label
+    smoothing, Adam with clipping) and the supernet's forward + backward use no CPU-only op
+    (TensorFlow's pip wheel registers its GPU kernels on every machine)."""
+    from ubnas_tf import config as config_lib
+    from ubnas_tf.network.genotype_network import build_from_config
+    from ubnas_tf.search.run import build_search_steps
+    from ubnas_tf.train import Trainer, make_optimizer
+
+    config = config_lib.load("train", overrides=["cells=3", "channels=4", "drop_path=0.2"])
+    info = types.SimpleNamespace(input_shape=(20, 20, 3), num_classes=5)
+    network = build_from_config(Genotype.load(train_step.GENOTYPE), info, config)
+    trainer = Trainer(network, num_classes=5, aux_weight=0.4, label_smoothing=0.1)
+    trainer.compile(optimizer=make_optimizer(config["optimizer"], total_steps=10))
+    batch = (tf.zeros((2, 20, 20, 3)), tf.zeros((2,), tf.int32))
+    graph = tf.function(trainer.train_step).get_concrete_function(batch).graph
+    assert _ops_without_gpu_kernel(graph.as_graph_def()) == []
+
+    search = config_lib.load("search", overrides=[
+        "channels=8", "cells=3", "nodes=2", "multiplier=2", "stem_multiplier=1",
+        "partial_channels.normal=4", "partial_channels.reduce=2"])
+    steps = build_search_steps(search, types.SimpleNamespace(input_shape=(8, 8, 1),
+                                                             num_classes=5))
+
+    @tf.function
+    def forward_backward(images, labels):
+        with tf.GradientTape() as tape:
+            logits = steps.supernet(images, steps.architect.arch_weights())
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits))
+        return tape.gradient(loss, [*steps.supernet.trainable_variables,
+                                    *steps.architect.parameters])
+
+    graph_def = forward_backward.get_concrete_function(
+        tf.zeros((2, 8, 8, 1)), tf.zeros((2,), tf.int32)).graph.as_graph_def()
+    assert _ops_without_gpu_kernel(graph_def) == []
