@@ -26,9 +26,11 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from child_process import emit, run_child  # noqa: E402
 
 CONFIGS = {
     "a": dict(channels=16, cells=8, batch=64, input_shape=(32, 32, 3)),
@@ -65,7 +67,7 @@ def measure(name: str, args) -> dict:
     if args.threads:
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    setup = CONFIGS[name]
+    setup = dict(CONFIGS[name], batch=args.batch or CONFIGS[name]["batch"])
     imported = time.perf_counter()
     import_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     # The search config's defaults (EBNAS's: sigmoid edge weights, both regularizers, Adam
@@ -111,6 +113,8 @@ def measure(name: str, args) -> dict:
     median = float(np.median(times))
     return {
         "config": name,
+        "batch": batch,
+        "device": "GPU" if tf.config.list_physical_devices("GPU") else "CPU",
         "import_s": round(imported - started, 2),
         "build_s": round(built - imported, 2),
         "first_step_s": round(first - built, 2),
@@ -144,6 +148,8 @@ def main():
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=["a", "b", "both"], default="both")
     parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=0,
+                        help="override the config's batch (EBNAS searches (a) at 256)")
     parser.add_argument("--grappler", default="on",
                         help="on, off, or a comma-separated list of Grappler passes to turn "
                         "off (e.g. memory_optimization,arithmetic_optimization)")
@@ -164,7 +170,7 @@ def main():
     parser.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args._child:
-        print("RESULT " + json.dumps(measure(args.config, args)), flush=True)
+        emit(measure(args.config, args))
         return
     names = ["a", "b"] if args.config == "both" else [args.config]
     modes = ["off", "on"] if args.low_memory == "both" else [args.low_memory]
@@ -175,26 +181,21 @@ def main():
 
 def report(name: str, low_memory: str, args) -> None:
     """Measure one config in a fresh process (its own peak RSS and time to first step)."""
-    argv = [f"--iterations={args.iterations}", f"--grappler={args.grappler}",
+    argv = [f"--iterations={args.iterations}", f"--batch={args.batch}",
+            f"--grappler={args.grappler}",
             f"--graph={args.graph}", f"--order={args.order}", f"--threads={args.threads}",
             f"--onednn={args.onednn}", f"--low_memory={low_memory}"]
     argv += [flag for flag, on in (("--xla", args.xla),
                                    ("--weight_alone", args.weight_alone),
                                    ("--deterministic", args.deterministic)) if on]
     command = [sys.executable, os.path.abspath(__file__), "--config", name, "--_child", *argv]
-    output = subprocess.run(command, capture_output=True, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
-    if output.returncode or not lines:
-        sys.stderr.write(output.stderr[-3000:])
-        raise SystemExit(f"config {name} failed (exit {output.returncode})")
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = run_child(command, f"config {name}")
     if args.json:
         print(json.dumps(result), flush=True)
         return
     peer = PEERS[name]
     print(f"config ({name}): C={CONFIGS[name]['channels']}, {CONFIGS[name]['cells']} cells, "
-          f"batch {CONFIGS[name]['batch']}, input {CONFIGS[name]['input_shape']}, "
+          f"batch {result['batch']}, input {CONFIGS[name]['input_shape']}, "
           f"low_memory {low_memory}")
     print(f"  time to first step {result['time_to_first_step_s']:7.1f} s  (build "
           f"{result['build_s']} s, trace + first run {result['first_step_s']} s)")

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from ubnas_tf.errors import UserError
 from ubnas_tf.search_space import BinaryConvModule, SearchSpace, get_space
-from ubnas_tf.search_space.layers import register
+from ubnas_tf.search_space.layers import Conv2D, register
 
 __all__ = ["BASELINES", "FloatConvModule", "bireal", "quicknet", "float_space", "build_baseline"]
 
@@ -167,7 +167,7 @@ class FloatConvModule(BinaryConvModule):
         # stays one. (Recomputing them here once gave dilation 2 on the sampled input: an
         # effective dilation 4.)
         binary_conv = self.conv
-        self.conv = tf.keras.layers.Conv2D(
+        self.conv = Conv2D(
             self.filters,
             self.kernel_size,
             strides=binary_conv.strides,

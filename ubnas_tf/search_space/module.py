@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from ubnas_tf.errors import UserError
 from ubnas_tf.quantizers import ApproxSign
-from ubnas_tf.search_space.layers import Subsample, make_norm, register
+from ubnas_tf.search_space.layers import QuantConv2D, Subsample, make_norm, register
 
 WEIGHT_MODES = ("real", "sign", "scaled_sign")
 ACTIVATIONS = ("none", "prelu", "relu")
@@ -133,7 +133,7 @@ class BinaryConvModule(tf.keras.layers.Layer):
         subsample = self.strides > 1 and self.dilation > 1 and not sample_input
         binary_weights = s.weights != "real"
         self.pre_norm = make_norm(s.norm, s.affine, name="pre_bn") if s.pre_bn else None
-        self.conv = lq.layers.QuantConv2D(
+        self.conv = QuantConv2D(
             self.filters,
             self.kernel_size,
             strides=1 if subsample or sample_input else self.strides,
