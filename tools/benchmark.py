@@ -32,6 +32,8 @@ def main(argv):
 
     if len(argv) != 2:
         cli.fail("usage: tools/benchmark.py MODEL.tflite [--threads N] [--runs N]")
+    if FLAGS.json:
+        cli.check_output(FLAGS.json, folder=False, flag="--json")
     indirect = {"auto": None, "true": True, "false": False}[FLAGS.indirect_bgemm]
     result = benchmark_file(argv[1], float_path=FLAGS.float_tflite, threads=FLAGS.threads,
                             runs=FLAGS.runs, warmup=FLAGS.warmup, use_indirect_bgemm=indirect)

@@ -13,7 +13,7 @@ import zipfile
 
 from ubnas_tf.errors import UserError
 
-__all__ = ["load_model", "read_model_config", "lambda_layers"]
+__all__ = ["load_model", "read_model_config", "lambda_layers", "import_modules"]
 
 _FORMATS = "a Keras .h5 file, a .keras archive or a SavedModel folder"
 _ALLOW_HINT = "pass --allow_lambda (allow_lambda=True) only if you trust this file"
@@ -114,6 +114,42 @@ def read_model_config(path) -> tuple[str, object]:
                     f"expected {_FORMATS}")
 
 
+def import_modules(specs) -> None:
+    """Import each module of `specs` for the custom objects it registers with Keras (larq-zoo's
+    layers, a user's own): a module name, found from the working folder as `python -m` would,
+    or the path of a `.py` file. Raises UserError naming the module when one cannot be
+    imported."""
+    import importlib
+    import importlib.util
+    import os
+    import sys
+
+    for spec in specs or ():
+        spec = str(spec).strip()
+        try:
+            if spec.endswith(".py") or os.sep in spec:
+                path = pathlib.Path(spec)
+                if not path.is_file():
+                    raise UserError(f"--import {spec}: no such file; give a module name or the "
+                                    "path of a .py file")
+                module_spec = importlib.util.spec_from_file_location(path.stem, path)
+                module = importlib.util.module_from_spec(module_spec)
+                sys.modules[path.stem] = module
+                module_spec.loader.exec_module(module)
+            else:
+                if os.getcwd() not in sys.path and "" not in sys.path:
+                    sys.path.append(os.getcwd())
+                importlib.import_module(spec)
+        except UserError:
+            raise
+        except Exception as error:  # noqa: BLE001  (a user's module may raise anything)
+            if spec.endswith(".py") or os.sep in spec:
+                sys.modules.pop(pathlib.Path(spec).stem, None)
+            reason = (str(error).strip().splitlines() or [""])[0][:200]
+            raise UserError(f"--import {spec} failed ({type(error).__name__}: {reason}): "
+                            "install the package or fix the module name or path") from None
+
+
 def load_model(path, *, allow_lambda: bool = False):
     """Loads a tf-keras model from `path` (compile=False) after checking its config.
 
@@ -139,8 +175,12 @@ def load_model(path, *, allow_lambda: bool = False):
         raise
     except Exception as error:  # noqa: BLE001  (deserialization raises anything)
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        hint = ""
+        if "Unknown layer" in first_line or "unknown" in first_line.lower():
+            hint = ("; if it needs another package's custom objects, import it first with "
+                    "--import MODULE (e.g. --import larq_zoo)")
         raise UserError(f"{path} could not be loaded as a Keras model "
-                        f"({type(error).__name__}: {first_line[:300]})") from None
+                        f"({type(error).__name__}: {first_line[:300]}){hint}") from None
     if not isinstance(model, tf.keras.Model):
         raise UserError(f"{path} holds a {type(model).__name__}, not a Keras model")
     return model

@@ -372,7 +372,7 @@ def _truncate_log(path: pathlib.Path, epochs_done: int) -> None:
 
 # --- loading and evaluating saved models -----------------------------------------------------
 
-def load_model(path) -> tf.keras.Model:
+def load_model(path, *, allow_lambda: bool = False) -> tf.keras.Model:
     """Load a saved model for inference; refuses models holding Lambda layers when the export
     package's safe loader is there."""
     from ubnas_tf.network import baselines  # noqa: F401  (registers FloatConvModule)
@@ -382,7 +382,7 @@ def load_model(path) -> tf.keras.Model:
     except ImportError:
         safe_load = None
     if safe_load is not None:
-        return safe_load(path)
+        return safe_load(path, allow_lambda=allow_lambda)
     path = pathlib.Path(path)
     if not path.exists():
         raise UserError(f"model file {path} does not exist: pass the model.h5 of a train run")
@@ -418,11 +418,13 @@ def evaluate(model, data, batch_size: int = 256, *, top5: bool = False) -> dict:
 
 
 def evaluate_file(path, dataset: str, *, batch_size: int = 256, data_dir=None, manual_dir=None,
-                  max_examples=None, seed: int = 0, top5: bool = False) -> dict:
-    """Load a saved model and evaluate it on the test split of `dataset`."""
+                  max_examples=None, seed: int = 0, top5: bool = False,
+                  allow_lambda: bool = False) -> dict:
+    """Load a saved model and evaluate it on the test split of `dataset` (`allow_lambda`:
+    load Lambda layers, whose Python code runs on load; only for files you trust)."""
     from ubnas_tf.data import load_dataset
 
-    model = load_model(path)
+    model = load_model(path, allow_lambda=allow_lambda)
     shape = model.input_shape[1:3]
     data = load_dataset(dataset, data_dir=data_dir, manual_dir=manual_dir,
                         input_size=tuple(shape) if None not in shape else None,
