@@ -36,7 +36,6 @@ def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: options start with --")
     cli.require_output_dir("the genotype, log and checkpoints")
-    cli.quiet_python_logging()  # TensorFlow's INFO lines about checkpoint saving
     config = cli.resolved_config("search")
     strategy = cli.strategy_from_flags()
     try:

@@ -35,7 +35,6 @@ def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: options start with --")
     cli.require_output_dir("the trials and the results")
-    cli.quiet_python_logging()  # TensorFlow's INFO lines about checkpoint saving
     config = tune_space.load_config(FLAGS.config, FLAGS.set)
     tune.run_tune(config, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
                   data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir)

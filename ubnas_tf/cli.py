@@ -108,7 +108,8 @@ def check_output(path, *, folder: bool, flag: str) -> None:
 
 
 def quiet_python_logging() -> None:
-    """absl/TensorFlow INFO lines (checkpoint saving, collectives) only with --verbose."""
+    """absl/TensorFlow INFO lines (checkpoint saving, SavedModel export during conversion,
+    collectives) only with --verbose; `run` calls it once the flags are parsed."""
     from absl import logging
 
     if not FLAGS.verbose:
@@ -196,6 +197,7 @@ def run(main, usage: str | None = None) -> None:
         sys.exit(0)
 
     def guarded(argv):
+        quiet_python_logging()
         try:
             return main(argv)
         except UserError as error:
