@@ -92,7 +92,7 @@ def test_failed_verification_writes_nothing_over_an_existing_output(model_dir, t
     assert len(stderr_lines(result)) == 1 and "disagrees" in stderr_lines(result)[0]
     assert output.read_bytes() == b"previous conversion"
     assert not (model_dir / "kept.float.tflite").exists()
-    assert json.loads((model_dir / "failed.json").read_text())["verify"]["passed"] is False
+    assert not (model_dir / "failed.json").exists()  # a failed run writes no report either
     assert not list(model_dir.glob(".kept.tflite.*"))  # no temporary left behind
 
 
