@@ -18,6 +18,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import randomize_batch_norm
 from ubnas_tf import _startup
 from ubnas_tf.errors import UserError
 from ubnas_tf.io_utils import check_writable
@@ -239,12 +240,7 @@ def custom_model(tmp_path_factory):
     x = my_layers.Doubling(name="double")(x)
     x = tf.keras.layers.GlobalAveragePooling2D()(x)
     model = tf.keras.Model(inputs, tf.keras.layers.Dense(3)(x))
-    rng = np.random.default_rng(0)  # BN statistics away from their initial values
-    for layer in model.submodules:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            channels = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.5, channels))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, channels))
+    randomize_batch_norm(model)
     model.save(folder / "model.h5")
     return folder
 
