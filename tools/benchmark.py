@@ -16,9 +16,9 @@ from ubnas_tf import cli  # noqa: E402
 os.chdir(os.environ.get("BUILD_WORKING_DIRECTORY", "."))
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("threads", 1, "Interpreter threads.")
-flags.DEFINE_integer("runs", 50, "Timed runs (after the warm-up runs).")
-flags.DEFINE_integer("warmup", 5, "Untimed warm-up runs.")
+flags.DEFINE_integer("threads", 1, "Interpreter threads.", lower_bound=1)
+flags.DEFINE_integer("runs", 50, "Timed runs (after the warm-up runs).", lower_bound=1)
+flags.DEFINE_integer("warmup", 5, "Untimed warm-up runs.", lower_bound=0)
 flags.DEFINE_string("float_tflite", None,
                     "The float model's .tflite (default: MODEL.float.tflite when it exists).")
 flags.DEFINE_enum("indirect_bgemm", "auto", ["auto", "true", "false"],

@@ -13,7 +13,7 @@ from absl import flags  # noqa: E402
 from ubnas_tf import cli  # noqa: E402
 
 FLAGS = flags.FLAGS
-cli.define_config_flags()
+cli.define_config_flags(output_dir=False)
 cli.define_data_flags()
 flags.DEFINE_bool("top5", False, "Print top-5 as well, whatever the number of classes.")
 cli.define_model_loading_flags()

@@ -22,12 +22,14 @@ flags.DEFINE_bool("verbose", False, "Show TensorFlow's C++ start-up and log line
                   "log (hidden otherwise; a TF_CPP_MIN_LOG_LEVEL you set also wins).")
 
 
-def define_config_flags() -> None:
+def define_config_flags(output_dir: bool = True) -> None:
+    """--config, --set and (unless the tool writes nothing, as evaluate.py) --output_dir."""
     flags.DEFINE_multi_string("config", [], "YAML config file(s); later files win.")
     flags.DEFINE_multi_string(
-        "set", [], "Override a config key: key=value (dotted keys allowed; repeatable)."
+        "set", [], "Override a config key: key=value (dotted keys allowed)."
     )
-    flags.DEFINE_string("output_dir", None, "Folder for every output of the run.")
+    if output_dir:
+        flags.DEFINE_string("output_dir", None, "Folder for every output of the run.")
 
 
 def define_data_flags(required: bool = True) -> None:

@@ -42,10 +42,11 @@ def define_flags() -> None:
                        "diff| of the median sample, relative to max(1, max |Keras logit|).")
     flags.DEFINE_float("min_agreement", verify.DEFAULT_MIN_AGREEMENT, "Smallest accepted "
                        "fraction of samples with the same top-1 class in Keras and the .tflite.")
-    flags.DEFINE_integer("verify_samples", 32, "Samples compared in verification.")
+    flags.DEFINE_integer("verify_samples", 32, "Samples compared in verification.",
+                         lower_bound=1)
     flags.DEFINE_boolean("write_float", True, "Also write the float reference model "
                          "OUT.float.tflite (for tools/benchmark.py).")
-    flags.DEFINE_integer("threads", 1, "Interpreter threads for verification.")
+    flags.DEFINE_integer("threads", 1, "Interpreter threads for verification.", lower_bound=1)
     cli.define_model_loading_flags()
     if "dataset" not in FLAGS:
         cli.define_data_flags(required=False)
