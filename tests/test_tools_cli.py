@@ -388,3 +388,22 @@ def test_demo_reads_paths_from_the_working_folder_and_checks_configs_first(tmp_p
     assert f"--output_dir my_demo/search" in bad_data.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train_bad.yaml"]
     assert not (ROOT / "my_demo").exists()
+
+
+# -- tune's budget (18.9) ---------------------------------------------------------------------
+def test_tune_demo_preset_resolves_from_any_folder_and_budget_keys_say_where(
+        tmp_path, monkeypatch):
+    from ubnas_tf import config as config_lib
+    from ubnas_tf.tune.space import TuningSpace, load_config
+
+    monkeypatch.chdir(tmp_path)  # the preset names its neighbours, found beside it
+    config = load_config([config_lib.CONFIG_DIR / "tune_demo.yaml"])
+    search_demo = config_lib.load("search", [config_lib.CONFIG_DIR / "search_demo.yaml"])
+    assert config["search"]["cells"] == search_demo["cells"] == 5
+    assert config["search"]["epochs"] == 4 and config["train"]["epochs"] == 2
+    assert config["train"]["cells"] == 4  # train_demo.yaml's network
+    warmups = next(t for t in TuningSpace(config).tuned if t.name == "search.warmup_epochs")
+    assert max(warmups.values) < config["search"]["epochs"]  # every trial searches
+    with pytest.raises(UserError, match=r"'epochs' belongs to a trial's search and train "
+                                        r"config.*search\.epochs=VALUE and/or train\.epochs"):
+        load_config([], ["epochs=1"])
