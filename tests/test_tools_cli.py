@@ -407,3 +407,21 @@ def test_tune_demo_preset_resolves_from_any_folder_and_budget_keys_say_where(
     with pytest.raises(UserError, match=r"'epochs' belongs to a trial's search and train "
                                         r"config.*search\.epochs=VALUE and/or train\.epochs"):
         load_config([], ["epochs=1"])
+
+
+# -- wording (18.13) --------------------------------------------------------------------------
+def test_messages_say_what_is_true(tmp_path):
+    from ubnas_tf import config as config_lib
+    from ubnas_tf.data import load_dataset
+
+    with pytest.raises(UserError, match=f"config file {tmp_path} is a folder: pass a YAML file"):
+        config_lib.load("search", [tmp_path])
+    assert config_lib.describe_differences(["seed"]) == "seed differs"
+    assert config_lib.describe_differences(["seed", "epochs"]) == "seed, epochs differ"
+    assert config_lib.describe_differences(list("abcdefgh")) == "a, b, c, d, e, f ... differ"
+    one = load_dataset("demo", max_examples=1)
+    with pytest.raises(UserError, match="use at least 2 training examples") as error:
+        one.search_split_sizes(0.5)
+    assert "nearer 0.5" not in str(error.value)
+    with pytest.raises(UserError, match="use a portion nearer 0.5"):
+        load_dataset("demo", max_examples=10).search_split_sizes(0.05)
