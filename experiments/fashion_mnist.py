@@ -21,6 +21,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from absl import flags  # noqa: E402
 
 from ubnas_tf import cli, pipeline  # noqa: E402
+from ubnas_tf.config import CONFIG_DIR  # noqa: E402
 
 flags.DEFINE_string("output_dir", "experiments/fashion_mnist_run", "Folder for every output.")
 flags.DEFINE_string("dataset", "fashion_mnist_local", "Fashion-MNIST: fashion_mnist_local "
@@ -33,8 +34,8 @@ FLAGS = flags.FLAGS
 def main(argv):
     del argv
     pipeline.run(dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
-                 search_config="configs/search_fashion_mnist.yaml",
-                 train_config="configs/train_fashion_mnist.yaml", baselines=FLAGS.baselines,
+                 search_config=CONFIG_DIR / "search_fashion_mnist.yaml",
+                 train_config=CONFIG_DIR / "train_fashion_mnist.yaml", baselines=FLAGS.baselines,
                  overrides=FLAGS.set, plot_title="Fashion-MNIST: top-1 vs OPs (same budget)")
 
 

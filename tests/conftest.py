@@ -47,6 +47,19 @@ def tool():
     return run_tool
 
 
+def randomize_batch_norm(model, seed: int = 0) -> None:
+    """Move every BatchNormalization's moving statistics away from their initial 0 and 1, as
+    training would (a converter that mishandles them is then caught)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for layer in model.submodules:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            channels = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.5, channels))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, channels))
+
+
 def assert_reloads_in_fresh_process(tool, model_path, inputs, expected, checks="", atol=1e-5):
     """Load `model_path` in a new interpreter with only `import ubnas_tf` and compare outputs.
 

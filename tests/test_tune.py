@@ -211,7 +211,7 @@ def test_tune_end_to_end_then_resume_with_more_trials(tool, tiny_file, tmp_path)
     assert best["trials"] == 2 and best["score"] == max(r["score"] for r in records)
     assert (out / "trials.md").read_text().count("| completed |") == 2
 
-    with pytest.raises(UserError, match=r"another config \(validation differ\)"):
+    with pytest.raises(UserError, match=r"another config \(validation differs\)"):
         tune.run_tune(load_config([tiny_file], ["validation=0.3"]), dataset="demo",
                       output_dir=out)
     assert json.loads((out / "best.json").read_text())["trials"] == 2  # nothing overwritten

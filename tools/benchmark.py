@@ -16,9 +16,9 @@ from ubnas_tf import cli  # noqa: E402
 os.chdir(os.environ.get("BUILD_WORKING_DIRECTORY", "."))
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("threads", 1, "Interpreter threads.")
-flags.DEFINE_integer("runs", 50, "Timed runs (after the warm-up runs).")
-flags.DEFINE_integer("warmup", 5, "Untimed warm-up runs.")
+flags.DEFINE_integer("threads", 1, "Interpreter threads.", lower_bound=1)
+flags.DEFINE_integer("runs", 50, "Timed runs (after the warm-up runs).", lower_bound=1)
+flags.DEFINE_integer("warmup", 5, "Untimed warm-up runs.", lower_bound=0)
 flags.DEFINE_string("float_tflite", None,
                     "The float model's .tflite (default: MODEL.float.tflite when it exists).")
 flags.DEFINE_enum("indirect_bgemm", "auto", ["auto", "true", "false"],
@@ -32,6 +32,8 @@ def main(argv):
 
     if len(argv) != 2:
         cli.fail("usage: tools/benchmark.py MODEL.tflite [--threads N] [--runs N]")
+    if FLAGS.json:
+        cli.check_output(FLAGS.json, folder=False, flag="--json")
     indirect = {"auto": None, "true": True, "false": False}[FLAGS.indirect_bgemm]
     result = benchmark_file(argv[1], float_path=FLAGS.float_tflite, threads=FLAGS.threads,
                             runs=FLAGS.runs, warmup=FLAGS.warmup, use_indirect_bgemm=indirect)

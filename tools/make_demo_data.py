@@ -12,10 +12,11 @@ import os
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from ubnas_tf import cli  # noqa: E402
 from ubnas_tf.data.idx import IDX_FILES, read_idx_folder, write_idx  # noqa: E402
 from ubnas_tf.data.sources import DEMO_DIR, FASHION_MNIST_LOCAL_DIR  # noqa: E402
 
@@ -57,4 +58,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -17,7 +17,6 @@ import sys
 # oneDNN's conv and batch-norm kernels make a search step 2-2.5x faster on CPU (measured,
 # benchmarks/search_step.py); they must be chosen before TensorFlow loads.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import ubnas_tf  # noqa: E402,F401  (Keras 2 before TensorFlow)
@@ -32,16 +31,11 @@ cli.define_strategy_flags()
 
 
 def main(argv):
-    from absl import logging
-
     from ubnas_tf.search.run import SearchDiverged, run_search
 
     if len(argv) > 1:
         cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: options start with --")
-    if not FLAGS.output_dir:
-        cli.fail("--output_dir is required: pass the folder for the genotype, log and "
-                 "checkpoints")
-    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines about checkpoint saving
+    cli.require_output_dir("the genotype, log and checkpoints")
     config = cli.resolved_config("search")
     strategy = cli.strategy_from_flags()
     try:

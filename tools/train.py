@@ -34,11 +34,8 @@ def main(argv):
 
     if len(argv) > 1:
         cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: use --genotype or --model")
+    cli.require_output_dir("the model, its metrics and checkpoints")
     config = cli.resolved_config("train")
-    if FLAGS.strategy == "multi_worker_mirrored":
-        from absl import logging
-
-        logging.set_verbosity(logging.WARNING)  # an INFO line per collective otherwise
     strategy = cli.strategy_from_flags()  # before any other TensorFlow op
     run_training(config, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
                  genotype=FLAGS.genotype, model=FLAGS.model, data_dir=FLAGS.data_dir,

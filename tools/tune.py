@@ -16,7 +16,6 @@ import sys
 # As tools/search.py: oneDNN's kernels make search steps 2-2.5x faster on CPU; chosen before
 # TensorFlow loads.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import ubnas_tf  # noqa: E402,F401  (Keras 2 before TensorFlow)
@@ -30,16 +29,12 @@ cli.define_data_flags()
 
 
 def main(argv):
-    from absl import logging
-
     from ubnas_tf.tune import run as tune
     from ubnas_tf.tune import space as tune_space
 
     if len(argv) > 1:
         cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: options start with --")
-    if not FLAGS.output_dir:
-        cli.fail("--output_dir is required: pass the folder for the trials and the results")
-    logging.set_verbosity(logging.WARNING)  # TensorFlow's INFO lines about checkpoint saving
+    cli.require_output_dir("the trials and the results")
     config = tune_space.load_config(FLAGS.config, FLAGS.set)
     tune.run_tune(config, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
                   data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir)

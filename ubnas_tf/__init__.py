@@ -4,7 +4,11 @@ Importing the package selects the Keras 2 API (TF_USE_LEGACY_KERAS=1) before Ten
 resolves `tf.keras`, and registers every custom object a saved model needs, so that a `.h5`
 written by the tools reloads with nothing but `import ubnas_tf`.
 """
-from ubnas_tf._keras2 import select_keras2
+from ubnas_tf._startup import quiet_tensorflow_in_tools
+
+quiet_tensorflow_in_tools()  # before TensorFlow loads: it reads its log level once
+
+from ubnas_tf._keras2 import select_keras2  # noqa: E402
 
 select_keras2()
 

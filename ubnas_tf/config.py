@@ -19,6 +19,9 @@ CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
 def _read_yaml(path) -> dict:
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise UserError(f"config file {path} is a folder: pass a YAML file to --config (e.g. "
+                        f"one of {path}/*.yaml)")
     if not path.is_file():
         raise UserError(f"config file {path} does not exist: pass an existing YAML file to --config")
     try:
@@ -155,6 +158,12 @@ def with_defaults(tool: str, saved: dict) -> dict:
         return {**default, **{key: fill(item, default.get(key)) for key, item in value.items()}}
 
     return fill(saved, defaults(tool))
+
+
+def describe_differences(differences, limit: int = 6) -> str:
+    """'seed differs' / 'seed, epochs differ' (at most `limit` keys named, then '...')."""
+    shown = ", ".join(differences[:limit]) + (" ..." if len(differences) > limit else "")
+    return f"{shown} {'differs' if len(differences) == 1 else 'differ'}"
 
 
 def same_run(config_a: dict, config_b: dict, ignore=("epochs",)) -> list:

@@ -44,3 +44,34 @@ def append_jsonl(path, record: dict) -> None:
         stream.write(json.dumps(record) + "\n")
         stream.flush()
         os.fsync(stream.fileno())
+
+
+def check_writable(path, *, folder: bool, what: str = "output") -> None:
+    """Raise UserError unless `path` can be written: a folder (`folder=True`) that exists or
+    can be made, or a file whose folder exists or can be made. Checked before a run does any
+    work, so that a bad path costs seconds, not a whole search or conversion.
+
+    Probed by creating (and at once removing) a temporary file in the deepest folder that
+    exists: permission bits say nothing for root, and a read-only mount refuses even root.
+    """
+    from ubnas_tf.errors import UserError
+
+    path = pathlib.Path(path)
+    if path.exists():
+        if folder and not path.is_dir():
+            raise UserError(f"{what} {path} is a file, not a folder: pass a folder (new or "
+                            "existing)")
+        if not folder and path.is_dir():
+            raise UserError(f"{what} {path} is a folder: pass the path of a file")
+    existing = path if folder and path.is_dir() else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{what} {path} cannot be created: {existing} is a file, not a folder")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write_check.", dir=existing)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise UserError(f"{what} {path} cannot be written ({error.strerror} in {existing}): "
+                        "pass a path in a folder you can write to") from None

@@ -13,7 +13,7 @@ import zipfile
 
 from ubnas_tf.errors import UserError
 
-__all__ = ["load_model", "read_model_config", "lambda_layers"]
+__all__ = ["load_model", "read_model_config", "lambda_layers", "import_modules"]
 
 _FORMATS = "a Keras .h5 file, a .keras archive or a SavedModel folder"
 _ALLOW_HINT = "pass --allow_lambda (allow_lambda=True) only if you trust this file"
@@ -114,6 +114,66 @@ def read_model_config(path) -> tuple[str, object]:
                     f"expected {_FORMATS}")
 
 
+def _register_plain_functions(package: str) -> None:
+    """Make the module-level functions of `package` (and its loaded submodules) known to Keras
+    by name, unless that name is taken. Layers are registered by their packages; plain
+    functions used as initializers or activations often are not: larq-zoo's QuickNet saves its
+    `blurpool_initializer` as {"class_name": "function", "config": "blurpool_initializer"},
+    which Keras cannot load back without it."""
+    import inspect
+    import sys
+
+    import tensorflow as tf
+
+    known = tf.keras.utils.get_custom_objects()
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == package or name.startswith(package + ".")):
+            continue
+        for attribute, value in list(vars(module).items()):
+            if (inspect.isfunction(value) and not attribute.startswith("_")
+                    and value.__module__ == name and attribute not in known):
+                known[attribute] = value
+
+
+def import_modules(specs) -> None:
+    """Import each module of `specs` for the custom objects it registers with Keras (larq-zoo's
+    layers, a user's own), and make its plain functions loadable by name: a module name,
+    found from the working folder as `python -m` would, or the path of a `.py` file. Raises
+    UserError naming the module when one cannot be imported."""
+    import importlib
+    import importlib.util
+    import os
+    import sys
+
+    for spec in specs or ():
+        spec = str(spec).strip()
+        try:
+            if spec.endswith(".py") or os.sep in spec:
+                path = pathlib.Path(spec)
+                if not path.is_file():
+                    raise UserError(f"--import {spec}: no such file; give a module name or the "
+                                    "path of a .py file")
+                module_spec = importlib.util.spec_from_file_location(path.stem, path)
+                module = importlib.util.module_from_spec(module_spec)
+                sys.modules[path.stem] = module
+                module_spec.loader.exec_module(module)
+                package = path.stem
+            else:
+                if os.getcwd() not in sys.path and "" not in sys.path:
+                    sys.path.append(os.getcwd())
+                importlib.import_module(spec)
+                package = spec
+        except UserError:
+            raise
+        except Exception as error:  # noqa: BLE001  (a user's module may raise anything)
+            if spec.endswith(".py") or os.sep in spec:
+                sys.modules.pop(pathlib.Path(spec).stem, None)
+            reason = (str(error).strip().splitlines() or [""])[0][:200]
+            raise UserError(f"--import {spec} failed ({type(error).__name__}: {reason}): "
+                            "install the package or fix the module name or path") from None
+        _register_plain_functions(package)
+
+
 def load_model(path, *, allow_lambda: bool = False):
     """Loads a tf-keras model from `path` (compile=False) after checking its config.
 
@@ -139,8 +199,17 @@ def load_model(path, *, allow_lambda: bool = False):
         raise
     except Exception as error:  # noqa: BLE001  (deserialization raises anything)
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        # Layers, quantizers or constraints of another package (larq-zoo's) fail in many ways.
+        hint = ("; if it was built with another package's layers, import that first: "
+                "--import MODULE (e.g. --import larq_zoo)")
+        if kind == "h5" and "'class_name': 'function'" in str(error):
+            # tf-keras 2.16 writes a plain-function initializer into .h5 in a form its own .h5
+            # reader rejects (measured on larq-zoo's QuickNetSmall); .keras and SavedModel work.
+            hint = ("; tf-keras cannot read a plain-function initializer back from .h5 (e.g. "
+                    "larq-zoo's QuickNet): save the model as .keras or as a SavedModel folder "
+                    "and convert that, with --import for its package")
         raise UserError(f"{path} could not be loaded as a Keras model "
-                        f"({type(error).__name__}: {first_line[:300]})") from None
+                        f"({type(error).__name__}: {first_line[:300]}){hint}") from None
     if not isinstance(model, tf.keras.Model):
         raise UserError(f"{path} holds a {type(model).__name__}, not a Keras model")
     return model

@@ -3,6 +3,9 @@
 It drives the command-line tools exactly as a user would (each step a fresh process, so the
 demo proves the documented path), then gathers their output files into one comparison table:
 the searched binary network beside a hand-designed binary baseline and the float network.
+The steps run in the caller's working folder, so relative paths mean what the user typed; the
+configs and the output folder are checked before the first step, and a step that fails ends
+the run with that step's exit code (2: bad input, its one line already on stderr).
 """
 import dataclasses
 import json
@@ -14,6 +17,7 @@ import time
 from ubnas_tf.io_utils import atomic_write_json, atomic_write_text
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+TOOLS = ROOT / "tools"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,41 +56,60 @@ class Runner:
         self.done += 1
         elapsed = time.monotonic() - self.start
         print(f"\n=== [{self.done}/{self.total}] {title}  (t={elapsed:.0f}s)", flush=True)
-        print("$ " + " ".join(str(a) for a in args), flush=True)
-        result = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT)
+        command = [sys.executable, str(TOOLS / args[0]), *map(str, args[1:])]
+        print("$ python " + " ".join(command[1:]), flush=True)
+        result = subprocess.run(command)
+        if result.returncode == 2:  # bad input: the tool's one line says what to fix
+            raise SystemExit(2)
         if result.returncode != 0:
-            raise SystemExit(f"error: step '{title}' failed with exit code {result.returncode}")
+            print(f"error: step '{title}' failed with exit code {result.returncode}",
+                  file=sys.stderr)
+            raise SystemExit(1)
 
     @property
     def seconds(self) -> float:
         return time.monotonic() - self.start
 
 
+def check_inputs(*, output_dir, search_config, train_config, overrides=()) -> None:
+    """Raise UserError for a config or an output folder the steps would refuse, before the
+    first step (a bad retraining config must not cost a search first)."""
+    from ubnas_tf import config
+    from ubnas_tf.io_utils import check_writable
+
+    check_writable(output_dir, folder=True, what="--output_dir")
+    config.load("search", [search_config], overrides)
+    config.load("train", [train_config], overrides)
+
+
 def run(*, dataset: str, output_dir, search_config, train_config, baselines,
         overrides=(), benchmark_runs: int = 20, plot_title: str | None = None) -> dict:
     """Run the whole path and return (and write) the comparison table; `plot_title`: also
-    draw accuracy against OPs (accuracy_vs_ops.png)."""
+    draw accuracy against OPs (accuracy_vs_ops.png). Relative paths are from the working
+    folder; the tools are this checkout's."""
+    check_inputs(output_dir=output_dir, search_config=search_config,
+                 train_config=train_config, overrides=overrides)
     out = pathlib.Path(output_dir)
     search_dir = out / "search"
     genotype = search_dir / "genotype.json"
     models = contenders(genotype, baselines)
     steps = Runner(1 + 3 * len(models))
     sets = [arg for text in overrides for arg in ("--set", text)]
-    steps("search", ["tools/search.py", "--dataset", dataset, "--config", search_config,
+    steps("search", ["search.py", "--dataset", dataset, "--config", search_config,
                      "--output_dir", search_dir, *sets])
     for model in models:
         steps(f"retrain + evaluate: {model.label}",
-              ["tools/train.py", *model.train_args, "--dataset", dataset, "--config",
+              ["train.py", *model.train_args, "--dataset", dataset, "--config",
                train_config, "--output_dir", out / model.folder, *sets])
     for model in models:
         folder = out / model.folder
         steps(f"lce_convert with verification: {model.label}",
-              ["tools/convert.py", folder / "model.h5", "--dataset", dataset,
+              ["convert.py", folder / "model.h5", "--dataset", dataset,
                "--report", folder / "report.json"])
     for model in models:
         folder = out / model.folder
         steps(f"host benchmark: {model.label}",
-              ["tools/benchmark.py", folder / "model.tflite", "--runs", benchmark_runs,
+              ["benchmark.py", folder / "model.tflite", "--runs", benchmark_runs,
                "--json", folder / "benchmark.json"])
     table = collect(out, models)
     search_log = _read_jsonl(search_dir / "search_log.jsonl")

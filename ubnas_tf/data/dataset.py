@@ -187,9 +187,12 @@ class Dataset:
         n_weight = int(math.floor(portion * self._train.size))
         n_arch = self._train.size - n_weight
         if n_weight < 1 or n_arch < 1:
+            # With 2 or more examples only a portion far from 0.5 empties a half.
+            fix = ("use at least 2 training examples (raise max_examples)"
+                   if self._train.size < 2 else "use a portion nearer 0.5 or more examples")
             raise UserError(
                 f"search portion {portion} leaves an empty half of {self._train.size} training "
-                "examples; use a portion nearer 0.5 or more examples"
+                f"example(s): {fix}"
             )
         return n_weight, n_arch
 

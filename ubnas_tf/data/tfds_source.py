@@ -2,8 +2,11 @@
 
 `tfds.builder(name, data_dir=...)` finds a prepared dataset; an unprepared one is prepared with
 `download_and_prepare`, which downloads it, or (for datasets such as imagenet2012 that must be
-downloaded by hand) reads the files of `manual_dir`. Without network or manual files the user
-gets one line saying which files to put where.
+downloaded by hand) reads the files of `manual_dir`. Both are checked before TFDS starts: the
+hand-downloaded files must be there, and the dataset's download hosts must answer within
+seconds (one HEAD request each, through the user's proxy settings). Without them the user gets
+one line saying how to prepare the dataset, in seconds, instead of TFDS's minutes of retries,
+and nothing is left behind; a preparation that fails later removes what it created.
 
 Datasets whose images have a fixed shape and fit in memory (cifar10/100, mnist, fashion_mnist,
 svhn_cropped at 150-230 MB) are read once into arrays; the others (imagenet2012, imagenette)
@@ -15,7 +18,12 @@ from __future__ import annotations
 
 import difflib
 import os
+import pathlib
 import re
+import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import numpy as np
 import tensorflow as tf
@@ -82,37 +90,109 @@ def _manual_files(instructions: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+PROBE_TIMEOUT_SECONDS = 5
+
+
+def _unreachable(builder) -> str | None:
+    """Why the dataset's download hosts cannot be reached (None: they answer, or TFDS does not
+    say where it downloads from). Any HTTP answer, even an error status, means a network."""
+    try:
+        urls = list(builder.url_infos or ())
+    except Exception:  # noqa: BLE001 - no checksums file: TFDS will find out itself
+        return None
+    first_per_host = {}
+    for url in urls:
+        first_per_host.setdefault(urllib.parse.urlsplit(url).netloc, url)
+    for host, url in first_per_host.items():
+        try:
+            request = urllib.request.Request(url, method="HEAD")
+            urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_SECONDS).close()
+        except urllib.error.HTTPError:
+            continue
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            reason = getattr(error, "reason", error)
+            return f"{host} cannot be reached: {reason}"
+    return None
+
+
+def _check_manual_files(builder, spec: str, data_dir: str, manual_dir: str | None) -> list:
+    """The hand-downloaded files the dataset needs (checked to be in the manual folder)."""
+    manual = manual_dir or f"{data_dir}/downloads/manual"
+    files = _manual_files(builder.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    missing = [name for name in files if not os.path.exists(os.path.join(manual, name))]
+    if missing or not files:
+        needed = " and ".join(missing) or "the files its TFDS instructions name"
+        raise UserError(
+            f"{spec} is not prepared in {data_dir} and must be downloaded by hand: put "
+            f"{needed} in {manual} (or pass --manual_dir), then rerun"
+        )
+    return files
+
+
+class _Leftovers:
+    """What a preparation creates (the data dir, the dataset's folder, the downloads folder
+    and entries in it such as `*.tmp` folders), to be removed if it fails."""
+
+    def __init__(self, builder):
+        root = pathlib.Path(builder.data_dir_root)
+        self.downloads = root / "downloads"
+        self.absent = [path for path in (root, root / builder.name, self.downloads)
+                       if not path.exists()]
+        self.entries = set(self.downloads.iterdir()) if self.downloads.is_dir() else set()
+
+    def remove(self) -> None:
+        if self.downloads.is_dir() and self.downloads not in self.absent:
+            for entry in set(self.downloads.iterdir()) - self.entries:
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        for path in reversed(self.absent):  # the deepest first; each is this attempt's
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _mocked(builder) -> bool:
+    """True under `tfds.testing.mock_data`, whose preparation is a no-op that needs neither
+    network nor hand-downloaded files (the checks before a real preparation would refuse)."""
+    method = getattr(type(builder), "download_and_prepare", None)
+    return getattr(method, "__module__", "").startswith("tensorflow_datasets.testing")
+
+
 def _prepare(builder, spec: str, manual_dir: str | None) -> None:
     if builder.is_prepared():
         return
     data_dir = str(builder.data_dir_root)
+    how = (f"run `tfds build {spec} --data_dir DIR` on a machine with network, copy DIR here "
+           "and pass --data_dir DIR")
+    files = None
+    if _mocked(builder):
+        pass
+    elif builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+        files = _check_manual_files(builder, spec, data_dir, manual_dir)
+    else:
+        offline = _unreachable(builder)
+        if offline:
+            raise UserError(f"{spec} is not prepared in {data_dir} and cannot be downloaded "
+                            f"({offline}); {how}")
+    leftovers = _Leftovers(builder)
     try:
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
         )
     except ImportError:
+        leftovers.remove()
         raise  # a broken installation, not bad input: exit 1 with the traceback
     except Exception as error:  # noqa: BLE001 - any other failure means "data not available"
+        leftovers.remove()
         reason = (str(error).splitlines() or [type(error).__name__])[0][:150]
-        instructions = builder.MANUAL_DOWNLOAD_INSTRUCTIONS
-        if instructions:
+        if files:
             manual = manual_dir or f"{data_dir}/downloads/manual"
-            files = _manual_files(instructions)
-            missing = [name for name in files if not os.path.exists(os.path.join(manual, name))]
-            if missing or not files:
-                needed = " and ".join(missing) or "the files its TFDS instructions name"
-                raise UserError(
-                    f"{spec} is not prepared in {data_dir} and must be downloaded by hand: put "
-                    f"{needed} in {manual} (or pass manual_dir), then rerun"
-                ) from None
             raise UserError(
                 f"{spec} could not be prepared from {', '.join(files)} in {manual} ({reason}); "
                 "check that they are complete"
             ) from None
         raise UserError(
-            f"{spec} is not prepared in {data_dir} and could not be downloaded ({reason}); "
-            f"run `tfds build {spec} --data_dir DIR` on a machine with network, copy DIR here "
-            "and pass data_dir=DIR"
+            f"{spec} is not prepared in {data_dir} and could not be downloaded ({reason}); {how}"
         ) from None
 
 

@@ -2,8 +2,10 @@
 
 Converts a Keras model (`.h5`, `.keras`, SavedModel folder) to `.tflite` with Larq Compute
 Engine, prints the op counts, the binary convolutions left unfused and why, the sizes beside
-the float model, and the comparison with the Keras model. Exit codes: 0 success; 2 bad input
-(one line on stderr); 1 conversion or verification failure (one line on stderr).
+the float model, and the comparison with the Keras model. Models built with another package's
+layers load after `--import MODULE` (e.g. `--import larq_zoo`). Exit codes: 0 success; 2 bad
+input (one line on stderr); 1 conversion or verification failure (one line on stderr; nothing
+is written, an earlier output and report stay as they were).
 """
 from __future__ import annotations
 
@@ -36,16 +38,16 @@ def define_flags() -> None:
     flags.DEFINE_enum("target", "arm", convert.TARGETS, "LCE target hardware.")
     flags.DEFINE_enum("io", "float32", convert.IO_TYPES,
                       "Input/output type (int8 needs a quantization-aware model).")
-    flags.DEFINE_boolean("allow_lambda", False, "Load models holding Lambda layers (Python "
-                         "bytecode that runs on load): only for files you trust.")
     flags.DEFINE_float("tolerance", verify.DEFAULT_TOLERANCE, "Largest accepted max |logit "
                        "diff| of the median sample, relative to max(1, max |Keras logit|).")
     flags.DEFINE_float("min_agreement", verify.DEFAULT_MIN_AGREEMENT, "Smallest accepted "
                        "fraction of samples with the same top-1 class in Keras and the .tflite.")
-    flags.DEFINE_integer("verify_samples", 32, "Samples compared in verification.")
+    flags.DEFINE_integer("verify_samples", 32, "Samples compared in verification.",
+                         lower_bound=1)
     flags.DEFINE_boolean("write_float", True, "Also write the float reference model "
                          "OUT.float.tflite (for tools/benchmark.py).")
-    flags.DEFINE_integer("threads", 1, "Interpreter threads for verification.")
+    flags.DEFINE_integer("threads", 1, "Interpreter threads for verification.", lower_bound=1)
+    cli.define_model_loading_flags()
     if "dataset" not in FLAGS:
         cli.define_data_flags(required=False)
 
@@ -61,6 +63,7 @@ def main(argv) -> None:
 
     if len(argv) != 2:
         cli.fail(f"give exactly one MODEL ({_USAGE}), got {len(argv) - 1}")
+    cli.import_modules_from_flags()
     try:
         result = pipeline.export_model(
             argv[1], output=FLAGS.output, report_path=FLAGS.report, dataset=FLAGS.dataset,
@@ -69,9 +72,21 @@ def main(argv) -> None:
             min_agreement=FLAGS.min_agreement,
             samples=FLAGS.verify_samples, write_float=FLAGS.write_float,
             data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, num_threads=FLAGS.threads)
-    except (verify.VerificationError, convert.ConversionError) as error:
-        _fail(f"{error}; nothing written to the output", EXIT_FAILURE)
+    except verify.VerificationError as error:
+        _fail(f"{error}; nothing written. {verification_fixes(FLAGS.dataset)}", EXIT_FAILURE)
+    except convert.ConversionError as error:
+        _fail(f"{error}; nothing written", EXIT_FAILURE)
     print(pipeline.format_summary(result))
+
+
+def verification_fixes(dataset) -> str:
+    """What to try when the .tflite and the Keras model disagree (one sentence)."""
+    inputs = ("" if dataset else "verify on real inputs with --dataset D (random inputs "
+              "put more pre-sign values near 0), ")
+    return (f"Fixes: {inputs}loosen --tolerance / --min_agreement, or skip the check with "
+            "--no-verify. Untrained or briefly trained binary networks (larq-zoo's BiRealNet "
+            "too) put many sign inputs at or within rounding of 0, where LCE's folded "
+            "arithmetic and Keras's can take different signs: train the model, then verify")
 
 
 def console_main() -> None:
@@ -80,7 +95,7 @@ def console_main() -> None:
 
     sys.argv = [_ALIASES.get(arg, arg) for arg in sys.argv]
     define_flags()
-    cli.run(main)
+    cli.run(main, usage=__doc__)
 
 
 if __name__ == "__main__":

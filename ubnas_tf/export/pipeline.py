@@ -7,7 +7,7 @@ from ubnas_tf.errors import UserError
 import ubnas_tf.export.verify as verification
 from ubnas_tf import model_io
 from ubnas_tf.export import convert, report
-from ubnas_tf.io_utils import atomic_write_json
+from ubnas_tf.io_utils import atomic_write_json, check_writable
 
 __all__ = ["export_model", "format_summary"]
 
@@ -25,8 +25,9 @@ def export_model(model_path, *, output=None, report_path=None, dataset=None, ver
 
     Writes `output` (default: `model.tflite` beside the model), its float reference
     `X.float.tflite` (unless `write_float` is False) and, when given, `report_path` (JSON).
-    Nothing is written to `output` unless conversion succeeds, the `.tflite` holds only ops
-    LCE's runtime registers, and (with `verify`) it matches the Keras model.
+    Nothing is written (an earlier output and report stay as they were, still describing each
+    other) unless conversion succeeds, the `.tflite` holds only ops LCE's runtime registers,
+    and (with `verify`) it matches the Keras model; the error carries the figures.
 
     Raises:
       UserError: bad input (file, flags, dataset). verification.VerificationError: mismatch.
@@ -36,6 +37,9 @@ def export_model(model_path, *, output=None, report_path=None, dataset=None, ver
     output = pathlib.Path(output) if output else convert.default_output_path(model_path)
     if model_path.exists() and _same_file(output, model_path):
         raise UserError(f"output {output} is the input model; give another -o path")
+    check_writable(output, folder=False, what="output (-o)")  # before minutes of work
+    if report_path:
+        check_writable(report_path, folder=False, what="report (--report)")
     if samples < 1:
         raise UserError(f"verify samples must be >= 1, got {samples}")
     if verify and not (tolerance > 0 and 0 < min_agreement <= 1):
@@ -67,32 +71,27 @@ def export_model(model_path, *, output=None, report_path=None, dataset=None, ver
         "size_ratio": None,
         "verify": None,
     }
-    try:
-        if result["unsupported_ops"]:
-            raise convert.ConversionError(
-                f"the .tflite holds ops LCE's runtime does not register: "
-                f"{', '.join(result['unsupported_ops'])}")
-        if verify:
-            result["verify"] = {"inputs": source}
-            result["verify"].update(verification.verify(
-                model, tflite_bytes, inputs, tolerance=tolerance, min_agreement=min_agreement,
-                num_threads=num_threads))
-        float_bytes = convert.convert_float_model(model, target=target)
-        result.update({
-            "float_tflite": str(convert.float_path_for(output)) if write_float else None,
-            "float_tflite_bytes": len(float_bytes),
-            "float_ops": report.op_counts(float_bytes),
-            "size_ratio": len(float_bytes) / len(tflite_bytes),
-        })
-    except verification.VerificationError as error:
-        result["verify"].update(error.result)
-        raise
-    finally:
-        if report_path:
-            atomic_write_json(report_path, result)
+    if result["unsupported_ops"]:
+        raise convert.ConversionError(
+            f"the .tflite holds ops LCE's runtime does not register: "
+            f"{', '.join(result['unsupported_ops'])}")
+    if verify:
+        result["verify"] = {"inputs": source}
+        result["verify"].update(verification.verify(
+            model, tflite_bytes, inputs, tolerance=tolerance, min_agreement=min_agreement,
+            num_threads=num_threads))
+    float_bytes = convert.convert_float_model(model, target=target)
+    result.update({
+        "float_tflite": str(convert.float_path_for(output)) if write_float else None,
+        "float_tflite_bytes": len(float_bytes),
+        "float_ops": report.op_counts(float_bytes),
+        "size_ratio": len(float_bytes) / len(tflite_bytes),
+    })
     convert.write_tflite(output, tflite_bytes)
     if write_float:
         convert.write_tflite(convert.float_path_for(output), float_bytes)
+    if report_path:
+        atomic_write_json(report_path, result)
     return result
 
 

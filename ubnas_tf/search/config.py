@@ -146,9 +146,9 @@ def check_output_dir(output_dir: pathlib.Path, config: dict, run: dict) -> bool:
     differences = config_lib.same_run(comparable(saved_config(previous)), comparable(config),
                                       ignore=RESUMABLE_KEYS)
     if differences:
-        shown = ", ".join(differences[:6]) + (" ..." if len(differences) > 6 else "")
         raise UserError(
-            f"{output_dir} holds a search with a different config ({shown} differ): pass a new "
+            f"{output_dir} holds a search with a different config "
+            f"({config_lib.describe_differences(differences)}): pass a new "
             "--output_dir, or the same config and dataset to resume it (nothing was overwritten)")
     run_path = output_dir / "run.json"
     if run_path.is_file():

@@ -6,13 +6,15 @@
      "reduce": [...], "reduce_concat": [2, 3, 4, 5]}
 
 Node i (0-based) of a cell takes two inputs among the cell inputs 0, 1 and the earlier nodes
-2..i+1. Files are parsed as JSON, never `eval`ed; DARTS's own repr strings
-(`Genotype(normal=[...], normal_concat=range(2, 6), ...)`) are read with `ast` for import.
+2..i+1. Files are parsed, never `eval`ed: JSON, or DARTS's own repr
+(`Genotype(normal=[...], normal_concat=range(2, 6), ...)`, also as `NAME = Genotype(...)` as in
+DARTS's genotypes.py) read with `ast` literals only.
 """
 import ast
 import dataclasses
 import json
 import pathlib
+import re
 
 from ubnas_tf.errors import UserError
 from ubnas_tf.io_utils import atomic_write_text
@@ -104,36 +106,86 @@ class Genotype:
 
     @classmethod
     def load(cls, path) -> "Genotype":
+        """A genotype file: JSON (what tools/search.py writes) or a DARTS `Genotype(...)`."""
         path = pathlib.Path(path)
         if not path.is_file():
-            raise UserError(f"genotype file {path} does not exist: pass the genotype.json "
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise UserError(f"genotype file {path} {what}: pass the genotype.json "
                             "written by tools/search.py (or one under configs/genotypes/)")
         text = path.read_text(encoding="utf-8", errors="replace")
+        if _DARTS_REPR.search(text) and not text.lstrip().startswith("{"):
+            return cls.from_darts_repr(text, source=f"genotype file {path}")
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
-            raise UserError(f"genotype file {path} is not valid JSON (line {error.lineno}: "
-                            f"{error.msg}): fix it or write it again with tools/search.py") from None
+            raise UserError(f"genotype file {path} is neither valid JSON (line {error.lineno}: "
+                            f"{error.msg}) nor a DARTS Genotype(...): fix it or write it again "
+                            "with tools/search.py") from None
         return cls.from_dict(data, source=f"genotype file {path}")
 
     @classmethod
-    def from_darts_repr(cls, text: str, space: str = "darts") -> "Genotype":
-        """Parse DARTS's `Genotype(normal=[...], normal_concat=range(2, 6), ...)` safely."""
-        try:
-            call = ast.parse(text.strip(), mode="eval").body
-        except SyntaxError:
-            raise UserError("not a DARTS Genotype(...) expression") from None
-        if not isinstance(call, ast.Call) or getattr(call.func, "id", None) != "Genotype":
-            raise UserError("not a DARTS Genotype(...) expression")
+    def from_darts_repr(cls, text: str, space: str | None = None,
+                        source: str = "DARTS genotype") -> "Genotype":
+        """Parse DARTS's `Genotype(normal=[...], normal_concat=range(2, 6), ...)` (or
+        `NAME = Genotype(...)`) from literals only; anything else is a UserError.
+
+        `space`: the search space of its op names; by default the float DARTS space when all
+        its ops are DARTS ops, else the binary space."""
+        call = _darts_call(text, source)
         values = {}
         for keyword in call.keywords:
-            node = keyword.value
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "range":
-                bounds = [ast.literal_eval(arg) for arg in node.args]
-                values[keyword.arg] = list(range(*bounds))
-            else:
-                values[keyword.arg] = ast.literal_eval(node)
-        return cls.from_dict({**values, "space": space}, source="DARTS genotype")
+            if keyword.arg is None or keyword.arg in values:
+                raise UserError(f"{source}: Genotype(...) takes each field once, by name "
+                                "(normal=..., normal_concat=..., reduce=..., reduce_concat=...)")
+            values[keyword.arg] = _literal(keyword.value, f"{source}: field {keyword.arg!r}")
+        written = values.pop("space", None)  # our own dataclass repr names its space
+        space = space or (written if isinstance(written, str) else None) or _space_of(values)
+        return cls.from_dict({**values, "space": space}, source=source)
+
+
+_DARTS_REPR = re.compile(r"\bGenotype\s*\(")
+
+
+def _darts_call(text: str, source: str) -> ast.Call:
+    """The `Genotype(...)` call of `text`: an expression or one assignment `NAME = ...`."""
+    expected = (f"{source}: not a DARTS Genotype(...) expression (give JSON or "
+                "Genotype(normal=[...], normal_concat=[...], reduce=[...], reduce_concat=[...]))")
+    try:
+        body = ast.parse(text.strip(), mode="exec").body
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        raise UserError(expected) from None
+    if len(body) != 1 or not isinstance(body[0], (ast.Expr, ast.Assign)):
+        raise UserError(expected)
+    call = body[0].value
+    if (not isinstance(call, ast.Call) or getattr(call.func, "id", None) != "Genotype"
+            or call.args):
+        raise UserError(expected)
+    return call
+
+
+def _literal(node, where):
+    """A literal value, or `range(a, b[, c])` with literal bounds (DARTS's concat)."""
+    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "range":
+        bounds = [_literal(arg, where) for arg in node.args]
+        if node.keywords or not 1 <= len(bounds) <= 3 or not all(
+                isinstance(bound, int) and not isinstance(bound, bool) for bound in bounds):
+            raise UserError(f"{where}: range(...) needs one to three integers")
+        return list(range(*bounds))
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise UserError(f"{where} is not a literal (only lists, tuples, strings, numbers and "
+                        "range(a, b) are read, never evaluated)") from None
+
+
+def _space_of(values: dict) -> str:
+    """'darts' when every op name is a DARTS op, else 'binary' (validation names the bad op)."""
+    from ubnas_tf.search_space import get_space
+
+    darts = get_space("darts")
+    ops = [edge[0] for field in CELL_FIELDS for edge in values.get(field) or ()
+           if isinstance(edge, (list, tuple)) and edge]
+    return "darts" if all(op in darts.ops for op in ops) else "binary"
 
 
 def _parse_edges(value, where) -> tuple:

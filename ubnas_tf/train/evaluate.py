@@ -11,7 +11,7 @@ from ubnas_tf.train.trainer import Trainer
 __all__ = ["load_model", "check_model_fits", "evaluate", "evaluate_file"]
 
 
-def load_model(path) -> tf.keras.Model:
+def load_model(path, *, allow_lambda: bool = False) -> tf.keras.Model:
     """Load a saved model for inference; refuses models holding Lambda layers when the export
     package's safe loader is there."""
     from ubnas_tf.network import baselines  # noqa: F401  (registers FloatConvModule)
@@ -21,7 +21,7 @@ def load_model(path) -> tf.keras.Model:
     except ImportError:
         safe_load = None
     if safe_load is not None:
-        return safe_load(path)
+        return safe_load(path, allow_lambda=allow_lambda)
     path = pathlib.Path(path)
     if not path.exists():
         raise UserError(f"model file {path} does not exist: pass the model.h5 of a train run")
@@ -68,12 +68,14 @@ def evaluate(model, data, batch_size: int = 256, *, top5: bool = False,
 
 
 def evaluate_file(path, dataset: str, *, batch_size: int = 256, data_dir=None, manual_dir=None,
-                  max_examples=None, seed: int = 0, top5: bool = False) -> dict:
+                  max_examples=None, seed: int = 0, top5: bool = False,
+                  allow_lambda: bool = False) -> dict:
     """Load a saved model and evaluate it on the test split of `dataset` (`max_examples`: a
-    seeded subset of that many test images, for a quick look)."""
+    seeded subset of that many test images, for a quick look; `allow_lambda`: load Lambda
+    layers, whose Python code runs on load: only for files you trust)."""
     from ubnas_tf.data import load_dataset
 
-    model = load_model(path)
+    model = load_model(path, allow_lambda=allow_lambda)
     shape = model.input_shape[1:3]
     data = load_dataset(dataset, data_dir=data_dir, manual_dir=manual_dir,
                         input_size=tuple(shape) if None not in shape else None,

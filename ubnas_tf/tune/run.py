@@ -198,8 +198,8 @@ def _check_output_dir(directory: pathlib.Path, config: dict, run: dict) -> None:
     differences += [f"--{key}" for key in sorted(set(run) | set(saved_run))
                     if run.get(key) != saved_run.get(key)]
     if differences:
-        shown = ", ".join(differences[:6]) + (" ..." if len(differences) > 6 else "")
-        raise UserError(f"{directory} holds a tuning run with another config ({shown} differ): "
+        raise UserError(f"{directory} holds a tuning run with another config "
+                        f"({config_lib.describe_differences(differences)}): "
                         "pass a new --output_dir, or the same command and config to resume it "
                         "(nothing was overwritten)")
 

@@ -70,8 +70,10 @@ def load_config(files=(), overrides=()) -> dict:
     """
     defaults = config_lib.defaults("tune")
     layers = [defaults]
-    layers += [config_lib._read_yaml(path) for path in files or ()]
+    layers += [_paths_beside(config_lib._read_yaml(path), path) for path in files or ()]
     layers += [config_lib.parse_override(text) for text in overrides or ()]
+    for layer in layers[1:]:
+        _check_budget_keys(layer, defaults)
     plain = {key: value for key, value in defaults.items() if key not in
              (*SECTIONS, "hyperparameters")}
     fixed = {section: [] for section in SECTIONS}
@@ -102,6 +104,36 @@ def load_config(files=(), overrides=()) -> dict:
     _check_plain(resolved)
     TuningSpace(resolved)  # unknown or ill-formed tuned keys fail here
     return resolved
+
+
+def _paths_beside(layer: dict, path) -> dict:
+    """A config file's relative `search_config`/`train_config` entries, looked up beside that
+    file first (configs/tune_demo.yaml names its neighbours), then from the working folder."""
+    import pathlib
+
+    folder = pathlib.Path(path).parent
+    layer = dict(layer)
+    for key in ("search_config", "train_config"):
+        entries = layer.get(key)
+        if isinstance(entries, list):
+            layer[key] = [str(folder / entry) if isinstance(entry, str)
+                          and not pathlib.Path(entry).is_absolute()
+                          and (folder / entry).is_file() else entry for entry in entries]
+    return layer
+
+
+def _check_budget_keys(layer: dict, defaults: dict) -> None:
+    """A search or train key set at the top (`--set epochs=1`) says where it belongs."""
+    for key in layer:
+        if key in defaults or key in SECTIONS or key == "hyperparameters":
+            continue
+        owners = [section for section in SECTIONS if key in config_lib.defaults(section)]
+        if owners:
+            where = " and/or ".join(f"{section}.{key}=VALUE" for section in owners)
+            raise UserError(f"config key {key!r} belongs to a trial's "
+                            f"{' and '.join(owners)} config, not to the tuner: set {where} "
+                            "(or name YAML files in search_config / train_config); the tuner's "
+                            f"own keys are {', '.join(k for k in defaults if k not in SECTIONS)}")
 
 
 def _check_plain(config: dict) -> None:
