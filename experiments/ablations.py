@@ -37,7 +37,7 @@ FLAGS = flags.FLAGS
 
 # label -> (search --set overrides, retraining --set overrides); "default" is the reference.
 SIGNS = {"approx": None, "ste": (("module=ebnas_search_ste",), ("module=ebnas_retrain_ste",))}
-K_SETTINGS = ((8, 4), (4, 2), (2, 1))  # the first is configs/search.yaml's (the reference)
+K_SETTINGS = ((8, 4), (4, 2), (2, 1))  # the two that differ from the reference's are run
 MODULES = {  # the reference genotype retrained under each; ebnas_retrain is the reference
     "ebnas_retrain": None,
     "bireal": "bireal",
@@ -76,6 +76,16 @@ class Ablations:
         return [unit for label, (search_sets, train_sets) in labels_sets.items()
                 for seed in self.seeds for unit in self._pair(label, seed, search_sets, train_sets)]
 
+    def k_settings(self) -> list:
+        """The reference's (normal, reduce) K first, then two other settings."""
+        from ubnas_tf import config as config_lib
+
+        budget = self.exp.budget
+        partial = config_lib.load("search", [protocol.ROOT / budget.search_config],
+                                  budget.search_sets)["partial_channels"]
+        reference = (partial["normal"], partial["reduce"])
+        return [reference] + [k for k in K_SETTINGS if k != reference][:2]
+
     def stages(self) -> dict:
         reference = lambda: self.exp.result("default_search-0")["genotype"]  # noqa: E731
         return {
@@ -87,7 +97,7 @@ class Ablations:
                 for label, value in MODULES.items() if value for seed in self.seeds],
             "k": lambda: self._rows({f"k-{n}-{r}": ((f"partial_channels.normal={n}",
                                                      f"partial_channels.reduce={r}"), ())
-                                     for n, r in K_SETTINGS[1:]}),
+                                     for n, r in self.k_settings()[1:]}),
             "early_stop": lambda: self._rows({"nostop": (early_stop_off(), ())}),
         }
 
@@ -130,7 +140,7 @@ class Ablations:
             "K (partial_channels normal / reduce)": [
                 self._row(f"K = {n} / {r}" + (" (reference)" if not i else ""),
                           default if not i else f"k-{n}-{r}")
-                for i, (n, r) in enumerate(K_SETTINGS)],
+                for i, (n, r) in enumerate(self.k_settings())],
             "early stopping": [self._row("early stop (reference)", default),
                                self._row("run to the end", "nostop")],
         }

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import pathlib
 
@@ -70,9 +71,9 @@ def score(result: dict) -> tuple[float | None, str]:
     return result.get("test_top1"), "test_top1 (no validation split in this run)"
 
 
-def scatter_runs(groups: dict, path, *, title: str, x_label: str = "OPs (FLOPs + BOPs/64)") -> pathlib.Path:
-    """Top-1 of every run against its OPs, one colour per group (`groups`: label -> list of
-    (ops, top1)); the group named `random` is drawn first, in grey, as a cloud."""
+@contextlib.contextmanager
+def _figure(path, *, title: str, x_label: str, y_label: str):
+    """A matplotlib figure (Agg, no display) yielded for drawing, then labelled and saved."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,51 +82,48 @@ def scatter_runs(groups: dict, path, *, title: str, x_label: str = "OPs (FLOPs +
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
-    order = sorted(groups, key=lambda label: label != "random")
-    for label in order:
-        points = [(x, y) for x, y in groups[label] if x is not None and y is not None]
-        if not points:
-            continue
-        xs, ys = zip(*points)
-        style = {"color": "0.6", "alpha": 0.6, "s": 22} if label == "random" else {"s": 36}
-        axes.scatter(xs, [100 * y for y in ys], label=f"{label} ({len(points)} runs)",
-                     **style)
-    axes.set_xscale("log")
-    axes.set_xlabel(x_label)
-    axes.set_ylabel("test top-1 (%)")
-    axes.set_title(title)
-    axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    try:
+        yield axes
+        axes.set_xlabel(x_label)
+        axes.set_ylabel(y_label)
+        axes.set_title(title)
+        axes.grid(True, alpha=0.3)
+        if axes.get_legend_handles_labels()[0]:
+            axes.legend(fontsize=8)
+        figure.tight_layout()
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
+
+
+def scatter_runs(groups: dict, path, *, title: str,
+                 x_label: str = "OPs (FLOPs + BOPs/64)") -> pathlib.Path:
+    """Top-1 of every run against its OPs, one colour per group (`groups`: label -> list of
+    (ops, top1)); the group named `random` is drawn first, in grey, as a cloud."""
+    with _figure(path, title=title, x_label=x_label, y_label="test top-1 (%)") as axes:
+        for label in sorted(groups, key=lambda label: label != "random"):
+            points = [(x, y) for x, y in groups[label] if x is not None and y is not None]
+            if not points:
+                continue
+            xs, ys = zip(*points)
+            style = {"color": "0.6", "alpha": 0.6, "s": 22} if label == "random" else {"s": 36}
+            axes.scatter(xs, [100 * y for y in ys], label=f"{label} ({len(points)} runs)",
+                         **style)
+        axes.set_xscale("log")
+    return pathlib.Path(path)
 
 
 def plot_curves(curves: dict, path, *, key: str, title: str, y_label: str) -> pathlib.Path:
     """Training curves: `curves` label -> list of per-epoch lists of records (one per run)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for index, (label, runs) in enumerate(curves.items()):
-        for run_index, records in enumerate(runs):
-            points = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
-            if points:
-                xs, ys = zip(*points)
-                axes.plot(xs, ys, marker="o", color=colours[index % len(colours)],
-                          alpha=0.8, label=label if run_index == 0 else None)
-    axes.set_xlabel("epoch")
-    axes.set_ylabel(y_label)
-    axes.set_title(title)
-    axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    with _figure(path, title=title, x_label="epoch", y_label=y_label) as axes:
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for index, (label, runs) in enumerate(curves.items()):
+            for run_index, records in enumerate(runs):
+                points = [(r["epoch"], r[key]) for r in records if r.get(key) is not None]
+                if points:
+                    xs, ys = zip(*points)
+                    axes.plot(xs, ys, marker="o", color=colours[index % len(colours)],
+                              alpha=0.8, label=label if run_index == 0 else None)
+    return pathlib.Path(path)
