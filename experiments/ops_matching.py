@@ -13,9 +13,11 @@ import numpy as np
 
 from ubnas_tf.errors import UserError
 
-# The layouts tried for the baselines: three stages (the small-image layout of
-# configs/train_fashion_mnist.yaml) of 1-3 blocks, four stages of 1-2 blocks.
-DEPTHS = ((2, 2, 2), (1, 1, 1), (3, 3, 3), (2, 2, 2, 2))
+# The layouts tried for the baselines, in order of preference: the small-image layout of
+# configs/train_fashion_mnist.yaml (three stages of two blocks) first; others only when no
+# width of it lands in the window (the width moves the float OPs in coarse steps, the blocks
+# of binary convs in fine ones).
+DEPTHS = ((2, 2, 2), (1, 1, 1), (3, 3, 3), (4, 4, 4), (1, 1, 1, 1), (2, 2, 2, 2), (3, 3, 3, 3))
 WIDTH_STEP = {"bireal": 2, "quicknet": 4}  # QuickNet's stem needs a multiple of 4
 MAX_STEPS = 128
 
@@ -73,9 +75,10 @@ def _ops(name: str, settings: dict, info) -> float:
 
 
 def size_baseline(name: str, info, *, target: float, tolerance: float) -> dict:
-    """Width and depth of `name` (bireal | quicknet) whose OPs are closest to `target` (in
-    ratio). OPs grow with the width, so for each depth a bisection finds the narrowest width at
-    or above the target, and that width and the one below are the candidates."""
+    """Width and depth of `name` (bireal | quicknet) with OPs within `tolerance` of `target`:
+    for the first depth of DEPTHS that has one, the width closest to the target (in ratio).
+    OPs grow with the width, so doubling then bisecting finds the narrowest width at or above
+    the target; it and the width below are the candidates."""
     best = None
     for blocks in DEPTHS:
         cache = {}
@@ -85,7 +88,10 @@ def size_baseline(name: str, info, *, target: float, tolerance: float) -> dict:
                 cache[step] = _ops(name, _settings(name, blocks, step), info)
             return cache[step]
 
-        low, high = 1, MAX_STEPS
+        high = 1  # doubling first: small widths are cheap to build, large ones are not
+        while ops(high) < target and high < MAX_STEPS:
+            high *= 2
+        low = high // 2 + 1 if high > 1 else 1
         while low < high:
             middle = (low + high) // 2
             if ops(middle) >= target:
@@ -96,6 +102,8 @@ def size_baseline(name: str, info, *, target: float, tolerance: float) -> dict:
             distance = abs(np.log(ops(step) / target))
             if best is None or distance < best[0] - 1e-12:
                 best = (distance, _settings(name, blocks, step), ops(step))
+        if abs(best[2] / target - 1.0) <= tolerance:
+            break
     _, settings, ops_found = best
     if abs(ops_found / target - 1.0) > tolerance:
         raise UserError(f"no {name} layout has OPs within {tolerance:.0%} of {target:,.0f} "

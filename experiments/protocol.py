@@ -149,17 +149,19 @@ class Experiment:
 
     # --- estimates ---------------------------------------------------------------------------
 
-    def seconds_per_epoch(self, kind: str) -> tuple[float, str]:
+    def seconds_per_epoch(self, kind: str) -> tuple[float, float, str]:
+        """(overhead, seconds per epoch, source) of a unit kind: measured wall time per epoch
+        of its finished units (overhead included), else the budget's prior."""
         measured = [u["wall_seconds"] / max(1, u["epochs"]) for u in self.all_units()
                     if u["kind"] == kind]
         if measured:
-            return sum(measured) / len(measured), f"measured over {len(measured)} unit(s)"
+            return 0.0, sum(measured) / len(measured), f"measured over {len(measured)} unit(s)"
         prior = self.budget.seconds_per_epoch.get(kind.split(":")[-1], 600.0)
-        return prior, "prior (README step times)"
+        return self.budget.overhead_s, prior, "prior (README step times)"
 
     def estimate(self, unit: Unit) -> float:
-        rate, _ = self.seconds_per_epoch(unit.kind)
-        return self.budget.overhead_s + rate * unit.epochs
+        overhead, rate, _ = self.seconds_per_epoch(unit.kind)
+        return overhead + rate * unit.epochs
 
     def parts(self, units: list) -> list:
         """The units of a stage packed in order into parts estimated under STAGE_LIMIT_S
@@ -187,7 +189,7 @@ class Experiment:
         started = time.monotonic()
         for done, unit in enumerate(todo):
             left = sum(map(self.estimate, todo[done:]))
-            rate, source = self.seconds_per_epoch(unit.kind)
+            _, rate, source = self.seconds_per_epoch(unit.kind)
             print(f"\n##### [{done + 1}/{len(todo)}] {unit.key}  elapsed "
                   f"{_duration(time.monotonic() - started)}, ETA {_duration(left)} "
                   f"({unit.kind}: {rate:.0f} s/epoch, {source})", flush=True)
