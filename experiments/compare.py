@@ -251,11 +251,11 @@ class Compare:
 
         lines = [f"Budget `{table['budget']}` on `{table['dataset']}`; every number below is a "
                  "run of `python experiments/compare.py` (units in `units/`).", "",
-                 "| network | networks x seeds | test top-1 (mean ± std) | val top-1 | OPs | "
+                 "| network | networks / runs | test top-1 (mean ± std) | val top-1 | OPs | "
                  "params 1-bit / 32-bit | .tflite | search cost |", "|---|---|---|---|---|---|---|---|"]
         for row in table["rows"]:
             lines.append(
-                f"| {row['group']} | {row['networks']} x {row['runs'] // max(1, row['networks'])}"
+                f"| {row['group']} | {row['networks']} / {row['runs']}"
                 f" | {row['test_top1_text']} | {row['val_top1_text']} | "
                 f"{stat(row['ops'], 1e-6, 3, 'M')} | {stat(row['params_binary'])} / "
                 f"{stat(row['params_float'])} | {stat(row['tflite_bytes'], 1 / 1024, 1, ' KiB')} |"
