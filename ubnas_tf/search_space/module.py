@@ -7,8 +7,12 @@ code (shared/reference/UBNAS.md):
 - `ebnas_search`:  y = x + BN(Conv(sign(x)))                  real weights, BN without affine
 - `ebnas_retrain`: y = PReLU(x + BN(Conv_b(sign(BN(x)))))    sign(w) * per-channel scale
 
-On stride 2 the shortcut is AvgPool(2). Sign is ApproxSign; the convolution pads with +1
-(`pad_values=1`) so that Larq Compute Engine fuses it into LceBconv2d on every target.
+On stride 2 the shortcut is AvgPool(2). The activation sign is ApproxSign (`sign: approx`,
+Bi-Real's gradient, as UBNAS) or the plain clipped straight-through estimator (`sign: ste`,
+larq's `ste_sign`: gradient 1 on |x| <= sign_width, 0 outside) for the ablation of the paper's
+claim that ApproxSign converges faster. Both have `larq.math.sign` as their forward, the form
+Larq Compute Engine fuses; the convolution pads with +1 (`pad_values=1`) so that it becomes
+LceBconv2d on every target.
 """
 import dataclasses
 
@@ -22,6 +26,7 @@ from ubnas_tf.search_space.layers import QuantConv2D, Subsample, make_norm, regi
 WEIGHT_MODES = ("real", "sign", "scaled_sign")
 ACTIVATIONS = ("none", "prelu", "relu")
 NORMS = ("batch_stats", "batch_norm")
+SIGNS = ("approx", "ste")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +39,8 @@ class ModuleStructure:
     shortcut:    residual shortcut (pooled on stride 2) or a plain conv block.
     norm:        'batch_stats' (search: no moving statistics) or 'batch_norm'.
     affine:      learn BN scale and offset.
-    sign_width:  half-width of the ApproxSign gradient window.
+    sign:        activation binarizer: 'approx' (ApproxSign, UBNAS) or 'ste' (clipped STE).
+    sign_width:  half-width of the gradient window (ApproxSign's triangle, STE's clip).
     groups:      grouped binary conv (LCE needs a multiple of 32 input channels per group).
     weight_clip: clip latent binary weights to [-c, c] (None: no clip).
     """
@@ -45,6 +51,7 @@ class ModuleStructure:
     shortcut: bool = True
     norm: str = "batch_stats"
     affine: bool = False
+    sign: str = "approx"
     sign_width: float = 1.0
     groups: int = 1
     weight_clip: float | None = 1.0
@@ -54,6 +61,7 @@ class ModuleStructure:
             ("weights", WEIGHT_MODES),
             ("activation", ACTIVATIONS),
             ("norm", NORMS),
+            ("sign", SIGNS),
         ):
             if getattr(self, field) not in allowed:
                 raise UserError(
@@ -95,7 +103,19 @@ PRESETS = {
     ),
 }
 
+# The sign ablation (experiments/ablations.py) needs the STE in the search too, whose config
+# takes a preset name only.
+PRESETS["ebnas_search_ste"] = dataclasses.replace(PRESETS["ebnas_search"], sign="ste")
+PRESETS["ebnas_retrain_ste"] = dataclasses.replace(PRESETS["ebnas_retrain"], sign="ste")
+
 _KERNEL_QUANTIZERS = {"real": None, "sign": "ste_sign", "scaled_sign": "magnitude_aware_sign"}
+
+
+def input_quantizer(structure: ModuleStructure):
+    """The activation binarizer of a module: ApproxSign or larq's clipped STE sign."""
+    if structure.sign == "ste":
+        return lq.quantizers.SteSign(clip_value=structure.sign_width)
+    return ApproxSign(structure.sign_width)
 
 
 def _activation(kind: str, name: str):
@@ -141,7 +161,7 @@ class BinaryConvModule(tf.keras.layers.Layer):
             padding="same",
             pad_values=1.0,
             groups=s.groups,
-            input_quantizer=ApproxSign(s.sign_width),
+            input_quantizer=input_quantizer(s),
             kernel_quantizer=_KERNEL_QUANTIZERS[s.weights],
             kernel_constraint=lq.constraints.WeightClip(s.weight_clip)
             if binary_weights and s.weight_clip

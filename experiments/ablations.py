@@ -1,0 +1,192 @@
+"""The abstract's claims as ablations, under compare.py's protocol (issue 13.2).
+
+    python experiments/ablations.py --stage plan        # stages, parts, estimated times
+    python experiments/ablations.py --stage default     # then sign, module, k, early_stop
+    python experiments/ablations.py --stage report      # docs/results/ablations/results.md + figures
+
+Every row is `--budget`'s seeds (2) of search + retraining (or of retraining only, for the
+module structures), with mean +- std and every run, reported whatever the sign. Rows share one
+reference: `default_*`, the budget's search (configs/search_fashion_mnist.yaml: ApproxSign,
+K = 8/4, early stopping by its patience) and retraining (`ebnas_retrain` modules).
+- sign: ApproxSign (the reference) against larq's clipped straight-through sign
+  (`module.sign: ste`, presets `ebnas_search_ste` / `ebnas_retrain_ste`) in search and
+  retraining; final accuracy and training curves (UBNAS claims faster convergence);
+- module: the reference search's first genotype retrained under each module preset and a few
+  mappings (pre-BN or not, activation, shortcut, weight scaling);
+- k: PC-DARTS channel sampling ratio `partial_channels.normal / .reduce`, three settings;
+- early_stop: the reference (early stop on) against the same searches run to the end; epochs
+  and seconds saved against the retrained accuracy of each genotype.
+"""
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from absl import flags  # noqa: E402
+
+from experiments import protocol  # noqa: E402
+from experiments.report import fmt_mean_std, mean_std, plot_curves  # noqa: E402
+from ubnas_tf import cli  # noqa: E402
+
+flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | report "
+                    "| all; NAME:K runs the K-th part of a stage.")
+flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
+flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
+flags.DEFINE_string("work_dir", "experiments/ablations_run", "Tools' outputs (not committed).")
+FLAGS = flags.FLAGS
+
+# label -> (search --set overrides, retraining --set overrides); "default" is the reference.
+SIGNS = {"approx": None, "ste": (("module=ebnas_search_ste",), ("module=ebnas_retrain_ste",))}
+K_SETTINGS = ((8, 4), (4, 2), (2, 1))  # the two that differ from the reference's are run
+MODULES = {  # the reference genotype retrained under each; ebnas_retrain is the reference
+    "ebnas_retrain": None,
+    "bireal": "bireal",
+    "no_pre_bn": "{preset: ebnas_retrain, pre_bn: false}",
+    "relu": "{preset: ebnas_retrain, activation: relu}",
+    "no_activation": "{preset: ebnas_retrain, activation: none}",
+    "no_shortcut": "{preset: ebnas_retrain, shortcut: false}",
+    "unscaled_sign": "{preset: ebnas_retrain, weights: sign}",
+}
+
+
+def early_stop_off() -> tuple:
+    """Overrides that run a search to its last epoch (the `early_stop.enabled` switch where the
+    schema has one, else both rules off)."""
+    from ubnas_tf import config as config_lib
+
+    if "enabled" in config_lib.defaults("search")["early_stop"]:
+        return ("early_stop.enabled=false",)
+    return ("early_stop.patience=null", "early_stop.max_skip=null")
+
+
+class Ablations:
+    def __init__(self, experiment: protocol.Experiment):
+        self.exp = experiment
+        self.seeds = range(experiment.budget.seeds)
+
+    def _pair(self, label: str, seed: int, search_sets=(), train_sets=()) -> list:
+        """A search and the retraining of its genotype, both with `seed`."""
+        search_key = f"{label}_search-{seed}"
+        genotype = lambda: self.exp.result(search_key)["genotype"]  # noqa: E731
+        return [self.exp.search_unit(search_key, seed, sets=search_sets),
+                self.exp.train_unit(f"{label}_seed-{seed}", "genotype", seed, genotype=genotype,
+                                    sets=train_sets)]
+
+    def _rows(self, labels_sets: dict) -> list:
+        return [unit for label, (search_sets, train_sets) in labels_sets.items()
+                for seed in self.seeds for unit in self._pair(label, seed, search_sets, train_sets)]
+
+    def k_settings(self) -> list:
+        """The reference's (normal, reduce) K first, then two other settings."""
+        from ubnas_tf import config as config_lib
+
+        budget = self.exp.budget
+        partial = config_lib.load("search", [protocol.ROOT / budget.search_config],
+                                  budget.search_sets)["partial_channels"]
+        reference = (partial["normal"], partial["reduce"])
+        return [reference] + [k for k in K_SETTINGS if k != reference][:2]
+
+    def stages(self) -> dict:
+        reference = lambda: self.exp.result("default_search-0")["genotype"]  # noqa: E731
+        return {
+            "default": lambda: self._rows({"default": ((), ())}),
+            "sign": lambda: self._rows({"sign-ste": SIGNS["ste"]}),
+            "module": lambda: [
+                self.exp.train_unit(f"module-{label}_seed-{seed}", "genotype", seed,
+                                    genotype=reference, sets=(f"module={value}",))
+                for label, value in MODULES.items() if value for seed in self.seeds],
+            "k": lambda: self._rows({f"k-{n}-{r}": ((f"partial_channels.normal={n}",
+                                                     f"partial_channels.reduce={r}"), ())
+                                     for n, r in self.k_settings()[1:]}),
+            "early_stop": lambda: self._rows({"nostop": (early_stop_off(), ())}),
+        }
+
+    # --- the report -------------------------------------------------------------------------
+
+    def _runs(self, label: str) -> list:
+        runs = []
+        for seed in self.seeds:
+            trained = self.exp.cached(f"{label}_seed-{seed}")
+            if trained:
+                search = self.exp.cached(f"{label}_search-{seed}")
+                runs.append({"seed": seed, "train": trained["result"],
+                             "search": search["result"] if search else None})
+        return runs
+
+    def _row(self, name: str, label: str) -> dict:
+        runs = self._runs(label)
+        searches = [r["search"] for r in runs if r["search"]]
+        return {
+            "row": name, "label": label, "runs": len(runs),
+            "test_top1": fmt_mean_std([r["train"]["test_top1"] for r in runs]),
+            "val_top1": fmt_mean_std([r["train"].get("val_top1") for r in runs]),
+            "every_run": ", ".join(f"{100 * r['train']['test_top1']:.2f}" for r in runs) or "-",
+            "ops": mean_std([r["train"]["ops"] for r in runs]),
+            "search_seconds": mean_std([s["search_seconds"] for s in searches]),
+            "epochs_run": [s["epochs_run"] for s in searches],
+        }
+
+    def report(self) -> dict:
+        from ubnas_tf.io_utils import atomic_write_json, atomic_write_text
+
+        out = self.exp.results_dir
+        default = "default"
+        tables = {
+            "sign (search + retraining)": [self._row("ApproxSign (reference)", default),
+                                           self._row("clipped STE", "sign-ste")],
+            "module structure (reference genotype)": [
+                self._row(name, default if value is None else f"module-{name}")
+                for name, value in MODULES.items()],
+            "K (partial_channels normal / reduce)": [
+                self._row(f"K = {n} / {r}" + (" (reference)" if not i else ""),
+                          default if not i else f"k-{n}-{r}")
+                for i, (n, r) in enumerate(self.k_settings())],
+            "early stopping": [self._row("early stop (reference)", default),
+                               self._row("run to the end", "nostop")],
+        }
+        lines = [f"Budget `{self.exp.budget.name}` on `{self.exp.budget.dataset}`, "
+                 f"{len(self.seeds)} seeds per row; `python experiments/ablations.py`.", ""]
+        for title, rows in tables.items():
+            lines += [f"### {title}", "", "| row | runs | test top-1 (mean ± std) | val top-1 | "
+                      "every run (test %) | OPs | search s | search epochs run |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for row in rows:
+                ops = "-" if row["ops"] is None else f"{row['ops'][0] / 1e6:.3f}M"
+                seconds = "-" if row["search_seconds"] is None else \
+                    f"{row['search_seconds'][0]:.0f}"
+                epochs = ", ".join(map(str, row["epochs_run"])) or "-"
+                lines.append(f"| {row['row']} | {row['runs']} | {row['test_top1']} | "
+                             f"{row['val_top1']} | {row['every_run']} | {ops} | {seconds} | "
+                             f"{epochs} |")
+            lines.append("")
+        curves = {name: self._runs(label) for name, label in
+                  (("ApproxSign", default), ("STE", "sign-ste"))}
+        figures = [
+            plot_curves({name: [r["search"]["curve"] for r in runs if r["search"]]
+                         for name, runs in curves.items()}, out / "sign_search_loss.png",
+                        key="train_loss", title="Search: supernet training loss per epoch",
+                        y_label="train loss"),
+            plot_curves({name: [r["train"]["curve"] for r in runs]
+                         for name, runs in curves.items()}, out / "sign_train_loss.png",
+                        key="loss", title="Retraining: training loss per epoch",
+                        y_label="train loss"),
+        ]
+        lines += ["Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures)]
+        atomic_write_json(out / "results.json", tables)
+        atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+        print("\n".join(lines), flush=True)
+        return tables
+
+
+def make(budget_name: str, output_dir, work_dir) -> Ablations:
+    return Ablations(protocol.Experiment(protocol.BUDGETS[budget_name], output_dir, work_dir))
+
+
+def main(argv):
+    del argv
+    ablations = make(FLAGS.budget, FLAGS.output_dir, FLAGS.work_dir)
+    protocol.run_stage(ablations.exp, ablations.stages(), FLAGS.stage, ablations.report)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,315 @@
+"""Searched against random against hand-designed networks, under one protocol (issue 13).
+
+    python experiments/compare.py --stage plan           # stages, parts and estimated times
+    python experiments/compare.py --stage searches       # then searched, random, baselines,
+    python experiments/compare.py --stage random:2       #   budget (NAME:K runs part K only)
+    python experiments/compare.py --stage report         # results.md, results.json, the plot
+    python experiments/compare.py --stage all            # everything still missing, then report
+
+Full Fashion-MNIST from the local IDX files (`fashion_mnist_local`), one training protocol
+(configs/train_fashion_mnist.yaml, with its validation split) for every network:
+- searches: `--budget`'s number (3) of independent searches (configs/search_fashion_mnist.yaml,
+  seeds 0, 1, 2);
+- searched: each derived network retrained with every seed;
+- random: genotypes drawn uniformly from the same space under the derivation's rules
+  (ubnas_tf/search_space/sampling.py), kept only within +-10% of the searched networks' mean
+  OPs (random_genotypes.json, written once), each retrained with every seed;
+- baselines: Bi-Real and QuickNet sized to the same OPs (baselines.json) and the float twin
+  of the first search's cells, each with every seed;
+- budget: the first searched and random networks retrained at a shorter and a longer budget;
+  Kendall tau between their validation rankings says whether the protocol's budget ranks
+  networks as the longer one does, at what cost.
+Model selection and rankings use the validation split only; the test split is read once per
+trained network, with its final weights. Each (network, seed) is one JSON file under
+`<output_dir>/units/` (committed), so the experiment resumes and grows across sessions;
+tools' outputs go to --work_dir (not committed).
+"""
+import json
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+from absl import flags  # noqa: E402
+
+from experiments import protocol  # noqa: E402
+from experiments.report import (fmt_mean_std, kendall_tau, mean_std,  # noqa: E402
+                                relative_improvement, scatter_runs, score)
+from ubnas_tf import cli  # noqa: E402
+
+flags.DEFINE_string("stage", "plan", "plan | searches | searched | random | baselines | budget "
+                    "| report | all; NAME:K runs the K-th part of a stage.")
+flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full: the protocol on full "
+                  "Fashion-MNIST; smoke: seconds per stage on the shipped demo data (tests).")
+flags.DEFINE_string("output_dir", "docs/results/compare", "Results: units/, results.md, plot.")
+flags.DEFINE_string("work_dir", "experiments/compare_run", "Tools' outputs (not committed).")
+flags.DEFINE_string("dataset", None, "Override the budget's dataset (e.g. idx:PATH).")
+FLAGS = flags.FLAGS
+GROUPS = ("searched", "random", "bireal", "quicknet", "float")
+
+
+class Compare:
+    def __init__(self, experiment: protocol.Experiment):
+        self.exp = experiment
+        self.budget = experiment.budget
+        self.seeds = range(self.budget.seeds)
+
+    # --- what the later stages need from the searches ---------------------------------------
+
+    def _configs(self):
+        from ubnas_tf import config as config_lib
+
+        budget = self.budget
+        search = config_lib.load("search", [protocol.ROOT / budget.search_config],
+                                 budget.search_sets)
+        train = config_lib.load("train", [protocol.ROOT / budget.train_config], budget.train_sets)
+        return search, train
+
+    def _info(self):
+        from ubnas_tf.data import load_dataset
+
+        return load_dataset(self.budget.dataset).info
+
+    def searched_ops(self) -> list:
+        from experiments.ops_matching import genotype_cost_model
+        from ubnas_tf.search_space.genotype import Genotype
+
+        search, train = self._configs()
+        model = genotype_cost_model(search, train, self._info())
+        return [model.genotype_ops(Genotype.from_dict(self.exp.result(f"search-{i}")["genotype"]))
+                for i in range(self.budget.searches)]
+
+    def _written_once(self, name: str, make):
+        """A JSON file of the results folder computed the first time it is needed (committed:
+        later sessions reuse the same random genotypes and baseline sizes)."""
+        from ubnas_tf.io_utils import atomic_write_json
+
+        path = self.exp.results_dir / name
+        if not path.is_file():
+            atomic_write_json(path, make())
+        return json.loads(path.read_text())
+
+    def random_genotypes(self) -> dict:
+        def make():
+            from experiments.ops_matching import genotype_cost_model, sample_in_window
+
+            search, train = self._configs()
+            target = sum(self.searched_ops()) / self.budget.searches
+            model = genotype_cost_model(search, train, self._info())
+            kept, tries = sample_in_window(
+                model, count=self.budget.random, target=target,
+                tolerance=self.budget.ops_tolerance, seed=0, nodes=search["nodes"],
+                multiplier=search["multiplier"], primitives=search["primitives"])
+            return {"target_ops": target, "tolerance": self.budget.ops_tolerance, "seed": 0,
+                    "drawn": tries, "genotypes": [{"genotype": g.to_dict(), "ops": ops}
+                                                  for g, ops in kept]}
+
+        return self._written_once("random_genotypes.json", make)
+
+    def baseline_sizes(self) -> dict:
+        def make():
+            from experiments.ops_matching import size_baseline
+
+            target = sum(self.searched_ops()) / self.budget.searches
+            info = self._info()
+            return {"target_ops": target, "tolerance": self.budget.ops_tolerance,
+                    **{name: size_baseline(name, info, target=target,
+                                           tolerance=self.budget.ops_tolerance)
+                       for name in ("bireal", "quicknet")}}
+
+        return self._written_once("baselines.json", make)
+
+    # --- the stages -------------------------------------------------------------------------
+
+    def _searched(self, index):
+        return lambda: self.exp.result(f"search-{index}")["genotype"]
+
+    def _random(self, index):
+        return lambda: self.random_genotypes()["genotypes"][index]["genotype"]
+
+    def _baseline_sets(self, name):
+        from experiments.ops_matching import settings_as_sets
+
+        return lambda: settings_as_sets(name, self.baseline_sizes()[name]["settings"])
+
+    def stages(self) -> dict:
+        exp, budget = self.exp, self.budget
+        train = exp.train_unit
+        return {
+            "searches": lambda: [exp.search_unit(f"search-{i}", i) for i in range(budget.searches)],
+            "searched": lambda: [
+                train(f"searched-{i}_seed-{s}", "genotype", s, genotype=self._searched(i),
+                      convert=s == 0) for i in range(budget.searches) for s in self.seeds],
+            "random": lambda: [
+                train(f"random-{j}_seed-{s}", "genotype", s, genotype=self._random(j),
+                      convert=s == 0) for j in range(budget.random) for s in self.seeds],
+            "baselines": lambda: [
+                *(train(f"{name}_seed-{s}", name, s, model=name, sets=self._baseline_sets(name),
+                        convert=s == 0) for name in ("bireal", "quicknet") for s in self.seeds),
+                *(train(f"float_seed-{s}", "float", s, model="float", genotype=self._searched(0),
+                        convert=s == 0) for s in self.seeds)],
+            "budget": lambda: [
+                train(f"budget-{label}-{epochs}ep_{network}", "genotype", 0, genotype=make,
+                      sets=(f"epochs={epochs}",))
+                for network, make in self._budget_networks()
+                for label, epochs in zip(("short", "long"), budget.budget_epochs)],
+        }
+
+    def _budget_networks(self):
+        half = self.budget.budget_networks // 2
+        searched = min(half, self.budget.searches)
+        return ([(f"searched-{i}", self._searched(i)) for i in range(searched)]
+                + [(f"random-{j}", self._random(j))
+                   for j in range(self.budget.budget_networks - searched)])
+
+    # --- the report -------------------------------------------------------------------------
+
+    def runs(self) -> dict:
+        """group -> list of (network, seed, result) of every finished run of the protocol."""
+        groups = {name: [] for name in GROUPS}
+        for unit in self.exp.all_units():
+            key = unit["key"]
+            if unit["kind"] == "search" or key.startswith("budget-"):
+                continue
+            network, seed = key.rsplit("_seed-", 1)
+            group = network.split("-")[0]
+            groups[group].append((network, int(seed), unit["result"]))
+        return groups
+
+    def report(self) -> dict:
+        from ubnas_tf.io_utils import atomic_write_json, atomic_write_text
+
+        out = self.exp.results_dir
+        runs = self.runs()
+        searches = [self.exp.cached(f"search-{i}") for i in range(self.budget.searches)]
+        search_seconds = [s["result"]["search_seconds"] for s in searches if s]
+        table = {"budget": self.budget.name, "dataset": self.budget.dataset,
+                 "rows": [self._row(name, runs[name], search_seconds) for name in GROUPS],
+                 "runs": {name: [{"network": n, "seed": s, **{k: v for k, v in r.items()
+                                                              if k != "curve"}}
+                                 for n, s, r in runs[name]] for name in GROUPS},
+                 "budget_check": self.budget_check()}
+        means = {row["group"]: row["test_top1"] for row in table["rows"] if row["test_top1"]}
+        if "searched" in means and "random" in means:
+            points, percent = relative_improvement(means["searched"][0], means["random"][0])
+            table["improvement_over_random"] = {"points": points, "relative_percent": percent}
+        atomic_write_json(out / "results.json", table)
+        atomic_write_text(out / "results.md", self.markdown(table))
+        scatter_runs({name: [(r["ops"], r["test_top1"]) for _, _, r in runs[name]]
+                      for name in GROUPS}, out / "accuracy_vs_ops.png",
+                     title=f"{self.budget.dataset}: test top-1 of every run against OPs")
+        print(self.markdown(table), flush=True)
+        return table
+
+    @staticmethod
+    def _row(group, runs, search_seconds) -> dict:
+        results = [r for _, _, r in runs]
+        networks = sorted({n for n, _, _ in runs})
+        return {
+            "group": group, "networks": len(networks), "runs": len(runs),
+            "test_top1": mean_std([r["test_top1"] for r in results]),
+            "test_top1_text": fmt_mean_std([r["test_top1"] for r in results]),
+            "val_top1_text": fmt_mean_std([r.get("val_top1") for r in results]),
+            "ops": mean_std([r["ops"] for r in results]),
+            "params_binary": mean_std([r["params_binary"] for r in results]),
+            "params_float": mean_std([r["params_float"] for r in results]),
+            "tflite_bytes": mean_std([r.get("tflite_bytes") for r in results]),
+            "search_seconds": mean_std(search_seconds) if group == "searched" else None,
+        }
+
+    def budget_check(self) -> dict | None:
+        rows = []
+        for network, _ in self._budget_networks():
+            short, long = (self.exp.cached(f"budget-{label}-{epochs}ep_{network}") for
+                           label, epochs in zip(("short", "long"), self.budget.budget_epochs))
+            protocol_run = self.exp.cached(f"{network}_seed-0")
+            if short and long:
+                rows.append({"network": network, "short": score(short["result"])[0],
+                             "protocol": score(protocol_run["result"])[0] if protocol_run else None,
+                             "long": score(long["result"])[0],
+                             "seconds": {"short": short["result"]["train_seconds"],
+                                         "long": long["result"]["train_seconds"],
+                                         "protocol": protocol_run["result"]["train_seconds"]
+                                         if protocol_run else None},
+                             "ranked_on": score(long["result"])[1]})
+        if len(rows) < 2:
+            return None
+        short_eps, long_eps = self.budget.budget_epochs
+        check = {"networks": rows, "epochs": {"short": short_eps, "long": long_eps,
+                                               "protocol": self.budget.train_epochs()},
+                 "tau_short_long": kendall_tau([r["short"] for r in rows],
+                                               [r["long"] for r in rows])}
+        full = [r for r in rows if r["protocol"] is not None]
+        if len(full) >= 2:
+            check["tau_protocol_long"] = kendall_tau([r["protocol"] for r in full],
+                                                     [r["long"] for r in full])
+        return check
+
+    def markdown(self, table: dict) -> str:
+        def stat(value, scale=1.0, digits=0, suffix=""):
+            return "-" if value is None else f"{value[0] * scale:,.{digits}f}{suffix}"
+
+        lines = [f"Budget `{table['budget']}` on `{table['dataset']}`; every number below is a "
+                 "run of `python experiments/compare.py` (units in `units/`).", "",
+                 "| network | networks / runs | test top-1 (mean ± std) | val top-1 | OPs | "
+                 "params 1-bit / 32-bit | .tflite | search cost |", "|---|---|---|---|---|---|---|---|"]
+        for row in table["rows"]:
+            lines.append(
+                f"| {row['group']} | {row['networks']} / {row['runs']}"
+                f" | {row['test_top1_text']} | {row['val_top1_text']} | "
+                f"{stat(row['ops'], 1e-6, 3, 'M')} | {stat(row['params_binary'])} / "
+                f"{stat(row['params_float'])} | {stat(row['tflite_bytes'], 1 / 1024, 1, ' KiB')} |"
+                f" {stat(row['search_seconds'], 1, 0, ' s') if row['search_seconds'] else '-'} |")
+        improvement = table.get("improvement_over_random")
+        if improvement:
+            lines += ["", f"Improvement over random (Yang et al. 2020): "
+                      f"{improvement['points']:+.2f} points, relative "
+                      f"{improvement['relative_percent']:+.2f}% (mean searched - mean random)."]
+        lines += ["", "Every run:", "", "| network | seed | OPs | test top-1 | val top-1 | "
+                  "train s |", "|---|---|---|---|---|---|"]
+        for group in GROUPS:
+            for run in table["runs"][group]:
+                val = run.get("val_top1")
+                lines.append(f"| {run['network']} | {run['seed']} | {run['ops'] / 1e6:.3f}M | "
+                             f"{100 * run['test_top1']:.2f}% | "
+                             f"{'-' if val is None else f'{100 * val:.2f}%'} | "
+                             f"{run['train_seconds']:.0f} |")
+        check = table["budget_check"]
+        if check:
+            epochs = check["epochs"]
+            lines += ["", f"Budget check ({len(check['networks'])} networks, ranked on "
+                      f"{check['networks'][0]['ranked_on']}): Kendall tau "
+                      f"{epochs['short']} vs {epochs['long']} epochs = "
+                      f"{check['tau_short_long']:.2f}"
+                      + (f"; protocol ({epochs['protocol']} epochs) vs {epochs['long']} = "
+                         f"{check['tau_protocol_long']:.2f}" if "tau_protocol_long" in check
+                         else ""), "",
+                      "| network | short | protocol | long | train s (short / protocol / long) |",
+                      "|---|---|---|---|---|"]
+            for row in check["networks"]:
+                cells = ["-" if row[k] is None else f"{100 * row[k]:.2f}%"
+                         for k in ("short", "protocol", "long")]
+                seconds = " / ".join("-" if row["seconds"][k] is None else
+                                     f"{row['seconds'][k]:.0f}"
+                                     for k in ("short", "protocol", "long"))
+                lines.append(f"| {row['network']} | {' | '.join(cells)} | {seconds} |")
+        return "\n".join(lines) + "\n"
+
+
+def make(budget_name: str, output_dir, work_dir, dataset=None) -> Compare:
+    import dataclasses
+
+    budget = protocol.BUDGETS[budget_name]
+    if dataset:
+        budget = dataclasses.replace(budget, dataset=dataset)
+    return Compare(protocol.Experiment(budget, output_dir, work_dir))
+
+
+def main(argv):
+    del argv
+    compare = make(FLAGS.budget, FLAGS.output_dir, FLAGS.work_dir, FLAGS.dataset)
+    protocol.run_stage(compare.exp, compare.stages(), FLAGS.stage, compare.report)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,117 @@
+"""Networks of the same OPs as the searched ones: random genotypes in a window, sized baselines.
+
+Every OPs figure is the retrained network's (OPs = FLOPs + BOPs/64, `ubnas_tf.network.cost`):
+- genotypes are costed by the search's `NetworkCostModel` at the retraining's cells, channels
+  and module (exactly `cost.profile` of the built network, tested in tests/test_ops_budget.py),
+  which takes milliseconds per genotype, so rejection sampling is cheap;
+- Bi-Real and QuickNet (network/baselines.py) are built and profiled for each candidate width
+  and depth; the one closest to the target (in ratio) is kept, and it must be within the window.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ubnas_tf.errors import UserError
+
+# The layouts tried for the baselines, in order of preference: the small-image layout of
+# configs/train_fashion_mnist.yaml (three stages of two blocks) first; others only when no
+# width of it lands in the window (the width moves the float OPs in coarse steps, the blocks
+# of binary convs in fine ones).
+DEPTHS = ((2, 2, 2), (1, 1, 1), (3, 3, 3), (4, 4, 4), (1, 1, 1, 1), (2, 2, 2, 2), (3, 3, 3, 3))
+WIDTH_STEP = {"bireal": 2, "quicknet": 4}  # QuickNet's stem needs a multiple of 4
+MAX_STEPS = 128
+
+
+def genotype_cost_model(search_config: dict, train_config: dict, info):
+    """The cost model of the network tools/train.py builds from a genotype of this search."""
+    from ubnas_tf.search.ops_budget import cost_model_from_config
+
+    config = {**search_config, "ops_budget": {
+        **search_config["ops_budget"], "cells": train_config["cells"],
+        "channels": train_config["channels"], "module": train_config["module"]}}
+    return cost_model_from_config(config, info)
+
+
+def sample_in_window(cost_model, *, count: int, target: float, tolerance: float, seed: int,
+                     nodes: int, multiplier: int, primitives=None, max_tries: int = 20000):
+    """`count` random genotypes whose OPs are within `tolerance` of `target`, in the order
+    drawn from `seed`; returns (list of (genotype, ops), number of genotypes drawn)."""
+    from ubnas_tf.search_space.sampling import random_genotype
+
+    rng = np.random.default_rng(seed)
+    kept, tries = [], 0
+    while len(kept) < count:
+        if tries >= max_tries:
+            raise UserError(f"only {len(kept)} of {max_tries} random genotypes had OPs within "
+                            f"{tolerance:.0%} of {target:,.0f}: widen the window")
+        tries += 1
+        genotype = random_genotype(cost_model.space, nodes, rng, multiplier=multiplier,
+                                   primitives=primitives)
+        ops = cost_model.genotype_ops(genotype)
+        if abs(ops / target - 1.0) <= tolerance:
+            kept.append((genotype, ops))
+    return kept, tries
+
+
+def _settings(name: str, blocks: tuple, step: int) -> dict:
+    width = step * WIDTH_STEP[name]
+    if name == "bireal":
+        return {"width": width, "blocks": list(blocks)}
+    return {"filters": [width * 2 ** s for s in range(len(blocks))], "blocks": list(blocks)}
+
+
+def _ops(name: str, settings: dict, info) -> float:
+    import tensorflow as tf
+
+    from ubnas_tf.network.baselines import build_baseline
+    from ubnas_tf.network.cost import profile
+
+    model = build_baseline(name, info, {"baselines": {name: settings}})
+    try:
+        return profile(model).ops
+    finally:
+        del model
+        tf.keras.backend.clear_session()
+
+
+def size_baseline(name: str, info, *, target: float, tolerance: float) -> dict:
+    """Width and depth of `name` (bireal | quicknet) with OPs within `tolerance` of `target`:
+    for the first depth of DEPTHS that has one, the width closest to the target (in ratio).
+    OPs grow with the width, so doubling then bisecting finds the narrowest width at or above
+    the target; it and the width below are the candidates."""
+    best = None
+    for blocks in DEPTHS:
+        cache = {}
+
+        def ops(step):
+            if step not in cache:
+                cache[step] = _ops(name, _settings(name, blocks, step), info)
+            return cache[step]
+
+        high = 1  # doubling first: small widths are cheap to build, large ones are not
+        while ops(high) < target and high < MAX_STEPS:
+            high *= 2
+        low = high // 2 + 1 if high > 1 else 1
+        while low < high:
+            middle = (low + high) // 2
+            if ops(middle) >= target:
+                high = middle
+            else:
+                low = middle + 1
+        for step in {max(1, low - 1), low}:
+            distance = abs(np.log(ops(step) / target))
+            if best is None or distance < best[0] - 1e-12:
+                best = (distance, _settings(name, blocks, step), ops(step))
+        if abs(best[2] / target - 1.0) <= tolerance:
+            break
+    _, settings, ops_found = best
+    if abs(ops_found / target - 1.0) > tolerance:
+        raise UserError(f"no {name} layout has OPs within {tolerance:.0%} of {target:,.0f} "
+                        f"(closest: {settings}, {ops_found:,.0f})")
+    return {"settings": settings, "ops": ops_found}
+
+
+def settings_as_sets(name: str, settings: dict) -> tuple:
+    """`--set` overrides of configs/train*.yaml that build this baseline."""
+    return tuple(f"baselines.{name}.{key}={value}".replace(" ", "")
+                 for key, value in settings.items())

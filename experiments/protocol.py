@@ -1,0 +1,382 @@
+"""The machinery of the resumable experiments (compare.py, ablations.py): budgets, units, stages.
+
+A *unit* is one search or one (network, seed) retraining, run as the documented tools in fresh
+processes (tools/search.py, tools/train.py, tools/convert.py = lce_convert) through
+`ubnas_tf.pipeline.Runner`, exactly as a user would run them. When a unit finishes, its result
+(numbers only: metrics, training curve, genotype, costs) is written as one small JSON file
+`<results>/units/<key>.json`, meant to be committed: the experiment grows across sessions and,
+after a kill, resumes without redoing finished units (an unfinished unit resumes from its tool's
+own checkpoint in the work folder). A cached unit run with other settings is an error, never
+silently mixed in.
+
+A *stage* is a named list of units. Each stage is split into parts whose estimated time stays
+under `STAGE_LIMIT_S` on the 2-core CPU (`--stage random:2` runs the second part), estimated
+from the measured times of finished units of the same kind, or before any has finished from the
+step times measured for the README (`Budget.seconds_per_epoch`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import pathlib
+import platform
+import sys
+import time
+from collections.abc import Callable
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from ubnas_tf.errors import UserError  # noqa: E402
+from ubnas_tf.io_utils import atomic_write_json  # noqa: E402
+from ubnas_tf.pipeline import Runner  # noqa: E402
+
+STAGE_LIMIT_S = 100 * 60  # under two hours per part, with a margin for a busier machine
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How big every search and retraining of an experiment is.
+
+    seconds_per_epoch: prior cost of one epoch per unit kind (`search`, or the retrained
+        network's kind), used for estimates until units of that kind have been measured;
+        overhead_s: process start, evaluation and conversion per unit.
+    budget_epochs: the short and the long retraining of the budget check (the protocol's own
+        is the train config's `epochs`, between them).
+    """
+
+    name: str
+    dataset: str
+    search_config: str
+    train_config: str
+    search_sets: tuple = ()
+    train_sets: tuple = ()
+    searches: int = 3
+    random: int = 8
+    seeds: int = 2
+    budget_networks: int = 6
+    budget_epochs: tuple = (1, 4)
+    ops_tolerance: float = 0.10
+    convert_args: tuple = ()
+    seconds_per_epoch: dict = dataclasses.field(default_factory=dict)
+    overhead_s: float = 60.0
+
+    def train_epochs(self) -> int:
+        from ubnas_tf import config as config_lib
+
+        return int(config_lib.load("train", [ROOT / self.train_config], self.train_sets)["epochs"])
+
+
+# Full Fashion-MNIST. Priors: the README's run of experiments/fashion_mnist.py (2026-11-25, this
+# 2-core CPU, load 3-8): a 10-epoch search took 1,476 s; 2 epochs on 60,000 images took 1,298 s
+# (searched cells, C=8, 4 cells), 387 s (Bi-Real), 630 s (QuickNet), 1,026 s (float twin); here
+# 90% of the images train (10% are the validation split).
+FULL = Budget(
+    name="full", dataset="fashion_mnist_local",
+    search_config="configs/search_fashion_mnist.yaml",
+    train_config="configs/train_fashion_mnist.yaml",
+    seconds_per_epoch={"search": 147.6, "genotype": 0.9 * 649.0, "bireal": 0.9 * 194.0,
+                       "quicknet": 0.9 * 315.0, "float": 0.9 * 513.0},
+)
+
+# Seconds per stage on the shipped demo data, for the tests: tiny networks, one epoch.
+SMOKE = Budget(
+    name="smoke", dataset="demo",
+    search_config="configs/search_demo.yaml", train_config="configs/train_demo.yaml",
+    search_sets=("epochs=1", "warmup_epochs=0", "regularizers.ramp_epochs=1", "max_examples=64",
+                 "batch_size=32", "cells=3", "channels=4", "nodes=2", "multiplier=2",
+                 "partial_channels.normal=2", "partial_channels.reduce=2",
+                 "primitives=[skip_connect,avg_pool_3x3,bin_conv_3x3]",
+                 "early_stop.patience=null"),
+    train_sets=("epochs=1", "max_examples=192", "batch_size=64", "cells=3", "tensorboard=false",
+                "saved_model=false"),
+    searches=2, random=2, seeds=1, budget_networks=2, budget_epochs=(1, 2),
+    convert_args=("--no-verify",),
+    seconds_per_epoch={"search": 20.0, "genotype": 10.0, "bireal": 10.0, "quicknet": 10.0,
+                       "float": 10.0},
+    overhead_s=10.0,
+)
+
+BUDGETS = {budget.name: budget for budget in (FULL, SMOKE)}
+
+
+@dataclasses.dataclass
+class Unit:
+    """One cached result. `kind` groups units of one cost (e.g. `search`, `train:genotype`);
+    `epochs` scales its estimate; `spec()` says what it runs (checked against a cached unit's:
+    it may need an earlier stage's results, so it is called only when needed); `run(spec)` does
+    the work and returns the result."""
+
+    key: str
+    kind: str
+    epochs: int
+    spec: Callable
+    run: Callable
+
+
+class Experiment:
+    """Units cached in `results_dir/units/`, tools' outputs in `work_dir/<key>/`."""
+
+    def __init__(self, budget: Budget, results_dir, work_dir):
+        self.budget = budget
+        self.results_dir = pathlib.Path(results_dir)
+        self.work_dir = pathlib.Path(work_dir)
+        self.units_dir = self.results_dir / "units"
+
+    # --- the cache ---------------------------------------------------------------------------
+
+    def cached(self, key: str) -> dict | None:
+        path = self.units_dir / f"{key}.json"
+        if not path.is_file():
+            return None
+        unit = json.loads(path.read_text())
+        if unit.get("budget") != self.budget.name:
+            raise UserError(f"{path} was run with budget {unit.get('budget')!r}, not "
+                            f"{self.budget.name!r}: use another --output_dir")
+        return unit
+
+    def result(self, key: str) -> dict:
+        unit = self.cached(key)
+        if unit is None:
+            raise UserError(f"unit {key!r} has not run yet: run its stage first "
+                            f"({self.units_dir} has no {key}.json)")
+        return unit["result"]
+
+    def all_units(self) -> list:
+        return [json.loads(p.read_text()) for p in sorted(self.units_dir.glob("*.json"))]
+
+    # --- estimates ---------------------------------------------------------------------------
+
+    def seconds_per_epoch(self, kind: str) -> tuple[float, float, str]:
+        """(overhead, seconds per epoch, source) of a unit kind: measured wall time per epoch
+        of its finished units (overhead included), else the budget's prior."""
+        measured = [u["wall_seconds"] / max(1, u["epochs"]) for u in self.all_units()
+                    if u["kind"] == kind]
+        if measured:
+            return 0.0, sum(measured) / len(measured), f"measured over {len(measured)} unit(s)"
+        prior = self.budget.seconds_per_epoch.get(kind.split(":")[-1], 600.0)
+        return self.budget.overhead_s, prior, "prior (README step times)"
+
+    def estimate(self, unit: Unit) -> float:
+        overhead, rate, _ = self.seconds_per_epoch(unit.kind)
+        return overhead + rate * unit.epochs
+
+    def parts(self, units: list) -> list:
+        """The units of a stage packed in order into parts estimated under STAGE_LIMIT_S
+        (finished units cost nothing)."""
+        parts, current, total = [], [], 0.0
+        for unit in units:
+            seconds = 0.0 if self.cached(unit.key) else self.estimate(unit)
+            if current and total + seconds > STAGE_LIMIT_S:
+                parts.append(current)
+                current, total = [], 0.0
+            current.append(unit)
+            total += seconds
+        return parts + [current] if current else parts
+
+    # --- running -----------------------------------------------------------------------------
+
+    def run_units(self, title: str, units: list) -> None:
+        """Run the units not cached yet, with progress and an ETA from measured unit times."""
+        for unit in units:
+            self.check_spec(unit)
+        todo = [u for u in units if self.cached(u.key) is None]
+        print(f"\n##### {title}: {len(units)} unit(s), {len(units) - len(todo)} cached, "
+              f"{len(todo)} to run (estimated {_duration(sum(map(self.estimate, todo)))})",
+              flush=True)
+        started = time.monotonic()
+        for done, unit in enumerate(todo):
+            left = sum(map(self.estimate, todo[done:]))
+            _, rate, source = self.seconds_per_epoch(unit.kind)
+            print(f"\n##### [{done + 1}/{len(todo)}] {unit.key}  elapsed "
+                  f"{_duration(time.monotonic() - started)}, ETA {_duration(left)} "
+                  f"({unit.kind}: {rate:.0f} s/epoch, {source})", flush=True)
+            unit_started = time.monotonic()
+            spec = unit.spec()
+            result = unit.run(spec)
+            atomic_write_json(self.units_dir / f"{unit.key}.json", {
+                "key": unit.key, "kind": unit.kind, "budget": self.budget.name,
+                "epochs": unit.epochs, "spec": spec, "result": result,
+                "wall_seconds": round(time.monotonic() - unit_started, 1),
+                "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    timespec="seconds"),
+                "host": {"machine": platform.machine(), "processor": _cpu_name()},
+            })
+        print(f"\n##### {title}: done in {_duration(time.monotonic() - started)}", flush=True)
+
+    def check_spec(self, unit: Unit) -> None:
+        """A cached unit must have been run with the settings asked for now."""
+        cached = self.cached(unit.key)
+        if cached is not None and cached["spec"] != unit.spec():
+            raise UserError(f"unit {unit.key!r} in {self.units_dir} was run with other settings "
+                            f"({cached['spec']} != {unit.spec()}): delete its JSON file to run "
+                            "it again, or use another --output_dir")
+
+    def tool(self, title: str, args: list) -> None:
+        """One documented tool in a fresh process (pipeline.Runner: same path as the demo)."""
+        Runner(1)(title, args)
+
+    # --- the two unit kinds ------------------------------------------------------------------
+
+    def search_unit(self, key: str, seed: int, sets=()) -> Unit:
+        from ubnas_tf import config as config_lib
+
+        budget = self.budget
+        sets = (*budget.search_sets, f"seed={seed}", *sets)
+        epochs = config_lib.load("search", [ROOT / budget.search_config], sets)["epochs"]
+
+        def run(spec):
+            out = self.work_dir / key
+            self.tool(f"search {key}", ["tools/search.py", "--dataset", budget.dataset,
+                                        "--config", budget.search_config, "--output_dir", out,
+                                        *_set_args(sets)])
+            summary = json.loads((out / "summary.json").read_text())
+            log = [json.loads(line) for line in (out / "search_log.jsonl").read_text().splitlines()
+                   if line.strip()]
+            curve = [{k: r.get(k) for k in ("epoch", "train_loss", "train_acc", "arch_loss",
+                                            "arch_acc", "seconds")} for r in log]
+            return {**{k: summary[k] for k in (
+                "genotype", "search_seconds", "epochs_run", "epochs_planned", "stop_rule",
+                "epochs_saved")}, "curve": curve}
+
+        return Unit(key, "search", epochs, lambda: {"tool": "search", "sets": list(sets)}, run)
+
+    def train_unit(self, key: str, kind: str, seed: int, *, genotype=None, model=None,
+                   sets=(), convert: bool = False) -> Unit:
+        """Retrain one network: a genotype (dict), a baseline `model` name, or both (`float`).
+        `genotype` and `sets` may be callables giving them at run time (they may need an
+        earlier stage's results). `convert`: also lce_convert it (.tflite size)."""
+        from ubnas_tf import config as config_lib
+
+        budget = self.budget
+        base = (*budget.train_sets, f"seed={seed}")
+        static = () if callable(sets) else tuple(sets)
+        epochs = config_lib.load("train", [ROOT / budget.train_config], base + static)["epochs"]
+
+        def spec():
+            resolved = genotype() if callable(genotype) else genotype
+            extra = tuple(sets()) if callable(sets) else static
+            return {"tool": "train", "model": model, "sets": list(base + extra),
+                    "genotype": resolved}
+
+        def run(spec):
+            out = self.work_dir / key
+            args = ["--model", model] if model else []
+            if spec["genotype"] is not None:
+                from ubnas_tf.search_space.genotype import Genotype
+
+                path = out / "genotype.json"
+                Genotype.from_dict(spec["genotype"]).save(path)
+                args += ["--genotype", path]
+            self.tool(f"retrain {key}", ["tools/train.py", *args, "--dataset", budget.dataset,
+                                         "--config", budget.train_config, "--output_dir", out,
+                                         *_set_args(spec["sets"])])
+            result = _train_result(out)
+            if convert:
+                self.tool(f"lce_convert {key}", ["tools/convert.py", out / "model.h5", "--dataset",
+                                                 budget.dataset, "--report", out / "report.json",
+                                                 *budget.convert_args])
+                report = json.loads((out / "report.json").read_text())
+                result["tflite_bytes"] = report["tflite_bytes"]
+            return result
+
+        return Unit(key, f"train:{kind}", epochs, spec, run)
+
+
+METRIC_KEYS = ("test_top1", "val_top1", "best_val_top1", "best_epoch", "val_size", "test_size",
+               "train_size", "params_binary", "params_float", "ops", "model_size_bytes",
+               "train_seconds", "epochs")
+
+
+def _train_result(out: pathlib.Path) -> dict:
+    """What a retraining leaves that the reports need (missing keys are None: a train tool
+    without the validation split has no val_top1)."""
+    metrics = json.loads((out / "metrics.json").read_text())
+    log = out / "train_log.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] \
+        if log.is_file() else []
+    curve = [{k: v for k, v in r.items() if k in ("epoch", "loss", "top1", "val_loss", "val_top1",
+                                                  "seconds")} for r in records]
+    return {**{k: metrics.get(k) for k in METRIC_KEYS}, "curve": curve}
+
+
+def _set_args(sets) -> list:
+    return [arg for text in sets for arg in ("--set", text)]
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+# --- stages on the command line --------------------------------------------------------------
+
+def run_stage(experiment: Experiment, stages: dict, choice: str, report: Callable) -> None:
+    """`choice`: a stage name (all its parts), `NAME:K` (its K-th part), `plan` (print every
+    stage's parts and estimates), `report`, or `all`. `stages`: name -> callable giving its
+    units (called when needed: a stage may need an earlier stage's results)."""
+    if choice == "plan":
+        print_plan(experiment, stages)
+        return
+    if choice == "report":
+        report()
+        return
+    names = list(stages) if choice == "all" else [choice.split(":")[0]]
+    for name in names:
+        if name not in stages:
+            raise UserError(f"unknown stage {choice!r}: use one of plan, {', '.join(stages)}, "
+                            "report, all (or NAME:PART)")
+    for name in names:
+        units = stages[name]()
+        parts = experiment.parts(units)
+        if ":" in choice:
+            index = _part_index(choice, len(parts))
+            experiment.run_units(f"{name} part {index + 1} of {len(parts)}", parts[index])
+        else:
+            if len(parts) > 1:
+                print(f"note: stage {name} is estimated at {len(parts)} parts of under "
+                      f"{STAGE_LIMIT_S // 60} min; running them all", flush=True)
+            experiment.run_units(name, units)
+    if choice == "all":
+        report()
+
+
+def _part_index(choice: str, count: int) -> int:
+    try:
+        index = int(choice.split(":", 1)[1]) - 1
+    except ValueError:
+        index = -1
+    if not 0 <= index < count:
+        raise UserError(f"stage {choice!r}: parts are 1..{count} (see --stage plan)")
+    return index
+
+
+def print_plan(experiment: Experiment, stages: dict) -> None:
+    total = 0.0
+    for name, make_units in stages.items():
+        try:
+            units = make_units()
+        except UserError as error:
+            print(f"{name}: waits for an earlier stage ({error})")
+            continue
+        for index, part in enumerate(experiment.parts(units)):
+            todo = [u for u in part if experiment.cached(u.key) is None]
+            seconds = sum(map(experiment.estimate, todo))
+            total += seconds
+            print(f"{name}:{index + 1}  {len(part)} unit(s), {len(todo)} to run, estimated "
+                  f"{_duration(seconds)}")
+    print(f"total still to run: {_duration(total)} (estimates from measured unit times where "
+          "there are any, else from the README's step times)")

@@ -1,0 +1,84 @@
+"""experiments/compare.py end to end at the smoke budget (shipped demo data, tiny networks,
+one epoch), every stage a fresh process as a user runs it: units are cached and reused (a rerun
+trains nothing), a killed stage resumes, random genotypes lie in the OPs window, and the table
+and the plot are written. Outputs go to a temporary folder, never to docs/results."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, run_tool
+
+pytestmark = pytest.mark.slow
+
+
+def _compare(tmp_path, stage):
+    return ["experiments/compare.py", "--budget", "smoke", "--stage", stage,
+            "--output_dir", str(tmp_path / "results"), "--work_dir", str(tmp_path / "work")]
+
+
+def _units(tmp_path):
+    folder = tmp_path / "results" / "units"
+    return {p.stem: p.read_text() for p in folder.glob("*.json")} if folder.is_dir() else {}
+
+
+def _ok(result):
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_compare_stages_cache_resume_and_report(tmp_path):
+    _ok(run_tool(*_compare(tmp_path, "searches")))
+    assert set(_units(tmp_path)) == {"search-0", "search-1"}
+
+    # Kill the `searched` stage once its first unit is cached; the rerun keeps that unit.
+    process = subprocess.Popen([sys.executable, *_compare(tmp_path, "searched")], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                               start_new_session=True)
+    deadline = time.monotonic() + 600
+    while "searched-0_seed-0" not in _units(tmp_path) and time.monotonic() < deadline:
+        assert process.poll() is None, "the stage ended before it could be killed"
+        time.sleep(1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    first = _units(tmp_path)["searched-0_seed-0"]
+    assert "searched-1_seed-0" not in _units(tmp_path)
+    out = _ok(run_tool(*_compare(tmp_path, "searched")))
+    assert "1 cached, 1 to run" in out
+    assert _units(tmp_path)["searched-0_seed-0"] == first
+
+    for stage in ("random", "baselines", "budget"):
+        _ok(run_tool(*_compare(tmp_path, stage)))
+    before = _units(tmp_path)
+    out = _ok(run_tool(*_compare(tmp_path, "all")))
+    # Nothing retrained: every stage is all cached and every unit file is untouched.
+    assert "=== [" not in out, out  # pipeline.Runner's line before every tool it starts
+    assert out.count(", 0 to run") == 5
+    assert _units(tmp_path) == before
+
+    results = tmp_path / "results"
+    window = json.loads((results / "random_genotypes.json").read_text())
+    units = {k: json.loads(v) for k, v in before.items()}
+    searched_ops = [units[f"searched-{i}_seed-0"]["result"]["ops"] for i in range(2)]
+    assert window["target_ops"] == pytest.approx(sum(searched_ops) / 2)
+    for j in range(2):
+        ops = units[f"random-{j}_seed-0"]["result"]["ops"]  # the trained network's own count
+        assert abs(ops / window["target_ops"] - 1) <= 0.10
+        assert units[f"random-{j}_seed-0"]["spec"]["genotype"] == window["genotypes"][j]["genotype"]
+    for name in ("bireal", "quicknet"):
+        assert abs(units[f"{name}_seed-0"]["result"]["ops"] / window["target_ops"] - 1) <= 0.10
+    table = json.loads((results / "results.json").read_text())
+    assert [row["group"] for row in table["rows"]] == ["searched", "random", "bireal", "quicknet",
+                                                        "float"]
+    assert all(row["runs"] >= 1 for row in table["rows"])
+    assert table["rows"][0]["tflite_bytes"][0] > 0
+    assert "improvement_over_random" in table
+    assert len(table["budget_check"]["networks"]) == 2
+    markdown = (results / "results.md").read_text()
+    assert "Improvement over random" in markdown and "Kendall tau" in markdown
+    assert (results / "accuracy_vs_ops.png").stat().st_size > 10_000

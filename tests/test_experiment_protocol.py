@@ -1,0 +1,103 @@
+"""The experiments' statistics and machinery: Kendall tau, mean +- std, Yang et al.'s relative
+improvement, stage parts, the unit cache, random genotypes in an OPs window, sized baselines."""
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+
+from experiments import protocol
+from experiments.ops_matching import genotype_cost_model, sample_in_window, size_baseline
+from experiments.report import kendall_tau, mean_std, relative_improvement
+from ubnas_tf import config as config_lib
+from ubnas_tf.data import load_dataset
+from ubnas_tf.errors import UserError
+from ubnas_tf.network.baselines import build_baseline
+from ubnas_tf.network.cost import profile
+from ubnas_tf.network.genotype_network import build_from_config
+
+
+def test_kendall_tau_against_hand_counts():
+    # One discordant pair of six: (6 - 2 * 1) / 6.
+    assert kendall_tau([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(4 / 6)
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
+    # tau-b with a tie in x: 2 concordant, 1 tied in x only: 2 / sqrt(3 * 2).
+    assert kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / math.sqrt(6))
+    assert math.isnan(kendall_tau([1, 1], [1, 2]))
+
+
+def test_mean_std_and_relative_improvement():
+    mean, std = mean_std([0.8, 0.9, None])
+    assert mean == pytest.approx(0.85) and std == pytest.approx(math.sqrt(0.005))
+    assert mean_std([0.7]) == (0.7, 0.0) and mean_std([]) is None
+    # Yang et al. 2020: RI = 100 (acc_m - acc_r) / acc_r.
+    points, percent = relative_improvement(0.9, 0.8)
+    assert points == pytest.approx(10.0) and percent == pytest.approx(12.5)
+
+
+def _experiment(tmp_path, **budget):
+    return protocol.Experiment(dataclasses.replace(protocol.SMOKE, **budget), tmp_path / "r",
+                               tmp_path / "w")
+
+
+def _unit(key, epochs=1, spec=None):
+    return protocol.Unit(key, "train:genotype", epochs, lambda: spec or {"a": 1},
+                         lambda spec: {"top1": 0.5})
+
+
+def test_parts_stay_under_the_limit_and_cached_units_cost_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(protocol, "STAGE_LIMIT_S", 100)
+    experiment = _experiment(tmp_path, overhead_s=10.0, seconds_per_epoch={"genotype": 20.0})
+    units = [_unit(f"u{i}", epochs=2) for i in range(5)]  # 50 s each
+    assert [[u.key for u in part] for part in experiment.parts(units)] == [
+        ["u0", "u1"], ["u2", "u3"], ["u4"]]
+    experiment.run_units("t", units[:1])
+    # u0 is now cached (0 s) and measured: the estimate follows the measured time.
+    measured = json.loads((tmp_path / "r" / "units" / "u0.json").read_text())
+    assert measured["result"] == {"top1": 0.5} and measured["budget"] == "smoke"
+    assert experiment.estimate(units[1]) == pytest.approx(measured["wall_seconds"])
+
+
+def test_cached_unit_is_reused_and_a_changed_spec_is_an_error(tmp_path):
+    experiment = _experiment(tmp_path)
+    calls = []
+    unit = protocol.Unit("u", "train:genotype", 1, lambda: {"a": 1},
+                         lambda spec: calls.append(spec) or {"top1": 0.5})
+    experiment.run_units("t", [unit])
+    experiment.run_units("t", [unit])
+    assert calls == [{"a": 1}]
+    with pytest.raises(UserError, match="other settings"):
+        experiment.run_units("t", [_unit("u", spec={"a": 2})])
+    with pytest.raises(UserError, match="budget 'smoke'"):
+        protocol.Experiment(protocol.FULL, tmp_path / "r", tmp_path / "w").cached("u")
+
+
+def test_random_genotypes_in_the_window_cost_what_the_built_network_costs():
+    info = load_dataset("demo").info
+    search = config_lib.load("search", ["configs/search_demo.yaml"])
+    train = config_lib.load("train", ["configs/train_demo.yaml"])
+    model = genotype_cost_model(search, train, info)
+    low, high = model.range()
+    target = (low * high) ** 0.5
+    kept, tries = sample_in_window(model, count=3, target=target, tolerance=0.1, seed=0,
+                                   nodes=4, multiplier=4)
+    assert len(kept) == 3 and tries >= 3
+    genotype, ops = kept[0]
+    assert abs(ops / target - 1) <= 0.1
+    assert profile(build_from_config(genotype, info, train)).ops == pytest.approx(ops, rel=1e-9)
+    again, _ = sample_in_window(model, count=3, target=target, tolerance=0.1, seed=0, nodes=4,
+                                multiplier=4)
+    assert [g for g, _ in again] == [g for g, _ in kept]
+    with pytest.raises(UserError, match="widen"):
+        sample_in_window(model, count=1, target=low / 2, tolerance=0.01, seed=0, nodes=4,
+                         multiplier=4, max_tries=50)
+
+
+@pytest.mark.parametrize("name", ["bireal", "quicknet"])
+def test_sized_baseline_is_within_the_window(name):
+    info = load_dataset("demo").info
+    sized = size_baseline(name, info, target=500_000, tolerance=0.1)
+    model = build_baseline(name, info, {"baselines": {name: sized["settings"]}})
+    assert profile(model).ops == pytest.approx(sized["ops"])
+    assert abs(sized["ops"] / 500_000 - 1) <= 0.1
