@@ -57,7 +57,9 @@ def test_float_version_keeps_the_genotype_and_makes_every_conv_float():
     assert cost.params_float == binary + floating  # same shapes, every weight 32-bit
     module = model.get_layer("cell0_edge0_bin_conv_3x3")
     assert isinstance(module, baselines.FloatConvModule)
-    assert type(module.conv) is tf.keras.layers.Conv2D
+    # A float Keras conv (ours runs dilated ones directly), with no quantizer.
+    assert isinstance(module.conv, tf.keras.layers.Conv2D)
+    assert not hasattr(module.conv, "input_quantizer")
     assert baselines.float_space("darts").name == "darts"
 
 
