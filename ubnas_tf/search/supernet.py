@@ -4,10 +4,11 @@ A plain network that *takes* the architecture weights as inputs of `call` (as kh
 does): it owns no architecture parameter, so a weight step cannot touch them, and the
 `Architect` (ubnas_tf/architect.py) owns them, their regularizers and the genotype.
 
-Wiring (Liu et al., DARTS, ICLR 2019): a stem (for large images PC-DARTS's ImageNet search stem
-of three stride-2 convs, `ubnas_tf.search_space.stems`), `cells` cells with reductions at 1/3 and 2/3,
-each cell taking the outputs of the two previous cells, N intermediate nodes, each node the sum
-of one mixed op per earlier state, the cell output the concat of the last `multiplier` nodes.
+Wiring (Liu et al., DARTS, ICLR 2019): a stem (for large images PC-DARTS's ImageNet search
+stem of three stride-2 convs, `ubnas_tf.search_space.stems`), `cells` cells with reductions at
+1/3 and 2/3, each cell taking the outputs of the two previous cells, N intermediate nodes, each
+node the sum of one mixed op per earlier state, the cell output the concat of the last
+`multiplier` nodes.
 
 Partial channels (Xu et al., PC-DARTS, ICLR 2020, model_search.py): a mixed op runs its candidate
 ops on the first C/K channels only and passes the other channels by (max-pooled 2x2 on stride-2
