@@ -303,3 +303,35 @@ def test_ops_budget_costs_the_cells_behind_the_large_stem():
     # DARTS's NetworkImageNet stem to C=16: 3->8 at 64x64, 8->16 at 32x32, 16->16 at 16x16
     assert stem_flops == 64 * 64 * 8 * 27 + 32 * 32 * 16 * 8 * 9 + 16 * 16 * 16 * 16 * 9
     assert model.genotype_ops(genotype) == pytest.approx(built.ops, rel=1e-9)
+
+
+def test_low_memory_gradients_behind_the_large_stem_equal_the_plain_tape():
+    """`low_memory` recomputes cells from the stem's two outputs (s0 and s1 differ behind the
+    large stem): its gradients are the plain tape's, stem weights included (eager, 3 cells)."""
+    from ubnas_tf.search.recompute import checkpointed_gradients
+    from ubnas_tf.search.run import build_search_steps
+    from ubnas_tf.search.steps import cross_entropy
+
+    config = config_lib.load("search", overrides=[
+        "channels=8", "cells=3", "nodes=2", "multiplier=2", "stem=imagenet",
+        "partial_channels.normal=2", "partial_channels.reduce=2"])
+    tf.keras.utils.set_random_seed(0)
+    steps = build_search_steps(config, types.SimpleNamespace(input_shape=(64, 64, 3),
+                                                             num_classes=5))
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.standard_normal((2, 64, 64, 3)), tf.float32)
+    labels = tf.constant([1, 3])
+    sources = steps.supernet.trainable_variables + steps.architect.parameters
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(sources)
+        plain_loss, _ = cross_entropy(labels,
+                                      steps.supernet(images, steps.architect.arch_weights()))
+    plain = tape.gradient(plain_loss, sources)
+    checkpointed, loss, _ = checkpointed_gradients(
+        steps.supernet, images, sources, steps.architect.arch_weights,
+        lambda logits: cross_entropy(labels, logits))
+    assert float(loss) == pytest.approx(float(plain_loss), rel=1e-6)
+    assert any("stem0_conv1" in v.name for v in sources)
+    for variable, a, b in zip(sources, plain, checkpointed):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-6,
+                                   err_msg=variable.name)
