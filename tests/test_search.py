@@ -427,7 +427,9 @@ def test_cli_resumes_after_sigkill_with_the_same_genotype(reference_run, tmp_pat
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     deadline = time.time() + 240
     try:
-        while not (killed_dir / "checkpoints" / "ckpt-1.index").exists():
+        # The `checkpoint` state file is written after ckpt-1's data and index: a kill in
+        # between would leave no checkpoint to resume (the run then starts over).
+        while not (killed_dir / "checkpoints" / "checkpoint").exists():
             assert process.poll() is None, "the run ended before its first checkpoint"
             assert time.time() < deadline
             time.sleep(0.02)

@@ -35,7 +35,8 @@ TINY = {
               "auxiliary": {"enabled": False}, "drop_path": 0.0, "tensorboard": False,
               "saved_model": False, "eval_every_epoch": False},
     "hyperparameters": {"search": {"partial_channels": {"normal": {"values": [1, 2, 4]},
-                                                        "reduce": {"values": [2, 4]}},
+                                                        "reduce": {"values": [2, 4]},
+                                                        "per_op": None},  # K is tuned here
                                    "warmup": {"values": [0.0]},
                                    "module": {"values": ["ebnas_search", "bireal"]}}},
 }
@@ -173,7 +174,7 @@ def test_tune_end_to_end_then_resume_with_more_trials(tool, tiny_file, tmp_path)
     assert best["objective"] == "val_top1" and 0 <= best["score"] <= 1
     assert pathlib.Path(best["genotype"]).is_file()
     assert set(best["hyperparameters"]) == {
-        "search.partial_channels.per_op.normal", "search.partial_channels.per_op.reduce",
+        "search.partial_channels.normal", "search.partial_channels.reduce",
         "search.arch_optimizer.lr", "search.warmup", "search.module",
         "train.optimizer.lr"}
     trial = pathlib.Path(best["genotype"]).parent.parent
