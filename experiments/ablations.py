@@ -2,7 +2,7 @@
 
     python experiments/ablations.py --stage plan        # stages, parts, estimated times
     python experiments/ablations.py --stage default     # then sign, module, k, early_stop
-    python experiments/ablations.py --stage report      # docs/results/ablations/results.md + figures
+    python experiments/ablations.py --stage report      # docs/results/ablations/: table, figures
 
 Every row is `--budget`'s seeds (2) of search + retraining (or of retraining only, for the
 module structures), with mean +- std and every run, reported whatever the sign. Rows share one
