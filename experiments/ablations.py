@@ -2,7 +2,7 @@
 
     python experiments/ablations.py --stage plan        # stages, parts, estimated times
     python experiments/ablations.py --stage default     # then sign, module, k, early_stop
-    python experiments/ablations.py --stage report      # docs/results/ablations/results.md + figures
+    python experiments/ablations.py --stage report      # docs/results/ablations/: table, figures
 
 Every row is `--budget`'s seeds (2) of search + retraining (or of retraining only, for the
 module structures), with mean +- std and every run, reported whatever the sign. Rows share one
@@ -77,14 +77,16 @@ class Ablations:
                 for seed in self.seeds for unit in self._pair(label, seed, search_sets, train_sets)]
 
     def k_settings(self) -> list:
-        """The reference's (normal, reduce) K first, then two other settings."""
+        """The reference's (normal, reduce) K first, then two other settings (K at most the
+        supernet's channels: each op needs one channel or more)."""
         from ubnas_tf import config as config_lib
 
         budget = self.exp.budget
-        partial = config_lib.load("search", [protocol.ROOT / budget.search_config],
-                                  budget.search_sets)["partial_channels"]
-        reference = (partial["normal"], partial["reduce"])
-        return [reference] + [k for k in K_SETTINGS if k != reference][:2]
+        search = config_lib.load("search", [protocol.ROOT / budget.search_config],
+                                 budget.search_sets)
+        reference = (search["partial_channels"]["normal"], search["partial_channels"]["reduce"])
+        others = [k for k in K_SETTINGS if k != reference and max(k) <= search["channels"]]
+        return [reference] + others[:2]
 
     def stages(self) -> dict:
         reference = lambda: self.exp.result("default_search-0")["genotype"]  # noqa: E731

@@ -252,7 +252,8 @@ class Compare:
         lines = [f"Budget `{table['budget']}` on `{table['dataset']}`; every number below is a "
                  "run of `python experiments/compare.py` (units in `units/`).", "",
                  "| network | networks / runs | test top-1 (mean ± std) | val top-1 | OPs | "
-                 "params 1-bit / 32-bit | .tflite | search cost |", "|---|---|---|---|---|---|---|---|"]
+                 "params 1-bit / 32-bit | .tflite | search cost |",
+                 "|---|---|---|---|---|---|---|---|"]
         for row in table["rows"]:
             lines.append(
                 f"| {row['group']} | {row['networks']} / {row['runs']}"
