@@ -335,17 +335,17 @@ def test_unprepared_tfds_dataset_without_network_fails_fast_and_leaves_nothing(t
 def test_offline_check_takes_seconds_not_tfds_retries(tmp_path, monkeypatch):
     # In this process (TensorFlow already loaded), so the time is the check's alone: TFDS's
     # own download retried for 208 s before failing (issue 18.7).
-    import tensorflow_datasets as tfds
-
     from ubnas_tf.data import tfds_source
 
     for key, value in DEAD_PROXY.items():
         monkeypatch.setenv(key, value)
-    builder = tfds.builder("cifar10", data_dir=str(tmp_path / "tfds"))
     started = time.monotonic()
     with pytest.raises(UserError, match="cannot be downloaded"):
-        tfds_source._prepare(builder, "cifar10", None)
-    assert time.monotonic() - started < 2 * tfds_source.PROBE_TIMEOUT_SECONDS
+        tfds_source.open_tfds("cifar10", data_dir=str(tmp_path / "tfds"), manual_dir=None,
+                              max_examples=None)
+    # Building the builder and one refused connection; tfds.builder alone, looking for the
+    # dataset's info on GCS through the dead proxy, took ~200 s before it was kept off GCS.
+    assert time.monotonic() - started < 30
     assert sorted(tmp_path.iterdir()) == []
 
 
