@@ -70,7 +70,7 @@ def test_missing_field_and_bad_files(tmp_path):
         Genotype.from_dict({k: v for k, v in BINARY.items() if k != "reduce_concat"})
     broken = tmp_path / "broken.json"
     broken.write_text('{"normal": [')
-    with pytest.raises(UserError, match="is not valid JSON"):
+    with pytest.raises(UserError, match="is neither valid JSON"):
         Genotype.load(broken)
     with pytest.raises(UserError, match="does not exist"):
         Genotype.load(tmp_path / "absent.json")

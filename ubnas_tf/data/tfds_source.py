@@ -46,10 +46,26 @@ _VALIDATION_ONLY = IMAGENET_STYLE_DATASETS
 _TEST_SPLIT_NAMES = ("test", "validation", "valid", "val")
 
 
+def _builder_without_gcs_preview(spec: str, data_dir: str | None):
+    """`tfds.builder` without its look into gs://tfds-data for an unprepared dataset's info:
+    a preview we do not use, which TensorFlow's GCS client retries for minutes (measured:
+    ~200 s) when the network refuses, before our own check could say so in seconds."""
+    from tensorflow_datasets.core.utils import gcs_utils
+
+    previous = getattr(gcs_utils, "_is_gcs_disabled", None)
+    if previous is None:  # another TFDS version: build as TFDS does
+        return tfds.builder(spec, data_dir=data_dir)
+    gcs_utils._is_gcs_disabled = True
+    try:
+        return tfds.builder(spec, data_dir=data_dir)
+    finally:
+        gcs_utils._is_gcs_disabled = previous
+
+
 def _builder(spec: str, data_dir: str | None):
     base = spec.split("/")[0].split(":")[0]
     try:
-        return tfds.builder(spec, data_dir=data_dir)
+        return _builder_without_gcs_preview(spec, data_dir)
     except tfds.core.registered.DatasetNotFoundError:
         names = tfds.list_builders(with_community_datasets=False)
         close = difflib.get_close_matches(base, names, n=5, cutoff=0.6)
