@@ -25,7 +25,7 @@ in summary.json), so two searches can be compared by that figure.
 from __future__ import annotations
 
 from ubnas_tf.errors import UserError
-from ubnas_tf.search.supernet import reduction_indices
+from ubnas_tf.search_space import reduction_cells
 
 __all__ = ["cell_channels", "resolve_partial", "per_op_channels", "check_channels_per_op"]
 
@@ -36,7 +36,7 @@ def cell_channels(channels: int, cells: int) -> dict:
     """{'normal': [C of each normal cell], 'reduce': [C of each reduction cell]}, in order
     (the supernet's plan: reductions at 1/3 and 2/3 double C)."""
     plan = {"normal": [], "reduce": []}
-    reductions = reduction_indices(cells)
+    reductions = reduction_cells(cells)
     for index in range(cells):
         if index in reductions:
             channels *= 2
