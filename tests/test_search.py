@@ -319,7 +319,7 @@ def test_cli_writes_every_output(reference_run):
         assert key in log[-1]
     assert list((output_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert tf.train.latest_checkpoint(str(output_dir / "checkpoints")).endswith("ckpt-3")
-    assert config_lib.load("search", [output_dir / "config.yaml"])["cells"] == 3
+    assert config_lib.load("search", [output_dir / "config.yaml"])["cells"] == 5
     assert "search summary" in result.stdout and "epochs run     3 of 3" in result.stdout
 
 
