@@ -83,14 +83,14 @@ def test_default_config_tunes_the_issue_keys():
 
 def test_config_layers_files_and_overrides(tiny_file):
     config = load_config([tiny_file], [
-        "search.epochs=3", "search.cells=5",  # two overrides of one section both apply
+        "search.epochs=3", "search.cells=8",  # two overrides of one section both apply
         "hyperparameters.search.warmup_epochs.min=1",  # a range replaces the choice
         "hyperparameters.search.warmup_epochs.max=2",
         "hyperparameters.search.module=null",  # not tuned any more
         "hyperparameters.train.optimizer.lr.values=[0.001, 0.005]",
         "hyperparameters.search.weights_optimizer.lr.values=[0.001, 0.002]",  # any search key
     ])
-    assert (config["search"]["epochs"], config["search"]["cells"]) == (3, 4)
+    assert (config["search"]["epochs"], config["search"]["cells"]) == (3, 8)
     space = TuningSpace(config)
     names = {t.name: t for t in space.tuned}
     assert "search.module" not in names and "search.weights_optimizer.lr" in names
