@@ -43,15 +43,15 @@ def network(space=None):
 
 # name -> (builder, binary convs, LceBconv2d, float CONV_2D, DEPTHWISE_CONV_2D)
 CASES = {
-    # 3 cells x (2 preprocess + 5 binary ops) = 21 binary convs; CONV_2D is the stem.
-    "genotype": (network, 21, 21, 1, 0),
+    # 5 cells x (2 preprocess + 5 binary ops) = 35 binary convs; CONV_2D is the stem.
+    "genotype": (network, 5 * 7, 5 * 7, 1, 0),
     # 3 stages x 2 blocks; CONV_2D: stem + 2 downsampling shortcuts.
     "bireal": (lambda: baselines.bireal(INFO, width=16, blocks=(2, 2, 2)), 6, 6, 3, 0),
     # CONV_2D: stem, stem pointwise, 2 transitions; depthwise: stem + 2 blur pools.
     "quicknet": (lambda: baselines.quicknet(INFO, filters=(16, 32, 64), blocks=(2, 2, 2)),
                  6, 6, 4, 3),
     # The float version of the genotype: every binary conv is a float CONV_2D.
-    "float": (lambda: network(baselines.float_space("binary")), 0, 0, 22, 0),
+    "float": (lambda: network(baselines.float_space("binary")), 0, 0, 5 * 7 + 1, 0),
 }
 
 

@@ -25,7 +25,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 BINARY_OPS = get_space("binary").primitives
 DARTS_OPS = get_space("darts").primitives
 
-# A search that traces and runs in seconds: 3 cells of 2 nodes, 2 steps per epoch.
+# A search that traces and runs in seconds: 5 cells of 2 nodes, 2 steps per epoch.
 TINY = ["cells=5", "channels=8", "nodes=2", "multiplier=2", "stem_multiplier=1",
         "batch_size=32", "max_examples=128", "partial_channels.normal=4",
         "partial_channels.reduce=2", "warmup_epochs=1", "regularizers.ramp_epochs=2",
@@ -337,7 +337,7 @@ def test_cli_writes_every_output(reference_run):
         assert key in log[-1]
     assert list((output_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert tf.train.latest_checkpoint(str(output_dir / "checkpoints")).endswith("ckpt-3")
-    assert config_lib.load("search", [output_dir / "config.yaml"])["cells"] == 3
+    assert config_lib.load("search", [output_dir / "config.yaml"])["cells"] == 5
     assert "search summary" in result.stdout and "epochs run     3 of 3" in result.stdout
 
 

@@ -7,26 +7,17 @@ with Sublinear Memory Cost") keeps only the cells' outputs; on the way back each
 again under its own tape, just before its gradient is needed, so at most one cell's
 intermediates are alive at a time. The price is one more forward pass of the cells.
 
-The gradients are the same as the plain tape's (tested): search-time cells hold no state that a
-second forward pass would update (their BatchNorm uses batch statistics, without moving ones).
+The gradients are the same as the plain tape's (tested): the cells run in training mode, so
+every norm uses the statistics of its batch, the same in both passes. A Keras
+BatchNormalization (`norm: batch_norm`) also updates its moving statistics in each pass: the
+recomputation puts back the values the forward pass left, so they move once per step, as with
+the plain tape (tested).
 """
 from __future__ import annotations
 
 import tensorflow as tf
 
-from ubnas_tf.errors import UserError
-
-__all__ = ["check_recomputable", "checkpointed_gradients"]
-
-
-def check_recomputable(supernet) -> None:
-    """UserError when a cell updates state in its forward pass (it would be updated twice)."""
-    for cell in supernet.search_cells:
-        if cell.non_trainable_weights:
-            raise UserError(
-                f"low_memory: true needs cells without moving statistics, but {cell.name} has "
-                f"{cell.non_trainable_weights[0].name}: set low_memory: false or a module "
-                "structure with norm: batch_stats")
+__all__ = ["checkpointed_gradients"]
 
 
 def _add(total, part):
@@ -60,11 +51,11 @@ def checkpointed_gradients(supernet, images, sources, arch_weights_fn, loss_fn, 
     with tf.GradientTape(watch_accessed_variables=False) as stem_tape:
         stem_tape.watch(sources)
         arch = arch_weights_fn()
-        stems = supernet.stem(images)
+        stems = supernet.stem(images, training=True)
     # Forward through the cells with no tape: only the cells' outputs stay alive.
     states = list(stems)
     for cell in supernet.search_cells:
-        states.append(supernet.run_cell(cell, states[-2], states[-1], arch))
+        states.append(supernet.run_cell(cell, states[-2], states[-1], arch, training=True))
 
     with tf.GradientTape(watch_accessed_variables=False) as head_tape:
         head_tape.watch(sources)
@@ -87,9 +78,15 @@ def checkpointed_gradients(supernet, images, sources, arch_weights_fn, loss_fn, 
         cell_sources = [v for v in cell.trainable_variables if v.ref() in position]
         op_weights, edge_weights = arch.for_cell(cell.reduction)
         watched = [s0, s1] + ([op_weights, edge_weights] if watch_arch else [])
+        # Moving statistics (none with BatchStatsNorm: nothing added to the graph) as the
+        # forward pass left them; the recomputation would update them a second time.
+        state = cell.non_trainable_variables
+        kept = [tf.identity(variable) for variable in state]
         with tf.GradientTape(watch_accessed_variables=False) as cell_tape:
             cell_tape.watch(watched + cell_sources)
-            output = cell(s0, s1, op_weights, edge_weights)
+            output = cell(s0, s1, op_weights, edge_weights, training=True)
+        for variable, value in zip(state, kept):
+            variable.assign(value)
         parts = cell_tape.gradient(output, watched + cell_sources, output_gradients=upstream)
         for offset in (0, 1):
             state = index - 2 + offset

@@ -15,13 +15,19 @@ With `recompute=True` the gradients come from `recompute.checkpointed_gradients`
 Under a `tf.distribute` strategy each replica computes its gradients, they are averaged with
 one all-reduce, and every replica applies the same update to its own copy of the variables.
 Batch statistics stay per replica (as PC-DARTS under DataParallel).
+
+Every forward pass of both steps runs the supernet with `training=True`, as DARTS searches with
+`model.train()`: every norm normalises with the statistics of its batch, and a Keras
+BatchNormalization (module structures with `norm: batch_norm`) also updates its moving
+statistics once per forward pass (four times in a second-order architecture step, as DARTS's
+unrolled step); the search itself never reads them.
 """
 from __future__ import annotations
 
 import tensorflow as tf
 
 from ubnas_tf.search.architect import Architect
-from ubnas_tf.search.recompute import check_recomputable, checkpointed_gradients
+from ubnas_tf.search.recompute import checkpointed_gradients
 from ubnas_tf.search.runtime_memory import GraphFreeFunction, release_free_memory
 from ubnas_tf.search.supernet import ArchWeights, Supernet
 
@@ -135,8 +141,6 @@ class SearchSteps:
         self.arch_optimizer = arch_optimizer
         self.strategy = strategy
         self.order = order
-        if recompute:
-            check_recomputable(supernet)
         self.recompute = recompute
         self.traces = {"weight": 0, "arch": 0}
         # One replica, no XLA (the search's usual case): steps that keep no Python graph
@@ -229,7 +233,7 @@ class SearchSteps:
                                           loss_fn, extra_loss=extra_loss, watch_arch=watch_arch)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(sources)
-            loss, correct = loss_fn(self.supernet(images, arch_weights_fn()))
+            loss, correct = loss_fn(self.supernet(images, arch_weights_fn(), training=True))
             total = loss if extra_loss is None else loss + extra_loss()
         return tape.gradient(total, sources), loss, correct
 

@@ -31,6 +31,7 @@ stack + matmul (far fewer graph nodes, forward and backward, than one multiply p
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import tensorflow as tf
 
@@ -229,12 +230,16 @@ class MixedOp(tf.keras.layers.Layer):
         return (self.space_name, self.primitives, self.channels, self.stride, self.partial,
                 self.structure_config)
 
-    def candidates(self, x: tf.Tensor) -> list:
-        """Outputs of the ops that run, on the partial channels of `x`, in `op_columns` order."""
+    def candidates(self, x: tf.Tensor, training=None) -> list:
+        """Outputs of the ops that run, on the partial channels of `x`, in `op_columns` order.
+
+        `training` reaches every norm: Keras BatchNormalization (module structures with
+        `norm: batch_norm`) uses batch statistics only when it is true.
+        """
         outputs = []
         for op, norm in zip(self.candidate_ops, self.post_norms):
-            y = op(x)
-            outputs.append(y if norm is None else norm(y))
+            y = op(x, training=training)
+            outputs.append(y if norm is None else norm(y, training=training))
         return outputs
 
     def split(self, x: tf.Tensor):
@@ -250,10 +255,11 @@ class MixedOp(tf.keras.layers.Layer):
             bypass = tf.nn.max_pool2d(bypass, self.stride, self.stride, "SAME")
         return partial_input, bypass
 
-    def call(self, x, op_weights):
+    def call(self, x, op_weights, training=None):
         """The PC-DARTS edge output: shuffle_K(concat(sum_o w_o o(x[:C/K]), bypass))."""
         partial_input, bypass = self.split(x)
-        mixed = weighted_sum(self.candidates(partial_input), tf.gather(op_weights, self.op_columns))
+        mixed = weighted_sum(self.candidates(partial_input, training),
+                             tf.gather(op_weights, self.op_columns))
         if bypass is None:
             return mixed
         return channel_shuffle(tf.concat([mixed, bypass], axis=-1), self.partial)
@@ -281,9 +287,13 @@ class Cell(tf.keras.layers.Layer):
                 self.edges.append(MixedOp(space, primitives, channels, stride, partial, structure,
                                           name=f"edge_{node}_{source}"))
 
-    def call(self, s0, s1, op_weights, edge_weights):
-        states = [self.traces.call(self.preprocess0, self.preprocess0, s0),
-                  self.traces.call(self.preprocess1, self.preprocess1, s1)]
+    def call(self, s0, s1, op_weights, edge_weights, training=None):
+        # `training` is fixed in each trace; TraceCache shares only layers without moving
+        # statistics, whose outputs do not depend on it.
+        states = [self.traces.call(self.preprocess0,
+                                   functools.partial(self.preprocess0, training=training), s0),
+                  self.traces.call(self.preprocess1,
+                                   functools.partial(self.preprocess1, training=training), s1)]
         op_columns = self.edges[0].op_columns
         if len(op_columns) != op_weights.shape[-1]:
             op_weights = tf.gather(op_weights, op_columns, axis=1)
@@ -299,7 +309,8 @@ class Cell(tf.keras.layers.Layer):
                 if source not in splits:
                     splits[source] = edge.split(state)
                 partial_input, bypass = splits[source]
-                outputs.extend(self.traces.call(edge, edge.candidates, partial_input))
+                outputs.extend(self.traces.call(
+                    edge, functools.partial(edge.candidates, training=training), partial_input))
                 if bypass is not None:
                     bypasses.append(bypass)
             end = offset + len(states)
@@ -347,23 +358,25 @@ class Supernet(tf.keras.Model):
         self.global_pool = tf.keras.layers.GlobalAveragePooling2D(name="global_pool")
         self.classifier = tf.keras.layers.Dense(config.num_classes, name="classifier")
 
-    def call(self, images, arch_weights: ArchWeights):
-        s0, s1 = self.stem(images)
+    def call(self, images, arch_weights: ArchWeights, training=None):
+        """Logits; the search steps pass `training=True` (DARTS searches in train mode: every
+        norm uses batch statistics and Keras BatchNormalization updates its moving ones)."""
+        s0, s1 = self.stem(images, training)
         for cell in self.search_cells:
-            s0, s1 = s1, self.run_cell(cell, s0, s1, arch_weights)
+            s0, s1 = s1, self.run_cell(cell, s0, s1, arch_weights, training)
         return self.head(s1)
 
     # The three parts of `call`, apart for `recompute.checkpointed_gradients`.
-    def stem(self, images):
+    def stem(self, images, training=None):
         """(s0, s1): the first cell's two inputs (the same tensor behind the CIFAR stem)."""
         if self.config.stem != "cifar":
-            return self.large_stem(images)
-        x = self.stem_norm(self.stem_conv(images))
+            return self.large_stem(images, training=training)
+        x = self.stem_norm(self.stem_conv(images), training=training)
         return x, x
 
     @staticmethod
-    def run_cell(cell, s0, s1, arch_weights: ArchWeights):
-        return cell(s0, s1, *arch_weights.for_cell(cell.reduction))
+    def run_cell(cell, s0, s1, arch_weights: ArchWeights, training=None):
+        return cell(s0, s1, *arch_weights.for_cell(cell.reduction), training=training)
 
     def head(self, state):
         return self.classifier(self.global_pool(state))
