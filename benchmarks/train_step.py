@@ -72,7 +72,7 @@ def _config(name: str, args) -> dict:
     if args.batch:
         overrides.append(f"batch_size={args.batch}")
     if args.tiny:  # for the test: the same code on the smallest networks
-        overrides += ["cells=3", "channels=4", "baselines.bireal.width=4",
+        overrides += ["cells=5", "channels=4", "baselines.bireal.width=4",
                       "baselines.bireal.blocks=[1,1]", "baselines.quicknet.filters=[4,8]",
                       "baselines.quicknet.blocks=[1,1]"]
     return config_lib.load("train", files=files, overrides=overrides)

@@ -50,14 +50,16 @@ def test_k_from_channels_per_op(overrides, partial, seen):
 def test_the_supernets_ops_see_the_resolved_channels():
     from ubnas_tf.search.supernet import Supernet
 
-    config = _config("cells=3", "channels=8", "nodes=1", "multiplier=1", "stem_multiplier=1")
+    config = _config("cells=5", "channels=8", "nodes=1", "multiplier=1", "stem_multiplier=1")
     net = Supernet(supernet_config(config, types.SimpleNamespace(input_shape=(8, 8, 1),
                                                                  num_classes=3)))
     seen = [(cell.reduction, {edge.partial_channels for edge in cell.edges})
             for cell in net.search_cells]
-    # Cell 0 normal (C=8, K=2), cells 1-2 reductions (C=16, 32; K=2): 4, then 8 and 16.
-    assert seen == [(False, {4}), (True, {8}), (True, {16})]
-    assert per_op_channels(config) == {"normal": [4], "reduce": [8, 16]}
+    # [N, R, N, R, N] with C = 8, 16, 16, 32, 32. Normal cells (8, 16, 32) get the largest K
+    # that leaves 4 channels in the smallest: K=2; reductions (16, 32) the largest that leaves 8:
+    # K=2. So each op sees C/2: 4, then 8, 8, 16, 16.
+    assert seen == [(False, {4}), (True, {8}), (False, {8}), (True, {16}), (False, {16})]
+    assert per_op_channels(config) == {"normal": [4, 8, 16], "reduce": [8, 16]}
 
 
 def test_below_the_minimum_is_refused_with_the_fix():

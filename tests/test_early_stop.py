@@ -169,7 +169,7 @@ def test_alpha_hessian_of_a_supernet_matches_its_exact_hessian():
     from ubnas_tf.search.run import build_search_steps
 
     config = config_lib.load("search", overrides=[
-        "channels=4", "cells=1", "nodes=1", "multiplier=1", "stem_multiplier=1",
+        "channels=4", "cells=5", "nodes=1", "multiplier=1", "stem_multiplier=1",
         "partial_channels.min_per_op=1", "primitives=[avg_pool_3x3, bin_conv_3x3]"])
     tf.keras.utils.set_random_seed(0)
     steps = build_search_steps(config, types.SimpleNamespace(input_shape=(6, 6, 1),

@@ -234,16 +234,16 @@ def test_auto_stem_threshold_and_bad_kinds():
 def test_first_cell_after_the_large_stem_halves_s0():
     """NetworkImageNet: s0 (stem0, 1/4) reaches the first cell at twice s1's (stem1, 1/8)
     resolution; the cell's preprocess0 is strided, and the cells run at 1/8, 1/16, 1/32."""
-    model = build_network(published("EBNAS"), input_shape=(64, 64, 3), num_classes=10, cells=3,
+    model = build_network(published("EBNAS"), input_shape=(64, 64, 3), num_classes=10, cells=5,
                           channels=16, stem="imagenet")
     stem = model.get_layer("stem")
     assert [tuple(s.shape) for s in stem.output] == [(None, 16, 16, 16), (None, 8, 8, 16)]
     assert model.get_layer("cell0_pre0").strides == 2
     assert model.get_layer("cell0_pre0").input.shape[1] == 16
     assert model.get_layer("cell0_pre1").strides == 1
-    sides = [model.get_layer(f"cell{i}_out").output.shape[1] for i in range(3)]
-    assert sides == [8, 4, 2]  # reductions at cells 1 and 2
-    cifar = build_network(published("EBNAS"), input_shape=(64, 64, 3), num_classes=10, cells=3,
+    sides = [model.get_layer(f"cell{i}_out").output.shape[1] for i in range(5)]
+    assert sides == [8, 4, 4, 2, 2]  # reductions at cells 1 and 3
+    cifar = build_network(published("EBNAS"), input_shape=(64, 64, 3), num_classes=10, cells=5,
                           channels=16, stem="cifar")
     assert cifar.get_layer("cell0_pre0").strides == 1
     assert cifar.get_layer("cell0_out").output.shape[1] == 64
@@ -251,20 +251,20 @@ def test_first_cell_after_the_large_stem_halves_s0():
 
 def test_large_stem_refuses_images_it_cannot_take():
     with pytest.raises(UserError, match="stem.s stride 8"):
-        build_network(published("EBNAS"), input_shape=(24, 24, 3), num_classes=10, cells=3,
+        build_network(published("EBNAS"), input_shape=(24, 24, 3), num_classes=10, cells=5,
                       channels=16, stem="imagenet")
     with pytest.raises(UserError, match="at least 16 channels"):
-        build_network(published("EBNAS"), input_shape=(64, 64, 3), num_classes=10, cells=3,
+        build_network(published("EBNAS"), input_shape=(64, 64, 3), num_classes=10, cells=5,
                       channels=8, stem="imagenet")
     with pytest.raises(UserError, match="auxiliary head"):
-        build_network(published("EBNAS"), input_shape=(128, 128, 3), num_classes=10, cells=3,
+        build_network(published("EBNAS"), input_shape=(128, 128, 3), num_classes=10, cells=5,
                       channels=16, stem="imagenet", auxiliary=True)
 
 
 def test_supernet_uses_pc_darts_imagenet_stem():
     """model_search_imagenet.py: stems to stem_multiplier * C channels, stride 8, and the first
     cell built with reduction_prev=True."""
-    config = SupernetConfig(num_classes=10, input_shape=(64, 64, 3), channels=8, cells=3,
+    config = SupernetConfig(num_classes=10, input_shape=(64, 64, 3), channels=8, cells=5,
                             nodes=2, multiplier=2, stem="imagenet", partial_normal=2,
                             partial_reduce=2)
     supernet = Supernet(config)
@@ -288,7 +288,7 @@ def test_ops_budget_costs_the_cells_behind_the_large_stem():
     """The cost model of an OPs-aware search prices every edge at the size the cells see behind
     the stride-8 stem and agrees with the built network, stems included."""
     primitives = get_space("binary").primitives
-    model = NetworkCostModel("binary", primitives=primitives, nodes=2, multiplier=2, cells=3,
+    model = NetworkCostModel("binary", primitives=primitives, nodes=2, multiplier=2, cells=5,
                              channels=16, input_shape=(128, 128, 3), num_classes=10)
     assert model.stem == "imagenet"
     conv3 = primitives.index("bin_conv_3x3")
@@ -313,7 +313,7 @@ def test_low_memory_gradients_behind_the_large_stem_equal_the_plain_tape():
     from ubnas_tf.search.steps import cross_entropy
 
     config = config_lib.load("search", overrides=[
-        "channels=8", "cells=3", "nodes=2", "multiplier=2", "stem=imagenet",
+        "channels=8", "cells=5", "nodes=2", "multiplier=2", "stem=imagenet",
         "partial_channels.normal=2", "partial_channels.reduce=2"])
     tf.keras.utils.set_random_seed(0)
     steps = build_search_steps(config, types.SimpleNamespace(input_shape=(64, 64, 3),

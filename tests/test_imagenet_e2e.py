@@ -18,7 +18,7 @@ from ubnas_tf.export.pipeline import export_model
 from ubnas_tf.search.run import run_search
 from ubnas_tf.train.run import run_training
 
-TINY = ["cells=3", "batch_size=2", "epochs=1", "max_examples=4"]
+TINY = ["cells=5", "batch_size=2", "epochs=1", "max_examples=4"]
 SEARCH = TINY + ["channels=8", "nodes=2", "multiplier=2", "warmup_epochs=0",
                  "early_stop.patience=null", "data.portion=0.5"]
 TRAIN = TINY + ["channels=16", "two_stage.enabled=false", "saved_model=false",

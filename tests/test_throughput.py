@@ -97,7 +97,7 @@ def test_training_steps_equal_with_and_without_direct_dilation():
 
 def test_remove_quantizers_gives_the_float_convolution():
     """The benchmark's quantizer-free twin computes conv(pad(x, +1), latent kernel)."""
-    model = build_network(_dilated_genotype(), input_shape=(8, 8, 1), num_classes=3, cells=3,
+    model = build_network(_dilated_genotype(), input_shape=(8, 8, 1), num_classes=3, cells=5,
                           channels=4, module="ebnas_retrain")
     layer = BinaryConvModule(4, 3, structure={"preset": "ebnas_retrain", "shortcut": False,
                                               "pre_bn": False})
@@ -165,7 +165,7 @@ def test_training_and_search_steps_have_gpu_kernels_for_every_op():
     from ubnas_tf.search.run import build_search_steps
     from ubnas_tf.train import Trainer, make_optimizer
 
-    config = config_lib.load("train", overrides=["cells=3", "channels=4", "drop_path=0.2"])
+    config = config_lib.load("train", overrides=["cells=5", "channels=4", "drop_path=0.2"])
     info = types.SimpleNamespace(input_shape=(20, 20, 3), num_classes=5)
     network = build_from_config(Genotype.load(train_step.GENOTYPE), info, config)
     trainer = Trainer(network, num_classes=5, aux_weight=0.4, label_smoothing=0.1)
@@ -175,7 +175,7 @@ def test_training_and_search_steps_have_gpu_kernels_for_every_op():
     assert _ops_without_gpu_kernel(graph.as_graph_def()) == []
 
     search = config_lib.load("search", overrides=[
-        "channels=8", "cells=3", "nodes=2", "multiplier=2", "stem_multiplier=1",
+        "channels=8", "cells=5", "nodes=2", "multiplier=2", "stem_multiplier=1",
         "partial_channels.normal=4", "partial_channels.reduce=2"])
     steps = build_search_steps(search, types.SimpleNamespace(input_shape=(8, 8, 1),
                                                              num_classes=5))
