@@ -401,9 +401,10 @@ def test_tune_demo_preset_resolves_from_any_folder_and_budget_keys_say_where(
     search_demo = config_lib.load("search", [config_lib.CONFIG_DIR / "search_demo.yaml"])
     assert config["search"]["cells"] == search_demo["cells"] == 5
     assert config["search"]["epochs"] == 4 and config["train"]["epochs"] == 2
-    assert config["train"]["cells"] == 4  # train_demo.yaml's network
-    warmups = next(t for t in TuningSpace(config).tuned if t.name == "search.warmup_epochs")
-    assert max(warmups.values) < config["search"]["epochs"]  # every trial searches
+    assert config["train"]["cells"] == 5  # train_demo.yaml's network
+    warmups = next(t for t in TuningSpace(config).tuned if t.name == "search.warmup")
+    # Shares of the epochs: every trial keeps at least one epoch of architecture steps.
+    assert max(warmups.values) * config["search"]["epochs"] <= config["search"]["epochs"] - 1
     with pytest.raises(UserError, match=r"'epochs' belongs to a trial's search and train "
                                         r"config.*search\.epochs=VALUE and/or train\.epochs"):
         load_config([], ["epochs=1"])
