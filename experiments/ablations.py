@@ -80,11 +80,13 @@ class Ablations:
         """The reference's (normal, reduce) K first, then two other settings (K at most the
         supernet's channels: each op needs one channel or more)."""
         from ubnas_tf import config as config_lib
+        from ubnas_tf.search.channels import resolve_partial
 
         budget = self.exp.budget
         search = config_lib.load("search", [protocol.ROOT / budget.search_config],
                                  budget.search_sets)
-        reference = (search["partial_channels"]["normal"], search["partial_channels"]["reduce"])
+        resolved = resolve_partial(search)  # K follows from partial_channels.per_op when null
+        reference = (resolved["normal"], resolved["reduce"])
         others = [k for k in K_SETTINGS if k != reference and max(k) <= search["channels"]]
         return [reference] + others[:2]
 
@@ -97,8 +99,10 @@ class Ablations:
                 self.exp.train_unit(f"module-{label}_seed-{seed}", "genotype", seed,
                                     genotype=reference, sets=(f"module={value}",))
                 for label, value in MODULES.items() if value for seed in self.seeds],
+            # min_per_op=1: the ablation measures K below the shipped minimum of channels per op.
             "k": lambda: self._rows({f"k-{n}-{r}": ((f"partial_channels.normal={n}",
-                                                     f"partial_channels.reduce={r}"), ())
+                                                     f"partial_channels.reduce={r}",
+                                                     "partial_channels.min_per_op=1"), ())
                                      for n, r in self.k_settings()[1:]}),
             "early_stop": lambda: self._rows({"nostop": (early_stop_off(), ())}),
         }

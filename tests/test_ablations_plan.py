@@ -24,7 +24,8 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     budget = runs.exp.budget
     # The searches' results the retrainings need, as a finished run would have cached them.
     genotype = published("PC_DARTS").to_dict()
-    for label in ("default", "sign-ste", "k-4-2", "k-2-1", "nostop"):
+    k_labels = [f"k-{normal}-{reduce}" for normal, reduce in runs.k_settings()[1:]]
+    for label in ("default", "sign-ste", *k_labels, "nostop"):
         for seed in runs.seeds:
             atomic_write_json(runs.exp.units_dir / f"{label}_search-{seed}.json", {
                 "key": f"{label}_search-{seed}", "kind": "search", "budget": "full",

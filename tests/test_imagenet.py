@@ -292,7 +292,9 @@ def test_ops_budget_costs_the_cells_behind_the_large_stem():
                              channels=16, input_shape=(128, 128, 3), num_classes=10)
     assert model.stem == "imagenet"
     conv3 = primitives.index("bin_conv_3x3")
-    assert model.costs["normal"][0, conv3] == 16 * 16 * 16 * 16 * 9 / 64
+    # Summed over the three normal cells (0, 2, 4): C=16 at 16x16, 32 at 8x8, 64 at 4x4, each
+    # H * W * C * C * 9 / 64 BOPs-as-OPs = 16 * 16 * 16 * 16 * 9 / 64.
+    assert model.costs["normal"][0, conv3] == 3 * 16 * 16 * 16 * 16 * 9 / 64
     rng = random.Random(0)
     genes = tuple((rng.choice(primitives), source) for node in range(2)
                   for source in rng.sample(range(node + 2), 2))

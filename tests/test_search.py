@@ -404,7 +404,8 @@ def test_cli_refusals_write_nothing_and_the_corrected_command_runs(tmp_path):
     assert [(r["epoch"], r["arch_updates"]) for r in log] == [(1, True)]
     assert log[0]["alphas_normal"] != _log_initial_alphas(output_dir)
     summary = json.loads((output_dir / "summary.json").read_text())
-    assert summary["channels_per_op"] == {"normal": [2], "reduce": [8, 16]}
+    # [N, R, N, R, N] at C=8: normal cells 8, 16, 32 (K=4), reductions 16, 32 (K=2).
+    assert summary["channels_per_op"] == {"normal": [2, 4, 8], "reduce": [8, 16]}
 
 
 def _log_initial_alphas(output_dir):

@@ -346,7 +346,7 @@ def test_cli_refuses_a_search_folder_with_one_line_and_writes_nothing(tmp_path):
     search = tmp_path / "search"
     from test_search import tiny_config as tiny_search_config
 
-    config = tiny_search_config("epochs=1", "max_examples=64")
+    config = tiny_search_config("epochs=1", "warmup_epochs=0", "max_examples=64")
     result = run_search(config, dataset="demo", output_dir=search, print_fn=lambda *_: None)
     genotype = search / "genotype.json"
     assert result.epochs_run == 1 and (search / "checkpoints").is_dir()
