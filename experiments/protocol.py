@@ -88,6 +88,7 @@ SMOKE = Budget(
     search_sets=("epochs=1", "warmup_epochs=0", "regularizers.ramp_epochs=1", "max_examples=64",
                  "batch_size=32", "cells=5", "channels=4", "nodes=2", "multiplier=2",
                  "partial_channels.normal=2", "partial_channels.reduce=2",
+                 "partial_channels.min_per_op=1",  # tiny supernet: 2 channels per op
                  "primitives=[skip_connect,avg_pool_3x3,bin_conv_3x3]",
                  "early_stop.patience=null"),
     train_sets=("epochs=1", "max_examples=192", "batch_size=64", "cells=5", "tensorboard=false",
