@@ -230,8 +230,8 @@ class Experiment:
 
         def run(spec):
             out = self.work_dir / key
-            self.tool(f"search {key}", ["tools/search.py", "--dataset", budget.dataset,
-                                        "--config", budget.search_config, "--output_dir", out,
+            self.tool(f"search {key}", ["search.py", "--dataset", budget.dataset,
+                                        "--config", ROOT / budget.search_config, "--output_dir", out,
                                         *_set_args(sets)])
             summary = json.loads((out / "summary.json").read_text())
             log = [json.loads(line) for line in (out / "search_log.jsonl").read_text().splitlines()
@@ -271,12 +271,12 @@ class Experiment:
                 path = out / "genotype.json"
                 Genotype.from_dict(spec["genotype"]).save(path)
                 args += ["--genotype", path]
-            self.tool(f"retrain {key}", ["tools/train.py", *args, "--dataset", budget.dataset,
-                                         "--config", budget.train_config, "--output_dir", out,
+            self.tool(f"retrain {key}", ["train.py", *args, "--dataset", budget.dataset,
+                                         "--config", ROOT / budget.train_config, "--output_dir", out,
                                          *_set_args(spec["sets"])])
             result = _train_result(out)
             if convert:
-                self.tool(f"lce_convert {key}", ["tools/convert.py", out / "model.h5", "--dataset",
+                self.tool(f"lce_convert {key}", ["convert.py", out / "model.h5", "--dataset",
                                                  budget.dataset, "--report", out / "report.json",
                                                  *budget.convert_args])
                 report = json.loads((out / "report.json").read_text())

@@ -22,6 +22,7 @@ TINY = ["cells=5", "batch_size=2", "epochs=1", "max_examples=4"]
 SEARCH = TINY + ["channels=8", "nodes=2", "multiplier=2", "warmup_epochs=0",
                  "early_stop.patience=null", "data.portion=0.5"]
 TRAIN = TINY + ["channels=16", "two_stage.enabled=false", "saved_model=false",
+                "data.validation_fraction=0",  # 4 images: no validation split to hold out
                 "tensorboard=false"]
 
 
