@@ -268,7 +268,10 @@ class Experiment:
             if spec["genotype"] is not None:
                 from ubnas_tf.search_space.genotype import Genotype
 
-                path = out / "genotype.json"
+                # Beside the run's folder, not in it: tools/train.py refuses a folder holding
+                # a genotype.json as a search's.
+                path = self.work_dir / f"{key}.genotype.json"
+                path.parent.mkdir(parents=True, exist_ok=True)
                 Genotype.from_dict(spec["genotype"]).save(path)
                 args += ["--genotype", path]
             self.tool(f"retrain {key}", ["train.py", *args, "--dataset", budget.dataset,
