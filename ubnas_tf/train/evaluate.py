@@ -1,8 +1,6 @@
 """Loading a saved model and evaluating a model on the test split of a dataset."""
 from __future__ import annotations
 
-import pathlib
-
 import tensorflow as tf
 
 from ubnas_tf.errors import UserError
@@ -12,20 +10,12 @@ __all__ = ["load_model", "check_model_fits", "evaluate", "evaluate_file"]
 
 
 def load_model(path, *, allow_lambda: bool = False) -> tf.keras.Model:
-    """Load a saved model for inference; refuses models holding Lambda layers when the export
-    package's safe loader is there."""
+    """Load a saved model for inference with the core's safe loader (`ubnas_tf.model_io`:
+    Lambda layers refused unless `allow_lambda`, a missing or broken file a UserError)."""
+    from ubnas_tf.model_io import load_model as safe_load
     from ubnas_tf.network import baselines  # noqa: F401  (registers FloatConvModule)
 
-    try:
-        from ubnas_tf.model_io import load_model as safe_load
-    except ImportError:
-        safe_load = None
-    if safe_load is not None:
-        return safe_load(path, allow_lambda=allow_lambda)
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise UserError(f"model file {path} does not exist: pass the model.h5 of a train run")
-    return tf.keras.models.load_model(str(path), compile=False)
+    return safe_load(path, allow_lambda=allow_lambda)
 
 
 def check_model_fits(model, info, what="the model") -> None:
