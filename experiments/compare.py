@@ -139,21 +139,35 @@ class Compare:
             "searches": lambda: [exp.search_unit(f"search-{i}", i) for i in range(budget.searches)],
             "searched": lambda: [
                 train(f"searched-{i}_seed-{s}", "genotype", s, genotype=self._searched(i),
-                      convert=s == 0) for i in range(budget.searches) for s in self.seeds],
+                      convert=self._converts("searched", s)) for i in range(budget.searches)
+                for s in self.seeds],
             "random": lambda: [
                 train(f"random-{j}_seed-{s}", "genotype", s, genotype=self._random(j),
-                      convert=s == 0) for j in range(budget.random) for s in self.seeds],
+                      convert=self._converts("random", s)) for j in range(budget.random)
+                for s in self.seeds],
             "baselines": lambda: [
                 *(train(f"{name}_seed-{s}", name, s, model=name, sets=self._baseline_sets(name),
-                        convert=s == 0) for name in ("bireal", "quicknet") for s in self.seeds),
+                        convert=self._converts(name, s)) for name in ("bireal", "quicknet")
+                  for s in self.seeds),
                 *(train(f"float_seed-{s}", "float", s, model="float", genotype=self._searched(0),
-                        convert=s == 0) for s in self.seeds)],
+                        convert=self._converts("float", s)) for s in self.seeds)],
             "budget": lambda: [
-                train(f"budget-{label}-{epochs}ep_{network}", "genotype", 0, genotype=make,
+                train(self._budget_key(network, label, epochs), "genotype", 0, genotype=make,
                       sets=(f"epochs={epochs}",))
                 for network, make in self._budget_networks()
-                for label, epochs in zip(("short", "long"), budget.budget_epochs)],
+                for label, epochs in zip(("short", "long"), budget.budget_epochs)
+                if epochs != budget.train_epochs()],  # that run is the protocol's seed 0
         }
+
+    def _converts(self, group, seed):
+        return seed == 0 and group in self.budget.convert_groups
+
+    def _budget_key(self, network, label, epochs):
+        """The unit of `network` retrained for `epochs` (seed 0): the protocol's own run when
+        the budget check asks for the protocol's epochs, never trained twice."""
+        if epochs == self.budget.train_epochs():
+            return f"{network}_seed-0"
+        return f"budget-{label}-{epochs}ep_{network}"
 
     def _budget_networks(self):
         half = self.budget.budget_networks // 2
@@ -220,7 +234,7 @@ class Compare:
     def budget_check(self) -> dict | None:
         rows = []
         for network, _ in self._budget_networks():
-            short, long = (self.exp.cached(f"budget-{label}-{epochs}ep_{network}") for
+            short, long = (self.exp.cached(self._budget_key(network, label, epochs)) for
                            label, epochs in zip(("short", "long"), self.budget.budget_epochs))
             protocol_run = self.exp.cached(f"{network}_seed-0")
             if short and long:

@@ -43,8 +43,10 @@ class Budget:
     seconds_per_epoch: prior cost of one epoch per unit kind (`search`, or the retrained
         network's kind), used for estimates until units of that kind have been measured;
         overhead_s: process start, evaluation and conversion per unit.
+    convert_groups: the groups whose seed-0 runs are also converted (.tflite size).
     budget_epochs: the short and the long retraining of the budget check (the protocol's own
-        is the train config's `epochs`, between them).
+        is the train config's `epochs`, between them; one equal to it reuses the protocol's
+        seed-0 run).
     """
 
     name: str
@@ -60,6 +62,7 @@ class Budget:
     budget_epochs: tuple = (1, 4)
     ops_tolerance: float = 0.10
     convert_args: tuple = ()
+    convert_groups: tuple = ("searched", "random", "bireal", "quicknet", "float")
     seconds_per_epoch: dict = dataclasses.field(default_factory=dict)
     overhead_s: float = 60.0
 
@@ -93,8 +96,9 @@ SMOKE = Budget(
                  "early_stop.patience=null"),
     train_sets=("epochs=1", "max_examples=192", "batch_size=64", "cells=5", "tensorboard=false",
                 "saved_model=false"),
+    # budget_epochs: the short run is the protocol's own 1-epoch run (reused, not retrained)
     searches=2, random=2, seeds=1, budget_networks=2, budget_epochs=(1, 2),
-    convert_args=("--no-verify",),
+    convert_args=("--no-verify",), convert_groups=("searched",),  # one conversion path is enough
     seconds_per_epoch={"search": 20.0, "genotype": 10.0, "bireal": 10.0, "quicknet": 10.0,
                        "float": 10.0},
     overhead_s=10.0,

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from test_search import FOUR_OPS
 from ubnas_tf import config as config_lib
 from ubnas_tf.export.benchmark import benchmark_file
 from ubnas_tf.export.pipeline import export_model
@@ -20,7 +21,7 @@ from ubnas_tf.train.run import run_training
 
 TINY = ["cells=5", "batch_size=2", "epochs=1", "max_examples=4"]
 SEARCH = TINY + ["channels=8", "nodes=2", "multiplier=2", "warmup_epochs=0",
-                 "early_stop.patience=null", "data.portion=0.5"]
+                 "early_stop.patience=null", "data.portion=0.5", FOUR_OPS]
 TRAIN = TINY + ["channels=16", "two_stage.enabled=false", "saved_model=false",
                 "data.validation_fraction=0",  # 4 images: no validation split to hold out
                 "tensorboard=false"]

@@ -25,11 +25,15 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 BINARY_OPS = get_space("binary").primitives
 DARTS_OPS = get_space("darts").primitives
 
+# One op of each kind (identity, pool, conv, dilated conv): the traces, most of a small search's
+# time, are half as long as with the seven.
+FOUR_OPS = "primitives=[skip_connect, avg_pool_3x3, bin_conv_3x3, bin_dil_conv_5x5]"
 # A search that traces and runs in seconds: 5 cells of 2 nodes, 2 steps per epoch.
 TINY = ["cells=5", "channels=8", "nodes=2", "multiplier=2", "stem_multiplier=1",
         "batch_size=32", "max_examples=128", "partial_channels.normal=4",
         "partial_channels.reduce=2", "warmup_epochs=1", "regularizers.ramp_epochs=2",
-        "early_stop.patience=null", "arch_optimizer.lr=0.01", "partial_channels.min_per_op=2"]
+        "early_stop.patience=null", "arch_optimizer.lr=0.01", "partial_channels.min_per_op=2",
+        FOUR_OPS]
 
 
 def tiny_config(*overrides):
@@ -163,7 +167,8 @@ def _steps(order="first", strategy=None, seed=0):
     config = config_lib.load("search", overrides=[
         "channels=8", "cells=5", "nodes=2", "multiplier=2", "stem_multiplier=1",
         "partial_channels.normal=4", "partial_channels.reduce=2", "regularizers.ramp_epochs=2",
-        "weights_optimizer.lr=0.01", "arch_optimizer.lr=0.01", f"seed={seed}", f"order={order}"])
+        "weights_optimizer.lr=0.01", "arch_optimizer.lr=0.01", f"seed={seed}", f"order={order}",
+        FOUR_OPS])
     tf.keras.utils.set_random_seed(seed)
     info = types.SimpleNamespace(input_shape=(8, 8, 1), num_classes=4)
     return build_search_steps(config, info, strategy)

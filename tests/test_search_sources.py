@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from test_search import FOUR_OPS
 from ubnas_tf.data.idx import write_idx
 
 TINY = ["cells=5", "channels=8", "nodes=2", "multiplier=2", "stem_multiplier=1",
         "batch_size=8", "epochs=1", "partial_channels.normal=4", "partial_channels.reduce=2",
         "warmup_epochs=0", "early_stop.patience=null", "data.input_size=16",
-        "partial_channels.min_per_op=2"]
+        "partial_channels.min_per_op=2", FOUR_OPS]
 
 
 def _search(tool, dataset, output_dir, *overrides):
