@@ -198,7 +198,8 @@ class Compare:
         searches = [self.exp.cached(f"search-{i}") for i in range(self.budget.searches)]
         search_seconds = [s["result"]["search_seconds"] for s in searches if s]
         table = {"budget": self.budget.name, "dataset": self.budget.dataset,
-                 "rows": [self._row(name, runs[name], search_seconds) for name in GROUPS],
+                 "rows": [{**self._row(name, runs[name], search_seconds),
+                           "planned_runs": self.planned_runs()[name]} for name in GROUPS],
                  "runs": {name: [{"network": n, "seed": s, **{k: v for k, v in r.items()
                                                               if k != "curve"}}
                                  for n, s, r in runs[name]] for name in GROUPS},
@@ -214,6 +215,11 @@ class Compare:
                      title=f"{self.budget.dataset}: test top-1 of every run against OPs")
         print(self.markdown(table), flush=True)
         return table
+
+    def planned_runs(self) -> dict:
+        seeds = self.budget.seeds
+        return {"searched": self.budget.searches * seeds, "random": self.budget.random * seeds,
+                "bireal": seeds, "quicknet": seeds, "float": seeds}
 
     @staticmethod
     def _row(group, runs, search_seconds) -> dict:
@@ -265,12 +271,12 @@ class Compare:
 
         lines = [f"Budget `{table['budget']}` on `{table['dataset']}`; every number below is a "
                  "run of `python experiments/compare.py` (units in `units/`).", "",
-                 "| network | networks / runs | test top-1 (mean ± std) | val top-1 | OPs | "
+                 "| network | networks / runs (of planned) | test top-1 (mean ± std) | val top-1 | OPs | "
                  "params 1-bit / 32-bit | .tflite | search cost |",
                  "|---|---|---|---|---|---|---|---|"]
         for row in table["rows"]:
             lines.append(
-                f"| {row['group']} | {row['networks']} / {row['runs']}"
+                f"| {row['group']} | {row['networks']} / {row['runs']} ({row['planned_runs']})"
                 f" | {row['test_top1_text']} | {row['val_top1_text']} | "
                 f"{stat(row['ops'], 1e-6, 3, 'M')} | {stat(row['params_binary'])} / "
                 f"{stat(row['params_float'])} | {stat(row['tflite_bytes'], 1 / 1024, 1, ' KiB')} |"
@@ -280,6 +286,12 @@ class Compare:
             lines += ["", f"Improvement over random (Yang et al. 2020): "
                       f"{improvement['points']:+.2f} points, relative "
                       f"{improvement['relative_percent']:+.2f}% (mean searched - mean random)."]
+        unfinished = [f"{row['group']} {row['runs']} of {row['planned_runs']}"
+                      for row in table["rows"] if row["runs"] < row["planned_runs"]]
+        if unfinished:
+            lines += ["", f"**Partial: runs finished {', '.join(unfinished)}.** Stages still to "
+                      "run: `python experiments/compare.py --stage plan`; no comparison holds "
+                      "before every group is complete."]
         lines += ["", "Every run:", "", "| network | seed | OPs | test top-1 | val top-1 | "
                   "train s |", "|---|---|---|---|---|---|"]
         for group in GROUPS:
