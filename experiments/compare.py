@@ -197,9 +197,10 @@ class Compare:
         runs = self.runs()
         searches = [self.exp.cached(f"search-{i}") for i in range(self.budget.searches)]
         search_seconds = [s["result"]["search_seconds"] for s in searches if s]
+        planned = self.planned_runs()
         table = {"budget": self.budget.name, "dataset": self.budget.dataset,
                  "rows": [{**self._row(name, runs[name], search_seconds),
-                           "planned_runs": self.planned_runs()[name]} for name in GROUPS],
+                           "planned_runs": planned[name]} for name in GROUPS],
                  "runs": {name: [{"network": n, "seed": s, **{k: v for k, v in r.items()
                                                               if k != "curve"}}
                                  for n, s, r in runs[name]] for name in GROUPS},

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from test_search import FOUR_OPS
 from ubnas_tf import config as config_lib
 from ubnas_tf.search.recompute import checkpointed_gradients
 from ubnas_tf.search.run import build_search_steps
@@ -12,11 +13,8 @@ from ubnas_tf.search.steps import cross_entropy
 
 # 5 cells: normal, reduction, normal, reduction, normal (reductions at 1/3 and 2/3): the gradient
 # of a state flows back from two cells, across both kinds of cell.
-# Four of the seven ops (one of each kind: identity, pool, conv, dilated conv): the traces, most of
-# these tests' time, are half as long.
 SMALL = ["channels=8", "cells=5", "nodes=2", "multiplier=2", "stem_multiplier=1",
-         "partial_channels.normal=4", "partial_channels.reduce=2", "seed=3",
-         "primitives=[skip_connect, avg_pool_3x3, bin_conv_3x3, bin_dil_conv_5x5]"]
+         "partial_channels.normal=4", "partial_channels.reduce=2", "seed=3", FOUR_OPS]
 
 
 def _steps(*overrides):
