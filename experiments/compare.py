@@ -24,6 +24,7 @@ trained network, with its final weights. Each (network, seed) is one JSON file u
 `<output_dir>/units/` (committed), so the experiment resumes and grows across sessions;
 tools' outputs go to --work_dir (not committed).
 """
+import collections
 import json
 import pathlib
 import sys
@@ -204,7 +205,8 @@ class Compare:
                  "runs": {name: [{"network": n, "seed": s, **{k: v for k, v in r.items()
                                                               if k != "curve"}}
                                  for n, s, r in runs[name]] for name in GROUPS},
-                 "budget_check": self.budget_check()}
+                 "budget_check": self.budget_check(),
+                 "cell_composition": self.cell_composition(runs)}
         means = {row["group"]: row["test_top1"] for row in table["rows"] if row["test_top1"]}
         if "searched" in means and "random" in means:
             points, percent = relative_improvement(means["searched"][0], means["random"][0])
@@ -216,6 +218,23 @@ class Compare:
                      title=f"{self.budget.dataset}: test top-1 of every run against OPs")
         print(self.markdown(table), flush=True)
         return table
+
+    def cell_composition(self, runs) -> dict:
+        """What the searched and the random networks' cells hold: group -> {networks, normal,
+        reduce}, each cell an op -> mean count per network (networks with a finished run). A
+        search that drifts towards some ops shows here beside the uniform draws."""
+        composition = {}
+        for group, genotype_of in (("searched", self._searched), ("random", self._random)):
+            networks = sorted({network for network, _, _ in runs[group]})
+            counts = {"normal": collections.Counter(), "reduce": collections.Counter()}
+            for network in networks:
+                genotype = genotype_of(int(network.rsplit("-", 1)[1]))()
+                for cell, counter in counts.items():
+                    counter.update(op for op, _ in genotype[cell])
+            composition[group] = {"networks": len(networks), **{
+                cell: {op: counter[op] / len(networks) for op in sorted(counter)}
+                for cell, counter in counts.items()}} if networks else {"networks": 0}
+        return composition
 
     def planned_runs(self) -> dict:
         seeds = self.budget.seeds
@@ -302,6 +321,7 @@ class Compare:
                              f"{100 * run['test_top1']:.2f}% | "
                              f"{'-' if val is None else f'{100 * val:.2f}%'} | "
                              f"{run['train_seconds']:.0f} |")
+        lines += self._composition_markdown(table["cell_composition"])
         check = table["budget_check"]
         if check:
             epochs = check["epochs"]
@@ -322,6 +342,25 @@ class Compare:
                                      for k in ("short", "protocol", "long"))
                 lines.append(f"| {row['network']} | {' | '.join(cells)} | {seconds} |")
         return "\n".join(lines) + "\n"
+
+
+    @staticmethod
+    def _composition_markdown(composition: dict) -> list:
+        groups = [g for g in ("searched", "random") if composition.get(g, {}).get("networks")]
+        if not groups:
+            return []
+        ops = sorted({op for g in groups for cell in ("normal", "reduce")
+                      for op in composition[g][cell]})
+        header = " | ".join(f"{g} {cell} ({composition[g]['networks']} networks)"
+                            for g in groups for cell in ("normal", "reduce"))
+        edges = round(sum(composition[groups[0]]["normal"].values()))
+        lines = ["", f"What the cells hold (edges per network, mean over networks; {edges} edges "
+                 "per cell):", "", f"| op | {header} |", "|---" * (1 + 2 * len(groups)) + "|"]
+        for op in ops:
+            cells = " | ".join(f"{composition[g][cell].get(op, 0):.2f}" for g in groups
+                               for cell in ("normal", "reduce"))
+            lines.append(f"| {op} | {cells} |")
+        return lines
 
 
 def make(budget_name: str, output_dir, work_dir, dataset=None) -> Compare:

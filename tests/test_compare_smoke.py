@@ -72,6 +72,16 @@ def test_compare_stages_cache_resume_and_report(tmp_path):
     for name in ("bireal", "quicknet"):
         assert abs(units[f"{name}_seed-0"]["result"]["ops"] / window["target_ops"] - 1) <= 0.10
     table = json.loads((results / "results.json").read_text())
+    # What the cells hold: the searched genotypes' ops counted by hand, 2 edges per node.
+    searched = [units[f"search-{i}"]["result"]["genotype"] for i in range(2)]
+    for cell in ("normal", "reduce"):
+        by_hand = {}
+        for genotype in searched:
+            for op, _ in genotype[cell]:
+                by_hand[op] = by_hand.get(op, 0) + 0.5
+        assert table["cell_composition"]["searched"][cell] == by_hand
+        assert sum(table["cell_composition"]["random"][cell].values()) == 4  # nodes=2
+
     assert [row["group"] for row in table["rows"]] == ["searched", "random", "bireal", "quicknet",
                                                         "float"]
     assert all(row["runs"] >= 1 for row in table["rows"])
@@ -80,4 +90,5 @@ def test_compare_stages_cache_resume_and_report(tmp_path):
     assert len(table["budget_check"]["networks"]) == 2
     markdown = (results / "results.md").read_text()
     assert "Improvement over random" in markdown and "Kendall tau" in markdown
+    assert "What the cells hold" in markdown
     assert (results / "accuracy_vs_ops.png").stat().st_size > 10_000
