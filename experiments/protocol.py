@@ -236,7 +236,7 @@ class Experiment:
             out = self.work_dir / key
             self.tool(f"search {key}", ["search.py", "--dataset", budget.dataset,
                                         "--config", ROOT / budget.search_config, "--output_dir", out,
-                                        *_set_args(sets)])
+                                        *set_args(sets)])
             summary = json.loads((out / "summary.json").read_text())
             log = [json.loads(line) for line in (out / "search_log.jsonl").read_text().splitlines()
                    if line.strip()]
@@ -280,7 +280,7 @@ class Experiment:
                 args += ["--genotype", path]
             self.tool(f"retrain {key}", ["train.py", *args, "--dataset", budget.dataset,
                                          "--config", ROOT / budget.train_config, "--output_dir", out,
-                                         *_set_args(spec["sets"])])
+                                         *set_args(spec["sets"])])
             result = _train_result(out)
             if convert:
                 self.tool(f"lce_convert {key}", ["convert.py", out / "model.h5", "--dataset",
@@ -310,7 +310,8 @@ def _train_result(out: pathlib.Path) -> dict:
     return {**{k: metrics.get(k) for k in METRIC_KEYS}, "curve": curve}
 
 
-def _set_args(sets) -> list:
+def set_args(sets) -> list:
+    """`--set` flags for a tool: ("a=1", "b=2") -> ["--set", "a=1", "--set", "b=2"]."""
     return [arg for text in sets for arg in ("--set", text)]
 
 
