@@ -34,6 +34,9 @@ flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
 flags.DEFINE_string("work_dir", "experiments/ablations_run", "Tools' outputs (not committed).")
+flags.DEFINE_list("reuse", ["docs/results/compare"], "Results folders whose finished units "
+                  "with the same budget and settings stand in for these (compare.py's searches "
+                  "and retrainings are the reference row's); empty to run everything here.")
 FLAGS = flags.FLAGS
 
 # label -> (search --set overrides, retraining --set overrides); "default" is the reference.
@@ -96,10 +99,13 @@ class Ablations:
         return {
             "default": lambda: self._rows({"default": ((), ())}),
             "sign": lambda: self._rows({"sign-ste": SIGNS["ste"]}),
+            # The reference row too: the reference genotype under every seed (the `default`
+            # row's seed K retrains search K's genotype; this one compares one genotype).
             "module": lambda: [
                 self.exp.train_unit(f"module-{label}_seed-{seed}", "genotype", seed,
-                                    genotype=reference, sets=(f"module={value}",))
-                for label, value in MODULES.items() if value for seed in self.seeds],
+                                    genotype=reference,
+                                    sets=(f"module={value}",) if value else ())
+                for label, value in MODULES.items() for seed in self.seeds],
             # min_per_op=1: the ablation measures K below the shipped minimum of channels per op.
             "k": lambda: self._rows({f"k-{n}-{r}": ((f"partial_channels.normal={n}",
                                                      f"partial_channels.reduce={r}",
@@ -142,8 +148,7 @@ class Ablations:
             "sign (search + retraining)": [self._row("ApproxSign (reference)", default),
                                            self._row("clipped STE", "sign-ste")],
             "module structure (reference genotype)": [
-                self._row(name, default if value is None else f"module-{name}")
-                for name, value in MODULES.items()],
+                self._row(name, f"module-{name}") for name in MODULES],
             "K (partial_channels normal / reduce)": [
                 self._row(f"K = {n} / {r}" + (" (reference)" if not i else ""),
                           default if not i else f"k-{n}-{r}")
@@ -185,13 +190,14 @@ class Ablations:
         return tables
 
 
-def make(budget_name: str, output_dir, work_dir) -> Ablations:
-    return Ablations(protocol.Experiment(protocol.BUDGETS[budget_name], output_dir, work_dir))
+def make(budget_name: str, output_dir, work_dir, reuse=()) -> Ablations:
+    return Ablations(protocol.Experiment(protocol.BUDGETS[budget_name], output_dir, work_dir,
+                                         reuse=reuse))
 
 
 def main(argv):
     del argv
-    ablations = make(FLAGS.budget, FLAGS.output_dir, FLAGS.work_dir)
+    ablations = make(FLAGS.budget, FLAGS.output_dir, FLAGS.work_dir, FLAGS.reuse)
     protocol.run_stage(ablations.exp, ablations.stages(), FLAGS.stage, ablations.report)
 
 

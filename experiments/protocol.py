@@ -122,13 +122,20 @@ class Unit:
 
 
 class Experiment:
-    """Units cached in `results_dir/units/`, tools' outputs in `work_dir/<key>/`."""
+    """Units cached in `results_dir/units/`, tools' outputs in `work_dir/<key>/`.
 
-    def __init__(self, budget: Budget, results_dir, work_dir):
+    `reuse`: results folders of other experiments whose finished units stand in for one of
+    these when the budget and the spec (tool, settings, seed, genotype) are the same: the same
+    run, so it is copied (marked `reused_from`), not run again (e.g. the ablations' reference
+    row is compare.py's first searches and their retrainings).
+    """
+
+    def __init__(self, budget: Budget, results_dir, work_dir, reuse=()):
         self.budget = budget
         self.results_dir = pathlib.Path(results_dir)
         self.work_dir = pathlib.Path(work_dir)
         self.units_dir = self.results_dir / "units"
+        self.reuse = [pathlib.Path(folder) for folder in reuse]
 
     # --- the cache ---------------------------------------------------------------------------
 
@@ -152,6 +159,15 @@ class Experiment:
     def all_units(self) -> list:
         return [json.loads(p.read_text()) for p in sorted(self.units_dir.glob("*.json"))]
 
+    def reusable(self, spec: dict) -> dict | None:
+        """A finished unit of a `reuse` folder run with this budget and `spec`, or None."""
+        for folder in self.reuse:
+            for path in sorted((folder / "units").glob("*.json")):
+                unit = json.loads(path.read_text())
+                if unit.get("budget") == self.budget.name and unit.get("spec") == spec:
+                    return {**unit, "reused_from": f"{folder / 'units' / path.name}"}
+        return None
+
     # --- estimates ---------------------------------------------------------------------------
 
     def seconds_per_epoch(self, kind: str) -> tuple[float, float, str]:
@@ -165,6 +181,13 @@ class Experiment:
         return self.budget.overhead_s, prior, "prior (README step times)"
 
     def estimate(self, unit: Unit) -> float:
+        """Seconds a unit will take: 0 when a `reuse` folder has the same run."""
+        if self.reuse:
+            try:
+                if self.reusable(unit.spec()):
+                    return 0.0
+            except UserError:  # its spec needs an earlier unit that has not run yet
+                pass
         overhead, rate, _ = self.seconds_per_epoch(unit.kind)
         return overhead + rate * unit.epochs
 
@@ -200,6 +223,13 @@ class Experiment:
                   f"({unit.kind}: {rate:.0f} s/epoch, {source})", flush=True)
             unit_started = time.monotonic()
             spec = unit.spec()
+            reused = self.reusable(spec)
+            if reused:
+                print(f"##### {unit.key}: the same run as {reused['reused_from']}, reused",
+                      flush=True)
+                atomic_write_json(self.units_dir / f"{unit.key}.json", {
+                    **reused, "key": unit.key, "kind": unit.kind})
+                continue
             result = unit.run(spec)
             atomic_write_json(self.units_dir / f"{unit.key}.json", {
                 "key": unit.key, "kind": unit.kind, "budget": self.budget.name,

@@ -41,9 +41,14 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
             config_lib.load(tool, [protocol.ROOT / config], _sets(unit))
             if tool == "train":
                 assert unit.spec()["genotype"] == genotype
-    # default, sign, two K settings, early stop: (search + retraining) x 2 seeds each; six
-    # module rows: retraining x 2 seeds.
-    assert len(keys) == len(set(keys)) == 5 * 2 * 2 + 6 * 2
+    # default, sign, two K settings, early stop: (search + retraining) x 2 seeds each; seven
+    # module rows (the reference's included): retraining x 2 seeds.
+    assert len(keys) == len(set(keys)) == 5 * 2 * 2 + 7 * 2
+    # The module reference row retrains the reference genotype as the `default` row's seed 0
+    # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
+    module = {unit.key: unit for unit in runs.stages()["module"]()}
+    default = {unit.key: unit for unit in runs.stages()["default"]()}
+    assert module["module-ebnas_retrain_seed-0"].spec() == default["default_seed-0"].spec()
 
 
 def test_sign_rows_use_the_ste_in_search_and_retraining(tmp_path):

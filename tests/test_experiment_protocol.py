@@ -73,6 +73,31 @@ def test_cached_unit_is_reused_and_a_changed_spec_is_an_error(tmp_path):
         protocol.Experiment(protocol.FULL, tmp_path / "r", tmp_path / "w").cached("u")
 
 
+def test_a_run_of_another_experiment_with_the_same_spec_is_copied_not_rerun(tmp_path):
+    other = _experiment(tmp_path / "compare")
+    other.run_units("t", [_unit("search-0", spec={"tool": "search", "sets": ["seed=0"]})])
+    calls = []
+    experiment = protocol.Experiment(protocol.SMOKE, tmp_path / "r", tmp_path / "w",
+                                     reuse=[tmp_path / "compare" / "r"])
+
+    def unit(key, spec):
+        return protocol.Unit(key, "search", 1, lambda: spec,
+                             lambda spec: calls.append(spec) or {"top1": 0.7})
+
+    same = unit("default_search-0", {"tool": "search", "sets": ["seed=0"]})
+    other_seed = unit("default_search-1", {"tool": "search", "sets": ["seed=1"]})
+    assert experiment.estimate(same) == 0.0 and experiment.estimate(other_seed) > 0
+    experiment.run_units("t", [same, other_seed])
+    assert calls == [{"tool": "search", "sets": ["seed=1"]}]  # only the new run ran
+    copied = experiment.cached("default_search-0")
+    assert copied["result"] == {"top1": 0.5} and copied["key"] == "default_search-0"
+    assert copied["reused_from"].endswith("units/search-0.json")
+    # Another budget's unit is never taken for this one's.
+    full = protocol.Experiment(protocol.FULL, tmp_path / "f", tmp_path / "w",
+                               reuse=[tmp_path / "compare" / "r"])
+    assert full.reusable({"tool": "search", "sets": ["seed=0"]}) is None
+
+
 def test_random_genotypes_in_the_window_cost_what_the_built_network_costs():
     info = load_dataset("demo").info
     search = config_lib.load("search", ["configs/search_demo.yaml"])
