@@ -1,13 +1,13 @@
 """`make demo` over several seeds: how far its figures move, so nobody reads one as a result.
 
     python experiments/demo_seeds.py --stage plan      # units left and estimated time
-    python experiments/demo_seeds.py --stage demo      # tools/demo.py with seeds 0..N-1
+    python experiments/demo_seeds.py --stage demo      # tools/demo.py with --seeds 0,1,2
     python experiments/demo_seeds.py --stage report    # docs/results/demo_seeds/results.md
 
 Each seed is one run of tools/demo.py (what `make demo` runs; seed 0 is `make demo` itself)
 with `--set seed=K`, which seeds the search and every retraining. Its table (results.json) is
 cached as one unit in `<output_dir>/units/`, so the command resumes after a kill and grows with
-`--seeds`. The report gives every network's test top-1 over the seeds (mean ± std, min-max,
+`--seeds` (two processes with disjoint `--seeds` share the work; the report takes every unit). The report gives every network's test top-1 over the seeds (mean ± std, min-max,
 every run): the spread that one demo run hides.
 """
 import json
@@ -23,7 +23,8 @@ from experiments.report import fmt_mean_std  # noqa: E402
 from ubnas_tf import cli  # noqa: E402
 
 flags.DEFINE_string("stage", "plan", "plan | demo | report | all")
-flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1 (seed 0 is `make demo`).")
+flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run (seed 0 is `make demo`); two "
+                  "processes with disjoint lists share the work.")
 flags.DEFINE_string("output_dir", "docs/results/demo_seeds", "Results: units/, results.md.")
 flags.DEFINE_string("work_dir", "experiments/demo_seeds_run", "Demo outputs (not committed).")
 FLAGS = flags.FLAGS
@@ -92,10 +93,14 @@ def report(exp: protocol.Experiment) -> dict:
 def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: options start with --")
-    if FLAGS.seeds < 1:
-        cli.fail(f"--seeds must be >= 1, got {FLAGS.seeds}")
+    try:
+        seeds = sorted({int(seed) for seed in FLAGS.seeds})
+    except ValueError:
+        cli.fail(f"--seeds takes integers separated by commas, got {','.join(FLAGS.seeds)}")
+    if not seeds or seeds[0] < 0:
+        cli.fail(f"--seeds needs one or more seeds >= 0, got {','.join(FLAGS.seeds) or 'none'}")
     exp = protocol.Experiment(DEMO, FLAGS.output_dir, FLAGS.work_dir)
-    stages = {"demo": lambda: [demo_unit(exp, seed) for seed in range(FLAGS.seeds)]}
+    stages = {"demo": lambda: [demo_unit(exp, seed) for seed in seeds]}
     protocol.run_stage(exp, stages, FLAGS.stage, lambda: report(exp))
 
 

@@ -38,8 +38,9 @@ def test_report_gives_every_seed_and_mean_std_per_network(tmp_path):
 def test_plan_lists_the_seeds_and_bad_seeds_exit_2(tmp_path):
     args = ["experiments/demo_seeds.py", "--output_dir", str(tmp_path), "--work_dir",
             str(tmp_path / "w")]
-    plan = run_tool(*args, "--stage", "plan", "--seeds", "4")
+    plan = run_tool(*args, "--stage", "plan", "--seeds", "0,1,3,3")
     assert plan.returncode == 0, plan.stderr
-    assert "demo:1  4 unit(s), 4 to run" in plan.stdout
-    bad = run_tool(*args, "--stage", "demo", "--seeds", "0")
-    assert bad.returncode == 2 and "--seeds must be >= 1" in bad.stderr
+    assert "demo:1  3 unit(s), 3 to run" in plan.stdout
+    for seeds, message in (("a", "integers separated by commas"), ("-1", "seeds >= 0")):
+        bad = run_tool(*args, "--stage", "demo", "--seeds", seeds)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
