@@ -35,7 +35,7 @@ from absl import flags  # noqa: E402
 
 from experiments import protocol  # noqa: E402
 from experiments.report import (fmt_mean_std, kendall_tau, mean_std,  # noqa: E402
-                                relative_improvement, scatter_runs, score)
+                                permutation_p, relative_improvement, scatter_runs, score)
 from ubnas_tf import cli  # noqa: E402
 
 flags.DEFINE_string("stage", "plan", "plan | searches | searched | random | baselines | budget "
@@ -210,7 +210,11 @@ class Compare:
         means = {row["group"]: row["test_top1"] for row in table["rows"] if row["test_top1"]}
         if "searched" in means and "random" in means:
             points, percent = relative_improvement(means["searched"][0], means["random"][0])
-            table["improvement_over_random"] = {"points": points, "relative_percent": percent}
+            networks = {group: self.network_means(runs[group]) for group in ("searched", "random")}
+            table["improvement_over_random"] = {
+                "points": points, "relative_percent": percent, "network_means": networks,
+                "permutation_p": permutation_p(list(networks["searched"].values()),
+                                               list(networks["random"].values()))}
         atomic_write_json(out / "results.json", table)
         atomic_write_text(out / "results.md", self.markdown(table))
         scatter_runs({name: [(r["ops"], r["test_top1"]) for _, _, r in runs[name]]
@@ -218,6 +222,15 @@ class Compare:
                      title=f"{self.budget.dataset}: test top-1 of every run against OPs")
         print(self.markdown(table), flush=True)
         return table
+
+    @staticmethod
+    def network_means(runs) -> dict:
+        """network -> mean test top-1 over its seeds (the samples of the permutation test)."""
+        by_network = collections.defaultdict(list)
+        for network, _, result in runs:
+            by_network[network].append(result["test_top1"])
+        return {network: sum(values) / len(values) for network, values in
+                sorted(by_network.items())}
 
     def cell_composition(self, runs) -> dict:
         """What the searched and the random networks' cells hold: group -> {networks, normal,
@@ -303,9 +316,16 @@ class Compare:
                 f" {stat(row['search_seconds'], 1, 0, ' s') if row['search_seconds'] else '-'} |")
         improvement = table.get("improvement_over_random")
         if improvement:
+            means = improvement["network_means"]
             lines += ["", f"Improvement over random (Yang et al. 2020): "
                       f"{improvement['points']:+.2f} points, relative "
-                      f"{improvement['relative_percent']:+.2f}% (mean searched - mean random)."]
+                      f"{improvement['relative_percent']:+.2f}% (mean searched - mean random).",
+                      "Per network, mean test top-1 over its seeds: " + "; ".join(
+                          f"{group} " + ", ".join(f"{100 * v:.2f}" for v in means[group].values())
+                          for group in ("searched", "random")) +
+                      f". Exact permutation test on these network means ("
+                      f"{len(means['searched'])} against {len(means['random'])}): two-sided p = "
+                      f"{improvement['permutation_p']:.3f}."]
         unfinished = [f"{row['group']} {row['runs']} of {row['planned_runs']}"
                       for row in table["rows"] if row["runs"] < row["planned_runs"]]
         if unfinished:

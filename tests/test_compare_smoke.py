@@ -86,7 +86,9 @@ def test_compare_stages_cache_resume_and_report(tmp_path):
                                                         "float"]
     assert all(row["runs"] >= 1 for row in table["rows"])
     assert table["rows"][0]["tflite_bytes"][0] > 0
-    assert "improvement_over_random" in table
+    improvement = table["improvement_over_random"]
+    assert set(improvement["network_means"]["searched"]) == {"searched-0", "searched-1"}
+    assert 0 < improvement["permutation_p"] <= 1
     assert len(table["budget_check"]["networks"]) == 2
     markdown = (results / "results.md").read_text()
     assert "Improvement over random" in markdown and "Kendall tau" in markdown

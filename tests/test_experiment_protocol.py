@@ -9,7 +9,7 @@ import pytest
 
 from experiments import protocol
 from experiments.ops_matching import genotype_cost_model, sample_in_window, size_baseline
-from experiments.report import kendall_tau, mean_std, relative_improvement
+from experiments.report import kendall_tau, mean_std, permutation_p, relative_improvement
 from ubnas_tf import config as config_lib
 from ubnas_tf.data import load_dataset
 from ubnas_tf.errors import UserError
@@ -34,6 +34,16 @@ def test_mean_std_and_relative_improvement():
     # Yang et al. 2020: RI = 100 (acc_m - acc_r) / acc_r.
     points, percent = relative_improvement(0.9, 0.8)
     assert points == pytest.approx(10.0) and percent == pytest.approx(12.5)
+
+
+def test_permutation_p_against_hand_counted_splits():
+    # Pooled {1, 2, 3, 4} split 2 + 2: six splits, |gaps| 2, 1, 0, 0, 1, 2; observed 2 -> 2 / 6.
+    assert permutation_p([3, 4], [1, 2]) == pytest.approx(1 / 3)
+    # 1 against 3: the observed split {10} is the only one as extreme of four -> 1 / 4.
+    assert permutation_p([10], [1, 2, 3]) == pytest.approx(1 / 4)
+    assert permutation_p([1, 2], [2, 1]) == 1.0  # no difference: every split is as extreme
+    with pytest.raises(ValueError):
+        permutation_p([], [1])
 
 
 def _experiment(tmp_path, **budget):
