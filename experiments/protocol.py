@@ -165,7 +165,9 @@ class Experiment:
             for path in sorted((folder / "units").glob("*.json")):
                 unit = json.loads(path.read_text())
                 if unit.get("budget") == self.budget.name and unit.get("spec") == spec:
-                    return {**unit, "reused_from": f"{folder / 'units' / path.name}"}
+                    # Named from the results folder on (e.g. compare/units/search-0.json):
+                    # the same on every clone.
+                    return {**unit, "reused_from": f"{folder.name}/units/{path.name}"}
         return None
 
     # --- estimates ---------------------------------------------------------------------------
