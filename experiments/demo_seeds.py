@@ -22,12 +22,17 @@ from experiments import protocol  # noqa: E402
 from experiments.report import fmt_mean_std  # noqa: E402
 from ubnas_tf import cli  # noqa: E402
 
-flags.DEFINE_string("stage", "plan", "plan | demo | report | all")
-flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run (seed 0 is `make demo`); two "
-                  "processes with disjoint lists share the work.")
-flags.DEFINE_string("output_dir", "docs/results/demo_seeds", "Results: units/, results.md.")
-flags.DEFINE_string("work_dir", "experiments/demo_seeds_run", "Demo outputs (not committed).")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defined when run as a script only: the tests import this module beside ablations.py,
+    whose flags share these names."""
+    flags.DEFINE_string("stage", "plan", "plan | demo | report | all")
+    flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds to run (seed 0 is `make demo`); two "
+                      "processes with disjoint lists share the work.")
+    flags.DEFINE_string("output_dir", "docs/results/demo_seeds", "Results: units/, results.md.")
+    flags.DEFINE_string("work_dir", "experiments/demo_seeds_run", "Demo outputs (not committed).")
 
 # Prior for the ETA until a unit has run: make demo took 10 min 38 s on the idle 2-core CPU.
 DEMO = protocol.Budget(name="demo", dataset="demo", search_config="configs/search_demo.yaml",
@@ -105,4 +110,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)
