@@ -16,6 +16,7 @@ from ubnas_tf import config as config_lib
 from ubnas_tf.errors import UserError
 from ubnas_tf.search_space import BinaryConvModule
 from ubnas_tf.train import Trainer, learning_rate_schedule, make_optimizer, run_training
+from ubnas_tf.train.stages import TrainingDiverged
 
 from conftest import ROOT, run_tool
 from test_network import BINARY_GENOTYPE
@@ -157,6 +158,20 @@ def test_two_stage_training_with_a_float_teacher(tmp_path):
         np.testing.assert_array_equal(value, stage1_kernels[name])
     log = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [entry["stage"] for entry in log] == ["final"]
+
+
+def test_nan_loss_stops_with_one_line_and_saves_nothing_of_the_broken_epoch(tmp_path,
+                                                                            genotype_file):
+    # An infinite learning rate makes the first update non-finite, so a later step's loss is.
+    out = tmp_path / "run"
+    config = tiny_config(optimizer={"lr": float("inf"), "schedule": "constant"})
+    with pytest.raises(TrainingDiverged, match=r"training loss became (nan|inf) at epoch 1, step \d+ "
+                                        r"\(stage final\).*optimizer\.lr") as error:
+        run_training(config, dataset="demo", output_dir=out, genotype=genotype_file, verbose=0)
+    assert "\n" not in str(error.value)
+    for written in ("model.h5", "metrics.json", "best_weights.h5", "train_log.jsonl"):
+        assert not (out / written).exists(), written
+    assert not list((out / "checkpoints").glob("ckpt-*"))
 
 
 @pytest.mark.slow

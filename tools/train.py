@@ -31,15 +31,20 @@ cli.define_strategy_flags()
 
 def main(argv):
     from ubnas_tf.train.run import run_training
+    from ubnas_tf.train.stages import TrainingDiverged
 
     if len(argv) > 1:
         cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: use --genotype or --model")
     cli.require_output_dir("the model, its metrics and checkpoints")
     config = cli.resolved_config("train")
     strategy = cli.strategy_from_flags()  # before any other TensorFlow op
-    run_training(config, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
-                 genotype=FLAGS.genotype, model=FLAGS.model, data_dir=FLAGS.data_dir,
-                 manual_dir=FLAGS.manual_dir, strategy=strategy)
+    try:
+        run_training(config, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
+                     genotype=FLAGS.genotype, model=FLAGS.model, data_dir=FLAGS.data_dir,
+                     manual_dir=FLAGS.manual_dir, strategy=strategy)
+    except TrainingDiverged as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,34 @@ class _DropPathSchedule(tf.keras.callbacks.Callback):
         set_drop_path_rate(self.network, epoch / max(1, self.epochs), draws_from=draws_from)
 
 
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or Inf: the run stops, its finished epochs' checkpoints kept
+    (as the search's SearchDiverged; tools/train.py: one line, exit 1; tune: the trial fails)."""
+
+
+class _StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
+    """A NaN or Inf training loss ends the run at once with one line: raised from the batch,
+    before the epoch's end saves a checkpoint, best weights or a log line of the broken state,
+    so the finished epochs' checkpoints are what a rerun resumes from."""
+
+    def __init__(self, stage_name: str):
+        super().__init__()
+        self.stage_name = stage_name
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = float((logs or {}).get("loss", 0.0))
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"training loss became {loss} at epoch {self._epoch + 1}, step {batch + 1} "
+                f"(stage {self.stage_name}); nothing of this epoch was saved (a rerun resumes "
+                f"after epoch {self._epoch}): lower the learning rate (--set optimizer.lr=...) "
+                "or keep BatchNorm before the binary convs (module.pre_bn: true)")
+
+
 class _EpochEnd(tf.keras.callbacks.Callback):
     """At the end of each epoch: the run state, a log line, the best weights, a checkpoint."""
 
@@ -192,7 +220,7 @@ def fit_stage(stage: Stage, data, config: dict, *, teacher=None, start_from=None
     if initial_epoch >= stage.epochs:
         return trainer
     callbacks = [_DropPathSchedule(stage.network, stage.epochs, config.get("seed", 0)),
-                 _EpochEnd(stage)]
+                 _StopOnNonFiniteLoss(stage.name), _EpochEnd(stage)]
     if config.get("tensorboard", True) and stage.chief:
         callbacks.append(tf.keras.callbacks.TensorBoard(
             log_dir=str(stage.directory / "tensorboard"), write_graph=False, profile_batch=0))

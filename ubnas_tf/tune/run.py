@@ -147,6 +147,7 @@ def _make_tuner_class():
 
             from ubnas_tf.search.run import SearchDiverged, run_search
             from ubnas_tf.train.run import run_training
+            from ubnas_tf.train.stages import TrainingDiverged
 
             configs = self.space.configs(trial.hyperparameters.values)
             trial_dir = pathlib.Path(self.get_trial_dir(trial.trial_id))
@@ -161,7 +162,7 @@ def _make_tuner_class():
                                        output_dir=trial_dir / "train",
                                        genotype=trial_dir / "search" / "genotype.json",
                                        verbose=self.verbose)
-            except SearchDiverged as error:
+            except (SearchDiverged, TrainingDiverged) as error:
                 raise FailedTrialError(str(error)) from error
             except UserError as error:
                 raise TrialInputError(f"trial {trial.trial_id}: {error}") from None
