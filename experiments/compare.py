@@ -304,8 +304,8 @@ class Compare:
 
         lines = [f"Budget `{table['budget']}` on `{table['dataset']}`; every number below is a "
                  "run of `python experiments/compare.py` (units in `units/`).", "",
-                 "| network | networks / runs (of planned) | test top-1 (mean ± std) | val top-1 | OPs | "
-                 "params 1-bit / 32-bit | .tflite | search cost |",
+                 "| network | networks / runs (of planned) | test top-1 (mean ± std) | "
+                 "val top-1 | OPs | params 1-bit / 32-bit | .tflite | search cost |",
                  "|---|---|---|---|---|---|---|---|"]
         for row in table["rows"]:
             lines.append(
@@ -362,7 +362,6 @@ class Compare:
                                      for k in ("short", "protocol", "long"))
                 lines.append(f"| {row['network']} | {' | '.join(cells)} | {seconds} |")
         return "\n".join(lines) + "\n"
-
 
     @staticmethod
     def _composition_markdown(composition: dict) -> list:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import pathlib
 import platform
@@ -161,14 +162,18 @@ class Experiment:
 
     def reusable(self, spec: dict) -> dict | None:
         """A finished unit of a `reuse` folder run with this budget and `spec`, or None."""
-        for folder in self.reuse:
-            for path in sorted((folder / "units").glob("*.json")):
-                unit = json.loads(path.read_text())
-                if unit.get("budget") == self.budget.name and unit.get("spec") == spec:
-                    # Named from the results folder on (e.g. compare/units/search-0.json):
-                    # the same on every clone.
-                    return {**unit, "reused_from": f"{folder.name}/units/{path.name}"}
+        for source, unit in self._reuse_units():
+            if unit.get("budget") == self.budget.name and unit.get("spec") == spec:
+                return {**unit, "reused_from": source}
         return None
+
+    @functools.cache
+    def _reuse_units(self) -> list:
+        """(source, unit) of every unit of the `reuse` folders, read once: estimates ask for
+        every unit left before each unit runs. The source is named from the results folder on
+        (e.g. compare/units/search-0.json): the same on every clone."""
+        return [(f"{folder.name}/units/{path.name}", json.loads(path.read_text()))
+                for folder in self.reuse for path in sorted((folder / "units").glob("*.json"))]
 
     # --- estimates ---------------------------------------------------------------------------
 

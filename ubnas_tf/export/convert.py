@@ -1,9 +1,10 @@
 """Keras model -> `.tflite` through Larq Compute Engine, and the float reference model.
 
 LCE's converter (`convert_saved_model`, fed a bare SavedModel of the model's inference call)
-fuses each binarized convolution into its `LceBconv2d` op. The *float* reference is the same model with every larq
-quantizer removed (latent real weights, real activations), converted by the same converter, so
-that the size ratio measures binarization alone and not a difference between converters.
+fuses each binarized convolution into its `LceBconv2d` op. The *float* reference is the same
+model with every larq quantizer removed (latent real weights, real activations), converted by
+the same converter, so that the size ratio measures binarization alone and not a difference
+between converters.
 """
 from __future__ import annotations
 
@@ -71,8 +72,8 @@ def _serving_saved_model(model, folder) -> bool:
 
     LCE's `convert_keras_model` saves through Keras's SavedModel writer, which traces every
     layer's call for Keras's own metadata: most of a conversion (19.8 s against 5.1 s this way
-    for a 5-cell network of the demo data). The converter reads only the signature, so that is all this
-    writes; the .tflite is the same (tests/test_convert_ops.py). False for a model without
+    for a 5-cell network of the demo data). The converter reads only the signature, so that is
+    all this writes; the .tflite is the same (tests/test_convert_ops.py). False for a model without
     symbolic inputs (subclassed, never built on an Input) or with a mixed-precision policy (LCE
     refuses those with its own message): they take Keras's path.
     """
