@@ -26,7 +26,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from absl import flags  # noqa: E402
 
 from experiments import protocol  # noqa: E402
-from experiments.report import fmt_mean_std, mean_std, plot_curves  # noqa: E402
+from experiments.report import fmt_mean_std, mean_std, plot_curves, run_text  # noqa: E402
 from ubnas_tf import cli  # noqa: E402
 
 flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | report "
@@ -133,7 +133,8 @@ class Ablations:
             "row": name, "label": label, "runs": len(runs),
             "test_top1": fmt_mean_std([r["train"]["test_top1"] for r in runs]),
             "val_top1": fmt_mean_std([r["train"].get("val_top1") for r in runs]),
-            "every_run": ", ".join(f"{100 * r['train']['test_top1']:.2f}" for r in runs) or "-",
+            # Means over the runs that trained; a diverged run is listed, never averaged in.
+            "every_run": ", ".join(run_text(r["train"]) for r in runs) or "-",
             "ops": mean_std([r["train"]["ops"] for r in runs]),
             "search_seconds": mean_std([s["search_seconds"] for s in searches]),
             "epochs_run": [s["epochs_run"] for s in searches],

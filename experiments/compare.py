@@ -2,7 +2,9 @@
 
     python experiments/compare.py --stage plan           # stages, parts and estimated times
     python experiments/compare.py --stage searches       # then searched, random, baselines,
-    python experiments/compare.py --stage random:2       #   budget (NAME:K runs part K only)
+    python experiments/compare.py --stage random:2       #   budget, selection, searched_pt
+    python experiments/compare.py --stage random@1/2     # (NAME:K: part K only; NAME@K/N: units
+                                                         #  K, K + N, ...: N processes at once)
     python experiments/compare.py --stage report         # results.md, results.json, the plot
     python experiments/compare.py --stage all            # everything still missing, then report
 
@@ -18,7 +20,11 @@ Full Fashion-MNIST from the local IDX files (`fashion_mnist_local`), one trainin
   of the first search's cells, each with every seed;
 - budget: the first searched and random networks retrained at a shorter and a longer budget;
   Kendall tau between their validation rankings says whether the protocol's budget ranks
-  networks as the longer one does, at what cost.
+  networks as the longer one does, at what cost;
+- selection, searched_pt: the same searches' genotypes selected again by perturbation
+  (DARTS-PT, tools/derive.py on each search's checkpoint, `Budget.selection_flags`), each
+  retrained with every seed: the searches' magnitude rule against DARTS-PT's on the same
+  supernets.
 Model selection and rankings use the validation split only; the test split is read once per
 trained network, with its final weights. Each (network, seed) is one JSON file under
 `<output_dir>/units/` (committed), so the experiment resumes and grows across sessions;
@@ -35,18 +41,20 @@ from absl import flags  # noqa: E402
 
 from experiments import protocol  # noqa: E402
 from experiments.report import (fmt_mean_std, kendall_tau, mean_std,  # noqa: E402
-                                permutation_p, relative_improvement, scatter_runs, score)
+                                permutation_p, relative_improvement, run_text, scatter_runs,
+                                score)
 from ubnas_tf import cli  # noqa: E402
 
 flags.DEFINE_string("stage", "plan", "plan | searches | searched | random | baselines | budget "
-                    "| report | all; NAME:K runs the K-th part of a stage.")
+                    "| selection | searched_pt | report | all; NAME:K runs the K-th part of a stage, "
+                    "NAME@K/N its units K, K + N, ... (N processes side by side).")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full: the protocol on full "
                   "Fashion-MNIST; smoke: seconds per stage on the shipped demo data (tests).")
 flags.DEFINE_string("output_dir", "docs/results/compare", "Results: units/, results.md, plot.")
 flags.DEFINE_string("work_dir", "experiments/compare_run", "Tools' outputs (not committed).")
 flags.DEFINE_string("dataset", None, "Override the budget's dataset (e.g. idx:PATH).")
 FLAGS = flags.FLAGS
-GROUPS = ("searched", "random", "bireal", "quicknet", "float")
+GROUPS = ("searched", "searched_pt", "random", "bireal", "quicknet", "float")
 
 
 class Compare:
@@ -125,6 +133,9 @@ class Compare:
     def _searched(self, index):
         return lambda: self.exp.result(f"search-{index}")["genotype"]
 
+    def _selected(self, index):
+        return lambda: self.exp.result(f"derive_pt-{index}")["genotype"]
+
     def _random(self, index):
         return lambda: self.random_genotypes()["genotypes"][index]["genotype"]
 
@@ -158,6 +169,12 @@ class Compare:
                 for network, make in self._budget_networks()
                 for label, epochs in zip(("short", "long"), budget.budget_epochs)
                 if epochs != budget.train_epochs()],  # that run is the protocol's seed 0
+            "selection": lambda: [
+                exp.derive_unit(f"derive_pt-{i}", f"search-{i}", budget.selection_flags)
+                for i in range(budget.searches)],
+            "searched_pt": lambda: [
+                train(f"searched_pt-{i}_seed-{s}", "genotype", s, genotype=self._selected(i))
+                for i in range(budget.searches) for s in self.seeds],
         }
 
     def _converts(self, group, seed):
@@ -184,7 +201,7 @@ class Compare:
         groups = {name: [] for name in GROUPS}
         for unit in self.exp.all_units():
             key = unit["key"]
-            if unit["kind"] == "search" or key.startswith("budget-"):
+            if unit["kind"] in ("search", "derive") or key.startswith("budget-"):
                 continue
             network, seed = key.rsplit("_seed-", 1)
             group = network.split("-")[0]
@@ -207,14 +224,10 @@ class Compare:
                                  for n, s, r in runs[name]] for name in GROUPS},
                  "budget_check": self.budget_check(),
                  "cell_composition": self.cell_composition(runs)}
-        means = {row["group"]: row["test_top1"] for row in table["rows"] if row["test_top1"]}
-        if "searched" in means and "random" in means:
-            points, percent = relative_improvement(means["searched"][0], means["random"][0])
-            networks = {group: self.network_means(runs[group]) for group in ("searched", "random")}
-            table["improvement_over_random"] = {
-                "points": points, "relative_percent": percent, "network_means": networks,
-                "permutation_p": permutation_p(list(networks["searched"].values()),
-                                               list(networks["random"].values()))}
+        for group, key in (("searched", "improvement_over_random"),
+                           ("searched_pt", "selection_over_random")):
+            if runs[group] and runs["random"]:
+                table[key] = self.improvement(runs[group], runs["random"])
         atomic_write_json(out / "results.json", table)
         atomic_write_text(out / "results.md", self.markdown(table))
         scatter_runs({name: [(r["ops"], r["test_top1"]) for _, _, r in runs[name]]
@@ -223,12 +236,26 @@ class Compare:
         print(self.markdown(table), flush=True)
         return table
 
+    @classmethod
+    def improvement(cls, runs, random_runs) -> dict:
+        """Yang et al.'s improvement over random (mean of runs against mean of random runs)
+        and an exact permutation test on the networks' means over their seeds."""
+        mean = mean_std([r["test_top1"] for _, _, r in runs])[0]
+        points, percent = relative_improvement(
+            mean, mean_std([r["test_top1"] for _, _, r in random_runs])[0])
+        networks = {"searched": cls.network_means(runs),
+                    "random": cls.network_means(random_runs)}
+        return {"points": points, "relative_percent": percent, "network_means": networks,
+                "permutation_p": permutation_p(list(networks["searched"].values()),
+                                               list(networks["random"].values()))}
+
     @staticmethod
     def network_means(runs) -> dict:
         """network -> mean test top-1 over its seeds (the samples of the permutation test)."""
         by_network = collections.defaultdict(list)
         for network, _, result in runs:
-            by_network[network].append(result["test_top1"])
+            if result["test_top1"] is not None:  # a diverged run is listed, not averaged in
+                by_network[network].append(result["test_top1"])
         return {network: sum(values) / len(values) for network, values in
                 sorted(by_network.items())}
 
@@ -237,7 +264,8 @@ class Compare:
         reduce}, each cell an op -> mean count per network (networks with a finished run). A
         search that drifts towards some ops shows here beside the uniform draws."""
         composition = {}
-        for group, genotype_of in (("searched", self._searched), ("random", self._random)):
+        for group, genotype_of in (("searched", self._searched), ("searched_pt", self._selected),
+                                   ("random", self._random)):
             networks = sorted({network for network, _, _ in runs[group]})
             counts = {"normal": collections.Counter(), "reduce": collections.Counter()}
             for network in networks:
@@ -251,7 +279,8 @@ class Compare:
 
     def planned_runs(self) -> dict:
         seeds = self.budget.seeds
-        return {"searched": self.budget.searches * seeds, "random": self.budget.random * seeds,
+        return {"searched": self.budget.searches * seeds,
+                "searched_pt": self.budget.searches * seeds, "random": self.budget.random * seeds,
                 "bireal": seeds, "quicknet": seeds, "float": seeds}
 
     @staticmethod
@@ -276,7 +305,8 @@ class Compare:
             short, long = (self.exp.cached(self._budget_key(network, label, epochs)) for
                            label, epochs in zip(("short", "long"), self.budget.budget_epochs))
             protocol_run = self.exp.cached(f"{network}_seed-0")
-            if short and long:
+            if short and long and None not in (score(short["result"])[0],
+                                               score(long["result"])[0]):
                 rows.append({"network": network, "short": score(short["result"])[0],
                              "protocol": score(protocol_run["result"])[0] if protocol_run else None,
                              "long": score(long["result"])[0],
@@ -314,18 +344,14 @@ class Compare:
                 f"{stat(row['ops'], 1e-6, 3, 'M')} | {stat(row['params_binary'])} / "
                 f"{stat(row['params_float'])} | {stat(row['tflite_bytes'], 1 / 1024, 1, ' KiB')} |"
                 f" {stat(row['search_seconds'], 1, 0, ' s') if row['search_seconds'] else '-'} |")
-        improvement = table.get("improvement_over_random")
-        if improvement:
-            means = improvement["network_means"]
-            lines += ["", f"Improvement over random (Yang et al. 2020): "
-                      f"{improvement['points']:+.2f} points, relative "
-                      f"{improvement['relative_percent']:+.2f}% (mean searched - mean random).",
-                      "Per network, mean test top-1 over its seeds: " + "; ".join(
-                          f"{group} " + ", ".join(f"{100 * v:.2f}" for v in means[group].values())
-                          for group in ("searched", "random")) +
-                      f". Exact permutation test on these network means ("
-                      f"{len(means['searched'])} against {len(means['random'])}): two-sided p = "
-                      f"{improvement['permutation_p']:.3f}."]
+        for key, title in (("improvement_over_random", "Improvement over random (Yang et al. "
+                                                         "2020)"),
+                           ("selection_over_random", "Genotypes selected by perturbation "
+                                                     "(DARTS-PT), improvement over random")):
+            if key in table:
+                lines += ["", *self._improvement_markdown(table[key], title,
+                                                          "searched_pt" if "selection" in key
+                                                          else "searched")]
         unfinished = [f"{row['group']} {row['runs']} of {row['planned_runs']}"
                       for row in table["rows"] if row["runs"] < row["planned_runs"]]
         if unfinished:
@@ -337,10 +363,12 @@ class Compare:
         for group in GROUPS:
             for run in table["runs"][group]:
                 val = run.get("val_top1")
-                lines.append(f"| {run['network']} | {run['seed']} | {run['ops'] / 1e6:.3f}M | "
-                             f"{100 * run['test_top1']:.2f}% | "
+                ops, seconds = run["ops"], run["train_seconds"]
+                lines.append(f"| {run['network']} | {run['seed']} | "
+                             f"{'-' if ops is None else f'{ops / 1e6:.3f}M'} | "
+                             f"{run_text(run, suffix='%')} | "
                              f"{'-' if val is None else f'{100 * val:.2f}%'} | "
-                             f"{run['train_seconds']:.0f} |")
+                             f"{'-' if seconds is None else f'{seconds:.0f}'} |")
         lines += self._composition_markdown(table["cell_composition"])
         check = table["budget_check"]
         if check:
@@ -364,8 +392,21 @@ class Compare:
         return "\n".join(lines) + "\n"
 
     @staticmethod
+    def _improvement_markdown(improvement: dict, title: str, group: str) -> list:
+        means = improvement["network_means"]
+        return [f"{title}: {improvement['points']:+.2f} points, relative "
+                f"{improvement['relative_percent']:+.2f}% (mean {group} - mean random).",
+                "Per network, mean test top-1 over its seeds: " + "; ".join(
+                    f"{name} " + ", ".join(f"{100 * v:.2f}" for v in means[kind].values())
+                    for name, kind in ((group, "searched"), ("random", "random"))) +
+                f". Exact permutation test on these network means ({len(means['searched'])} "
+                f"against {len(means['random'])}): two-sided p = "
+                f"{improvement['permutation_p']:.3f}."]
+
+    @staticmethod
     def _composition_markdown(composition: dict) -> list:
-        groups = [g for g in ("searched", "random") if composition.get(g, {}).get("networks")]
+        groups = [g for g in ("searched", "searched_pt", "random")
+                  if composition.get(g, {}).get("networks")]
         if not groups:
             return []
         ops = sorted({op for g in groups for cell in ("normal", "reduce")

@@ -45,6 +45,8 @@ class Budget:
         network's kind), used for estimates until units of that kind have been measured;
         overhead_s: process start, evaluation and conversion per unit.
     convert_groups: the groups whose seed-0 runs are also converted (.tflite size).
+    selection_flags: tools/derive.py's flags for the perturbation selection (DARTS-PT): probe
+        batches per evaluation and weight steps of fine-tuning after each round.
     budget_epochs: the short and the long retraining of the budget check (the protocol's own
         is the train config's `epochs`, between them; one equal to it reuses the protocol's
         seed-0 run).
@@ -64,6 +66,7 @@ class Budget:
     ops_tolerance: float = 0.10
     convert_args: tuple = ()
     convert_groups: tuple = ("searched", "random", "bireal", "quicknet", "float")
+    selection_flags: tuple = ("--batches", "8", "--tune_steps", "10")
     seconds_per_epoch: dict = dataclasses.field(default_factory=dict)
     overhead_s: float = 60.0
 
@@ -82,7 +85,8 @@ FULL = Budget(
     search_config="configs/search_fashion_mnist.yaml",
     train_config="configs/train_fashion_mnist.yaml",
     seconds_per_epoch={"search": 147.6, "genotype": 0.9 * 649.0, "bireal": 0.9 * 194.0,
-                       "quicknet": 0.9 * 315.0, "float": 0.9 * 513.0},
+                       "quicknet": 0.9 * 315.0, "float": 0.9 * 513.0,
+                       "derive": 900.0},  # tools/derive.py --batches 8 --tune_steps 10, measured
 )
 
 # Seconds per stage on the shipped demo data, for the tests: tiny networks, one epoch.
@@ -100,8 +104,9 @@ SMOKE = Budget(
     # budget_epochs: the short run is the protocol's own 1-epoch run (reused, not retrained)
     searches=2, random=2, seeds=1, budget_networks=2, budget_epochs=(1, 2),
     convert_args=("--no-verify",), convert_groups=("searched",),  # one conversion path is enough
+    selection_flags=("--batches", "1", "--tune_steps", "1"),
     seconds_per_epoch={"search": 20.0, "genotype": 10.0, "bireal": 10.0, "quicknet": 10.0,
-                       "float": 10.0},
+                       "float": 10.0, "derive": 10.0},
     overhead_s=10.0,
 )
 
@@ -260,7 +265,7 @@ class Experiment:
         """One documented tool in a fresh process (pipeline.Runner: same path as the demo)."""
         Runner(1)(title, args)
 
-    # --- the two unit kinds ------------------------------------------------------------------
+    # --- the unit kinds -----------------------------------------------------------------------
 
     def search_unit(self, key: str, seed: int, sets=()) -> Unit:
         from ubnas_tf import config as config_lib
@@ -284,6 +289,27 @@ class Experiment:
                 "epochs_saved")}, "curve": curve}
 
         return Unit(key, "search", epochs, lambda: {"tool": "search", "sets": list(sets)}, run)
+
+    def derive_unit(self, key: str, search_key: str, sets=()) -> Unit:
+        """Derive a finished search unit's genotype again (tools/derive.py; `sets`: its flags,
+        e.g. ("--tune_steps", 10)) from the search's checkpoints in this work_dir."""
+        def run(spec):
+            search_dir = self.work_dir / search_key
+            if not (search_dir / "checkpoints").is_dir():
+                raise UserError(f"{search_dir} holds no checkpoints of {search_key}, which "
+                                f"{key} derives from: pass the --work_dir the search ran in, "
+                                f"or delete {self.units_dir / (search_key + '.json')} to run "
+                                "the search again")
+            out = self.work_dir / key
+            self.tool(f"derive {key}", ["derive.py", "--search_dir", search_dir,
+                                        "--output_dir", out, *spec["flags"]])
+            record = json.loads((out / "derivation.json").read_text())
+            return {k: record.get(k) for k in (
+                "genotype", "method", "epoch", "seconds", "evaluations", "probe_images",
+                "tune_steps", "supernet_score", "projected_score")}
+
+        return Unit(key, "derive", 1, lambda: {"tool": "derive", "search": search_key,
+                                                "flags": [str(flag) for flag in sets]}, run)
 
     def train_unit(self, key: str, kind: str, seed: int, *, genotype=None, model=None,
                    sets=(), convert: bool = False) -> Unit:
@@ -315,9 +341,18 @@ class Experiment:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 Genotype.from_dict(spec["genotype"]).save(path)
                 args += ["--genotype", path]
-            self.tool(f"retrain {key}", ["train.py", *args, "--dataset", budget.dataset,
-                                         "--config", ROOT / budget.train_config, "--output_dir", out,
-                                         *set_args(spec["sets"])])
+            try:
+                self.tool(f"retrain {key}", ["train.py", *args, "--dataset", budget.dataset,
+                                             "--config", ROOT / budget.train_config,
+                                             "--output_dir", out, *set_args(spec["sets"])])
+            except SystemExit as error:
+                if error.code != 1 or not (out / "diverged.json").is_file():
+                    raise
+                # A run that diverged is a result (e.g. an ablation's structure that cannot
+                # train), recorded as such: no metrics, the stage goes on.
+                print(f"##### {key} diverged: recorded, the stage goes on", flush=True)
+                return {**{k: None for k in METRIC_KEYS}, "curve": [],
+                        "diverged": json.loads((out / "diverged.json").read_text())}
             result = _train_result(out)
             if convert:
                 self.tool(f"lce_convert {key}", ["convert.py", out / "model.h5", "--dataset",
@@ -371,22 +406,29 @@ def _cpu_name() -> str:
 # --- stages on the command line --------------------------------------------------------------
 
 def run_stage(experiment: Experiment, stages: dict, choice: str, report: Callable) -> None:
-    """`choice`: a stage name (all its parts), `NAME:K` (its K-th part), `plan` (print every
-    stage's parts and estimates), `report`, or `all`. `stages`: name -> callable giving its
-    units (called when needed: a stage may need an earlier stage's results)."""
+    """`choice`: a stage name (all its parts), `NAME:K` (its K-th part), `NAME@K/N` (its
+    units K, K + N, K + 2N, ...: N processes side by side share a stage, whatever is cached),
+    `plan` (print every stage's parts and estimates), `report`, or `all`. `stages`: name ->
+    callable giving its units (called when needed: a stage may need an earlier stage's
+    results)."""
     if choice == "plan":
         print_plan(experiment, stages)
         return
     if choice == "report":
         report()
         return
-    names = list(stages) if choice == "all" else [choice.split(":")[0]]
+    names = list(stages) if choice == "all" else [choice.split(":")[0].split("@")[0]]
     for name in names:
         if name not in stages:
             raise UserError(f"unknown stage {choice!r}: use one of plan, {', '.join(stages)}, "
-                            "report, all (or NAME:PART)")
+                            "report, all (or NAME:PART, NAME@K/N)")
     for name in names:
         units = stages[name]()
+        if "@" in choice:
+            index, count = _shard(choice)
+            experiment.run_units(f"{name} units {index + 1}, {index + 1 + count}, ... of "
+                                 f"{len(units)}", units[index::count])
+            continue
         parts = experiment.parts(units)
         if ":" in choice:
             index = _part_index(choice, len(parts))
@@ -398,6 +440,18 @@ def run_stage(experiment: Experiment, stages: dict, choice: str, report: Callabl
             experiment.run_units(name, units)
     if choice == "all":
         report()
+
+
+def _shard(choice: str) -> tuple[int, int]:
+    """(K - 1, N) of `NAME@K/N`."""
+    try:
+        index, count = (int(v) for v in choice.split("@", 1)[1].split("/"))
+    except ValueError:
+        index = count = 0
+    if not 1 <= index <= count:
+        raise UserError(f"stage {choice!r}: write NAME@K/N with 1 <= K <= N, e.g. random@1/2 "
+                        "and random@2/2 in two processes")
+    return index - 1, count
 
 
 def _part_index(choice: str, count: int) -> int:

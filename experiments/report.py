@@ -119,6 +119,14 @@ def _figure(path, *, title: str, x_label: str, y_label: str):
         plt.close(figure)
 
 
+def run_text(result: dict, digits: int = 2, suffix: str = "") -> str:
+    """A run's test top-1 in percent, or where it diverged (protocol.train_unit records a NaN
+    loss as a result without metrics)."""
+    if result.get("diverged"):
+        return f"diverged (epoch {result['diverged'].get('epoch')})"
+    return f"{100 * result['test_top1']:.{digits}f}{suffix}"
+
+
 def scatter_runs(groups: dict, path, *, title: str,
                  x_label: str = "OPs (FLOPs + BOPs/64)") -> pathlib.Path:
     """Top-1 of every run against its OPs, one colour per group (`groups`: label -> list of

@@ -52,12 +52,12 @@ def test_compare_stages_cache_resume_and_report(tmp_path):
     assert "1 cached, 1 to run" in out
     assert _units(tmp_path)["searched-0_seed-0"] == first
 
-    _ok(run_tool(*_compare(tmp_path, "all")))  # random, baselines, budget, then the report
+    _ok(run_tool(*_compare(tmp_path, "all")))  # random ... searched_pt, then the report
     before = _units(tmp_path)
     out = _ok(run_tool(*_compare(tmp_path, "all")))
     # Nothing retrained: every stage is all cached and every unit file is untouched.
     assert "=== [" not in out, out  # pipeline.Runner's line before every tool it starts
-    assert out.count(", 0 to run") == 5
+    assert out.count(", 0 to run") == 7
     assert _units(tmp_path) == before
 
     results = tmp_path / "results"
@@ -82,15 +82,23 @@ def test_compare_stages_cache_resume_and_report(tmp_path):
         assert table["cell_composition"]["searched"][cell] == by_hand
         assert sum(table["cell_composition"]["random"][cell].values()) == 4  # nodes=2
 
-    assert [row["group"] for row in table["rows"]] == ["searched", "random", "bireal", "quicknet",
-                                                        "float"]
+    assert [row["group"] for row in table["rows"]] == ["searched", "searched_pt", "random",
+                                                        "bireal", "quicknet", "float"]
     assert all(row["runs"] >= 1 for row in table["rows"])
     assert table["rows"][0]["tflite_bytes"][0] > 0
     improvement = table["improvement_over_random"]
     assert set(improvement["network_means"]["searched"]) == {"searched-0", "searched-1"}
     assert 0 < improvement["permutation_p"] <= 1
     assert len(table["budget_check"]["networks"]) == 2
+    # DARTS-PT's genotypes: derived from each search's checkpoint, those retrained.
+    for i in range(2):
+        derived = units[f"derive_pt-{i}"]["result"]
+        assert derived["method"] == "perturbation" and derived["evaluations"] > 1
+        assert units[f"searched_pt-{i}_seed-0"]["spec"]["genotype"] == derived["genotype"]
+    selection = table["selection_over_random"]
+    assert set(selection["network_means"]["searched"]) == {"searched_pt-0", "searched_pt-1"}
     markdown = (results / "results.md").read_text()
     assert "Improvement over random" in markdown and "Kendall tau" in markdown
+    assert "selected by perturbation" in markdown
     assert "What the cells hold" in markdown
     assert (results / "accuracy_vs_ops.png").stat().st_size > 10_000

@@ -69,6 +69,42 @@ def test_parts_stay_under_the_limit_and_cached_units_cost_nothing(tmp_path, monk
     assert experiment.estimate(units[1]) == pytest.approx(measured["wall_seconds"])
 
 
+def test_shards_split_a_stage_between_processes_whatever_is_cached(tmp_path):
+    experiment = _experiment(tmp_path)
+    ran = []
+
+    def unit(key):
+        return protocol.Unit(key, "train:genotype", 1, lambda: {"k": key},
+                             lambda spec: ran.append(spec["k"]) or {"top1": 0.5})
+
+    stages = {"s": lambda: [unit(f"u{i}") for i in range(5)]}
+    protocol.run_stage(experiment, stages, "s@2/2", report=None)
+    assert ran == ["u1", "u3"]
+    # The first shard is the same units with u1, u3 already cached: no unit runs twice.
+    protocol.run_stage(experiment, stages, "s@1/2", report=None)
+    assert ran == ["u1", "u3", "u0", "u2", "u4"]
+    for bad in ("s@3/2", "s@0/2", "s@x"):
+        with pytest.raises(UserError, match="NAME@K/N"):
+            protocol.run_stage(experiment, stages, bad, report=None)
+
+
+@pytest.mark.slow
+def test_a_diverged_retraining_is_recorded_and_the_stage_goes_on(tmp_path):
+    from ubnas_tf.search_space.genotype import published
+
+    experiment = _experiment(tmp_path)
+    genotype = published("UBNAS_FASHION_MNIST").to_dict()
+    # An infinite learning rate makes the first update non-finite (tools/train.py: exit 1).
+    diverging = experiment.train_unit("nan_seed-0", "genotype", 0, genotype=genotype,
+                                      sets=("optimizer.lr=.inf", "optimizer.schedule=constant"))
+    after = _unit("after")
+    experiment.run_units("t", [diverging, after])
+    result = experiment.result("nan_seed-0")
+    assert result["test_top1"] is None and result["diverged"]["epoch"] == 1
+    assert "training loss became" in result["diverged"]["error"]
+    assert experiment.result("after") == {"top1": 0.5}
+
+
 def test_cached_unit_is_reused_and_a_changed_spec_is_an_error(tmp_path):
     experiment = _experiment(tmp_path)
     calls = []

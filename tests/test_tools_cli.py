@@ -38,6 +38,8 @@ OWN_FLAGS = {
     "convert.py": ["-o, --output", "--report", "--[no]verify", "--target", "--io", "--import",
                    "--[no]allow_lambda", "--tolerance", "--min_agreement", "--dataset"],
     "make_demo_data.py": ["--source", "--output_dir", "--train_per_class", "--seed"],
+    "derive.py": ["--search_dir", "--output_dir", "--method", "--epoch", "--batches",
+                  "--tune_steps", "--data_dir", "--manual_dir"],
 }
 
 
@@ -192,6 +194,8 @@ def test_tools_refuse_unwritable_outputs_up_front(tmp_path, read_only_dir):
         ([tools / "convert.py", model, "--report", a_file / "r.json"], "--report"),
         ([tools / "benchmark.py", tmp_path / "m.tflite", "--json", tmp_path], "is a folder"),
         ([tools / "demo.py", "--output_dir", a_file / "demo"], "--output_dir"),
+        ([tools / "derive.py", "--search_dir", tmp_path, "--output_dir", a_file / "d"],
+         "--output_dir"),
     ]
     # Each is refused for its output, before any work: the model is not a model and the
     # .tflite does not exist, so a tool that looked at its input first would say so instead.

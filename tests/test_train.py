@@ -169,6 +169,7 @@ def test_nan_loss_stops_with_one_line_and_saves_nothing_of_the_broken_epoch(tmp_
                                         r"\(stage final\).*optimizer\.lr") as error:
         run_training(config, dataset="demo", output_dir=out, genotype=genotype_file, verbose=0)
     assert "\n" not in str(error.value)
+    assert error.value.record["epoch"] == 1 and error.value.record["stage"] == "final"
     for written in ("model.h5", "metrics.json", "best_weights.h5", "train_log.jsonl"):
         assert not (out / written).exists(), written
     assert not list((out / "checkpoints").glob("ckpt-*"))

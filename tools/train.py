@@ -6,6 +6,8 @@
 
 NAME is bireal, quicknet, or float (the float version of --genotype). Writes DIR/model.h5,
 DIR/saved_model/, DIR/metrics.json and DIR/summary.txt; re-running the same command resumes.
+A NaN or Inf loss ends the run with one line, exit 1 and DIR/diverged.json (where it
+happened: what experiments record instead of metrics).
 batch_size is the global batch, split across all replicas (of all workers); the learning rate
 is that of the global batch. With multi_worker_mirrored, every worker runs this same command
 with its own TF_CONFIG, and only the chief writes into DIR (docs/distributed.md).
@@ -36,6 +38,7 @@ def main(argv):
     if len(argv) > 1:
         cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: use --genotype or --model")
     cli.require_output_dir("the model, its metrics and checkpoints")
+    diverged = os.path.join(FLAGS.output_dir, "diverged.json")
     config = cli.resolved_config("train")
     strategy = cli.strategy_from_flags()  # before any other TensorFlow op
     try:
@@ -43,8 +46,13 @@ def main(argv):
                      genotype=FLAGS.genotype, model=FLAGS.model, data_dir=FLAGS.data_dir,
                      manual_dir=FLAGS.manual_dir, strategy=strategy)
     except TrainingDiverged as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        from ubnas_tf.io_utils import atomic_write_json
+
+        atomic_write_json(diverged, error.record)
+        print(f"error: {error.record['error']}", file=sys.stderr)
         sys.exit(1)
+    if os.path.exists(diverged):  # an earlier attempt's record, now resumed to the end
+        os.remove(diverged)
 
 
 if __name__ == "__main__":

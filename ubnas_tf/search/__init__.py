@@ -12,6 +12,8 @@
     search_log.py    search_log.jsonl, summary.json and the printed summary
     config.py        a search config checked up front; the output folder it owns
     ops_budget.py    the OPs-aware penalty (costs of the network that will be retrained)
+    perturbation.py  genotype selection by perturbation (DARTS-PT) on a trained supernet
+    derive.py        a finished search's genotype derived again from a checkpoint
     recompute.py, shared_traces.py, runtime_memory.py   memory and graph-size machinery
 
 It imports the network stage (below it) only for the OPs budget's costs.

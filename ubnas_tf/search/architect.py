@@ -46,6 +46,7 @@ __all__ = ["Architect", "EDGE_WEIGHT_FORMS", "EDGE_SELECTIONS", "sigmoid_offsets
 EDGE_WEIGHT_FORMS = ("sigmoid", "softmax")
 EDGE_SELECTIONS = ("ebnas", "pcdarts")
 CELL_TYPES = ("normal", "reduce")
+PROJECTED_LOGIT = 30.0  # exp(-30) ~ 1e-13: a projected weight is 0 or 1 to float32 precision
 
 
 def sigmoid_offsets(nodes: int) -> np.ndarray:
@@ -146,6 +147,23 @@ class Architect(tf.Module):
             reduce_ops=tf.nn.softmax(self.alphas_reduce, axis=-1),
             reduce_edges=self.edge_weights_of(self.betas_reduce),
         )
+
+    # -- projection (search/perturbation.py) ------------------------------------------------
+    def project_op(self, cell_type: str, edge: int, op: str) -> None:
+        """Fix `edge`'s op weights to one-hot on `op` (softmax of a 30-logit gap: 1 and ~1e-13
+        in float32), so every later step and score sees the edge as the discrete op."""
+        alphas = getattr(self, f"alphas_{cell_type}")
+        row = np.zeros(len(self.primitives), np.float32)
+        row[self.primitives.index(op)] = PROJECTED_LOGIT
+        alphas[edge].assign(row)
+
+    def remove_edge(self, cell_type: str, edge: int) -> None:
+        """Drive `edge`'s weight to zero (sigmoid form; in the softmax form the node's other
+        edges take its share). Node 0's two edges carry no parameter and are always kept."""
+        index = edge - 2 if self.edge_form == "sigmoid" else edge
+        if index < 0:
+            raise ValueError(f"edge {edge} belongs to node 0, which keeps both cell inputs")
+        getattr(self, f"betas_{cell_type}")[index].assign(-PROJECTED_LOGIT)
 
     # -- regularizers -----------------------------------------------------------------------
     def path_regularizer(self) -> tf.Tensor:

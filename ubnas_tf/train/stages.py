@@ -54,7 +54,12 @@ class _DropPathSchedule(tf.keras.callbacks.Callback):
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or Inf: the run stops, its finished epochs' checkpoints kept
-    (as the search's SearchDiverged; tools/train.py: one line, exit 1; tune: the trial fails)."""
+    (as the search's SearchDiverged; tools/train.py: one line, diverged.json, exit 1; tune: the
+    trial fails). `record`: where it happened, JSON-ready."""
+
+    def __init__(self, message: str, record: dict | None = None):
+        super().__init__(message)
+        self.record = {"error": " ".join(message.split()), **(record or {})}
 
 
 class _StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
@@ -77,7 +82,9 @@ class _StopOnNonFiniteLoss(tf.keras.callbacks.Callback):
                 f"training loss became {loss} at epoch {self._epoch + 1}, step {batch + 1} "
                 f"(stage {self.stage_name}); nothing of this epoch was saved (a rerun resumes "
                 f"after epoch {self._epoch}): lower the learning rate (--set optimizer.lr=...) "
-                "or keep BatchNorm before the binary convs (module.pre_bn: true)")
+                "or keep BatchNorm before the binary convs (module.pre_bn: true)",
+                {"epoch": self._epoch + 1, "step": batch + 1, "loss": str(loss),
+                 "stage": self.stage_name})
 
 
 class _EpochEnd(tf.keras.callbacks.Callback):
