@@ -228,6 +228,13 @@ class Compare:
                            ("searched_pt", "selection_over_random")):
             if runs[group] and runs["random"]:
                 table[key] = self.improvement(runs[group], runs["random"])
+        if runs["searched_pt"]:
+            # Paired: one supernet, two selection rules (the search's spread cancels out).
+            magnitude = self.network_means(runs["searched"])
+            table["selection_paired"] = [
+                {"search": i, "magnitude": magnitude.get(f"searched-{i}"), "perturbation": value}
+                for i, value in ((int(n.rsplit("-", 1)[1]), v) for n, v in
+                                 self.network_means(runs["searched_pt"]).items())]
         atomic_write_json(out / "results.json", table)
         atomic_write_text(out / "results.md", self.markdown(table))
         scatter_runs({name: [(r["ops"], r["test_top1"]) for _, _, r in runs[name]]
@@ -352,6 +359,15 @@ class Compare:
                 lines += ["", *self._improvement_markdown(table[key], title,
                                                           "searched_pt" if "selection" in key
                                                           else "searched")]
+        paired = table.get("selection_paired")
+        if paired:
+            def percent(value):
+                return "-" if value is None else f"{100 * value:.2f}"
+
+            lines += ["", "The same supernets, two selection rules (mean test top-1 over the "
+                      "seeds, magnitude -> perturbation): " + "; ".join(
+                          f"search {p['search']} {percent(p['magnitude'])} -> "
+                          f"{percent(p['perturbation'])}" for p in paired) + "."]
         unfinished = [f"{row['group']} {row['runs']} of {row['planned_runs']}"
                       for row in table["rows"] if row["runs"] < row["planned_runs"]]
         if unfinished:

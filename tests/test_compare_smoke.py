@@ -97,6 +97,9 @@ def test_compare_stages_cache_resume_and_report(tmp_path):
         assert units[f"searched_pt-{i}_seed-0"]["spec"]["genotype"] == derived["genotype"]
     selection = table["selection_over_random"]
     assert set(selection["network_means"]["searched"]) == {"searched_pt-0", "searched_pt-1"}
+    paired = table["selection_paired"]  # each search's two rules side by side
+    assert [p["search"] for p in paired] == [0, 1]
+    assert paired[0]["perturbation"] == units["searched_pt-0_seed-0"]["result"]["test_top1"]
     markdown = (results / "results.md").read_text()
     assert "Improvement over random" in markdown and "Kendall tau" in markdown
     assert "selected by perturbation" in markdown
