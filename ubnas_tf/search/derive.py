@@ -105,8 +105,9 @@ def _search_data(config, dataset, data_dir, manual_dir, batches):
         return data, data.search_splits(config["batch_size"], portion=config["data"]["portion"],
                                         seed=config["seed"])
 
-    plain, (_, arch_data) = halves(None)
-    _, (weight_data, _) = halves(config["data"]["augment"] or None)  # as the search trained
+    plain, (weight_data, arch_data) = halves(None)
+    if config["data"]["augment"]:
+        _, (weight_data, _) = halves(config["data"]["augment"])  # as the search trained
     per_pass = plain.search_split_sizes(config["data"]["portion"])[1] // config["batch_size"]
     return plain.info, weight_data, list(arch_data.take(batches or per_pass))
 

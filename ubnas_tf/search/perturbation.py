@@ -91,17 +91,9 @@ class Selection:
                 "edge_scores": self.edge_scores, "evaluations": self.evaluations}
 
 
-def _node_slices(nodes: int):
-    start = 0
-    for node in range(nodes):
-        yield start, start + node + 2
-        start += node + 2
-
-
 def _count_evaluations(architect, columns: int) -> int:
-    edges = sum(end - start for start, end in _node_slices(architect.nodes))
-    multi_input = sum(end - start for start, end in _node_slices(architect.nodes)
-                      if end - start > 2)
+    edges = architect.edges
+    multi_input = sum(end - start for start, end in architect.node_slices() if end - start > 2)
     return 1 + 2 * edges * columns + 1 + 2 * multi_input
 
 
@@ -154,7 +146,7 @@ def select_by_perturbation(probe: Probe, architect, *, tune=None, progress=None)
 
     edge_scores = {cell_type: [] for cell_type in CELL_TYPES}
     kept = {cell_type: [] for cell_type in CELL_TYPES}
-    for start, end in _node_slices(architect.nodes):
+    for start, end in architect.node_slices():
         for cell_type in CELL_TYPES:
             if end - start == 2:  # node 0 keeps both cell inputs
                 kept[cell_type].append((0, 1))
@@ -176,7 +168,7 @@ def select_by_perturbation(probe: Probe, architect, *, tune=None, progress=None)
             tune()
 
     genes = {cell_type: [(chosen[cell_type][start + source], source)
-                         for (start, _), sources in zip(_node_slices(architect.nodes),
+                         for (start, _), sources in zip(architect.node_slices(),
                                                         kept[cell_type])
                          for source in sources]
              for cell_type in CELL_TYPES}
