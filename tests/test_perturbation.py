@@ -186,3 +186,44 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path):
     assert result.returncode == 2
     assert "not a finished search" in one_error_line(result)
     assert not (tmp_path / "out").exists()
+
+
+def test_search_with_perturbation_selection_returns_the_derived_genotype(tiny_search, tmp_path):
+    """selection.method=perturbation: the search's epochs as before, then tools/derive.py's
+    genotype on the same checkpoint; a resumed finished run reuses it unless the settings
+    changed (selection may change on resume: it only reads the finished supernet)."""
+    pt = ["selection.method=perturbation", "selection.batches=1", "selection.tune_steps=1"]
+    folder = tmp_path / "search"
+    result = run_search(config_lib.load("search", overrides=TINY + pt), dataset="demo",
+                        output_dir=folder, print_fn=lambda *a: None)
+    derived = derive(tiny_search, tmp_path / "pt", batches=1, tune_steps=1,
+                     print_fn=lambda *a: None)
+    summary = json.loads((folder / "summary.json").read_text())
+    assert result.genotype.to_dict() == derived["genotype"] == summary["genotype"]
+    assert Genotype.load(folder / "genotype.json") == result.genotype
+    assert summary["selection"]["magnitude_genotype"] == \
+        Genotype.load(tiny_search / "genotype.json").to_dict()
+    assert summary["selection"]["epoch"] == 2
+    assert json.loads((folder / "selection" / "derivation.json").read_text())["op_scores"]
+
+    printed = []
+    run_search(config_lib.load("search", overrides=TINY + pt), dataset="demo",
+               output_dir=folder, print_fn=printed.append)
+    assert any(line.startswith("selection: reusing") for line in printed)
+    printed.clear()
+    run_search(config_lib.load("search", overrides=TINY + pt + ["selection.tune_steps=0"]),
+               dataset="demo", output_dir=folder, print_fn=printed.append)
+    assert not any(line.startswith("selection: reusing") for line in printed)
+    assert json.loads((folder / "selection" / "derivation.json").read_text())["tune_steps"] == 0
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["selection.method=largest"], "selection.method 'largest' is not known"),
+    (["selection.batches=-1"], "selection.batches and tune_steps must be >= 0"),
+    (["selection.method=perturbation", "ops_budget.target=1000000"], "set one of them only"),
+])
+def test_selection_config_refusals_name_the_key(tmp_path, sets, message):
+    with pytest.raises(UserError, match=message):
+        run_search(config_lib.load("search", overrides=TINY + sets), dataset="demo",
+                   output_dir=tmp_path / "s", print_fn=lambda *a: None)
+    assert not (tmp_path / "s").exists()

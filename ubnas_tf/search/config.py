@@ -20,13 +20,15 @@ from ubnas_tf.search.supernet import GRAPH_MODES, SupernetConfig
 from ubnas_tf.search_space import reduction_cells
 from ubnas_tf.search_space.stems import STEM_KINDS
 
-__all__ = ["check_config", "supernet_config", "check_output_dir", "comparable",
-           "RESUMABLE_KEYS"]
+__all__ = ["check_config", "check_selection", "supernet_config", "check_output_dir",
+           "comparable", "RESUMABLE_KEYS", "SELECTION_METHODS"]
 
 # Keys that may differ when a run is resumed: a longer or shorter budget, the same search
 # (warm-up and ramp, as shares, scale with it), and the channel minimum, a check that does not
-# change a search whose K it accepts.
-RESUMABLE_KEYS = ("epochs", "partial_channels.min_per_op")
+# change a search whose K it accepts, and the selection, which reads the finished supernet.
+RESUMABLE_KEYS = ("epochs", "partial_channels.min_per_op", "selection")
+# How a finished supernet's genotype is read (search/derive.py): the largest weights, or DARTS-PT.
+SELECTION_METHODS = ("magnitude", "perturbation")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -68,6 +70,12 @@ def check_config(config: dict) -> None:
         _require(regularizers[key] >= 0, f"config key 'regularizers.{key}' must be >= 0")
     check_schedule(config)
     check_early_stop(config)
+    selection = config["selection"]
+    check_selection(selection["method"], selection["batches"], selection["tune_steps"],
+                    key="config key selection.")
+    _require(selection["method"] == "magnitude" or config["ops_budget"]["target"] is None,
+             "selection.method=perturbation ignores ops_budget.target (the budget's fit works on "
+             "the weights): set one of them only")
     _require(0 < config["data"]["portion"] < 1, "config key 'data.portion' must be in (0, 1)")
     _require(config["supernet_graph"] in GRAPH_MODES,
              f"config key 'supernet_graph' must be one of {', '.join(GRAPH_MODES)}, "
@@ -81,6 +89,16 @@ def check_config(config: dict) -> None:
     primitives = config["primitives"]
     _require(primitives is None or (isinstance(primitives, list) and primitives),
              "config key 'primitives' must be null (the space's ops) or a list of op names")
+
+
+def check_selection(method: str, batches: int, tune_steps: int, key: str = "") -> None:
+    """UserError naming the key (config `selection.*`, or the flag) of a bad setting."""
+    if method not in SELECTION_METHODS:
+        raise UserError(f"{key}method {method!r} is not known: use one of "
+                        f"{', '.join(SELECTION_METHODS)}")
+    if batches < 0 or tune_steps < 0:
+        raise UserError(f"{key}batches and tune_steps must be >= 0, got {batches} and "
+                        f"{tune_steps}")
 
 
 def supernet_config(config: dict, info) -> SupernetConfig:

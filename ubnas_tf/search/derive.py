@@ -11,6 +11,9 @@ and test figures stay untouched. The checkpoint defaults to the epoch whose geno
 returned (an early-stop rule may have rolled back to it). A search with an OPs budget gets
 the genotype before the budget's fit. Outputs: genotype.json,
 genotype.png and derivation.json (the method, the epoch and, for perturbation, every score).
+
+A search whose config sets `selection.method: perturbation` runs the same derivation when it
+ends (`select_after_search`, into its folder's selection/) and returns that genotype.
 """
 from __future__ import annotations
 
@@ -22,10 +25,13 @@ import yaml
 
 from ubnas_tf.errors import UserError
 from ubnas_tf.io_utils import atomic_write_json
+from ubnas_tf.search.config import SELECTION_METHODS, check_selection
+from ubnas_tf.search_space.genotype import Genotype
 
-__all__ = ["METHODS", "derive", "checkpoint_epochs"]
+__all__ = ["METHODS", "SELECTION_DIR", "derive", "select_after_search", "checkpoint_epochs"]
 
-METHODS = ("magnitude", "perturbation")
+METHODS = SELECTION_METHODS
+SELECTION_DIR = "selection"  # a search's own selection (config `selection`), in its folder
 
 
 def checkpoint_epochs(search_dir: pathlib.Path) -> list:
@@ -116,25 +122,65 @@ def derive(search_dir, output_dir, *, method: str = "perturbation", epoch: int |
            batches: int = 0, tune_steps: int = 0, data_dir=None, manual_dir=None,
            print_fn=print) -> dict:
     """Derive, write the outputs (module docstring) and return derivation.json's content."""
-    from ubnas_tf.search.perturbation import Probe, select_by_perturbation
-    from ubnas_tf.search_space.visualize import save_genotype_png
-
-    if method not in METHODS:
-        raise UserError(f"method {method!r} is not known: use one of {', '.join(METHODS)}")
-    if batches < 0 or tune_steps < 0:
-        raise UserError(f"batches ({batches}) and tune_steps ({tune_steps}) must be >= 0")
+    check_selection(method, batches, tune_steps)
     search_dir, output_dir = pathlib.Path(search_dir), pathlib.Path(output_dir)
     if output_dir.resolve() == search_dir.resolve():
         raise UserError("--output_dir is the search's own folder, whose genotype.json it would "
                         "replace: pass another folder")
     config, dataset, summary = _read_search(search_dir)
     epoch = _choose_epoch(search_dir, summary, epoch)
+    return _derive_epoch(config, dataset, search_dir, output_dir, epoch, method=method,
+                         batches=batches, tune_steps=tune_steps, data_dir=data_dir,
+                         manual_dir=manual_dir, print_fn=print_fn)
+
+
+def select_after_search(search_dir, config: dict, dataset: str, epoch: int, *, data_dir=None,
+                        manual_dir=None, print_fn=print) -> tuple[Genotype, dict]:
+    """The genotype of the search config's `selection` for a search that has just ended in
+    `search_dir`, on `epoch`'s checkpoint (the epoch whose genotype the search returned; the
+    last one kept when a rule rolled back further than the checkpoints go). Outputs in
+    `search_dir/selection/`; a derivation already there with the same settings is reused (a
+    resumed run does not select twice). Returns (genotype, derivation.json's content)."""
+    search_dir = pathlib.Path(search_dir)
+    selection = config["selection"]
+    kept = checkpoint_epochs(search_dir)
+    if epoch not in kept:
+        print_fn(f"selection: epoch {epoch}'s checkpoint is no longer kept: selecting on the "
+                 f"supernet of epoch {kept[-1]}, the last one")
+        epoch = kept[-1]
+    output_dir = search_dir / SELECTION_DIR
+    wanted = {"method": selection["method"], "epoch": epoch, "batches": selection["batches"],
+              "tune_steps": selection["tune_steps"]}
+    previous = _read_derivation(output_dir)
+    if previous and all(previous.get(key) == value for key, value in wanted.items()):
+        print_fn(f"selection: reusing {output_dir / 'derivation.json'}")
+        record = previous
+    else:
+        record = _derive_epoch(config, dataset, search_dir, output_dir, epoch,
+                               method=selection["method"], batches=selection["batches"],
+                               tune_steps=selection["tune_steps"], data_dir=data_dir,
+                               manual_dir=manual_dir, print_fn=print_fn)
+    return Genotype.from_dict(record["genotype"]), record
+
+
+def _read_derivation(output_dir: pathlib.Path) -> dict | None:
+    try:
+        return json.loads((output_dir / "derivation.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _derive_epoch(config, dataset, search_dir, output_dir, epoch, *, method, batches,
+                  tune_steps, data_dir, manual_dir, print_fn) -> dict:
+    from ubnas_tf.search.perturbation import Probe, select_by_perturbation
+    from ubnas_tf.search_space.visualize import save_genotype_png
+
     started = time.time()
     info, weight_data, probe_batches = _search_data(config, dataset, data_dir, manual_dir,
                                                     batches)
     steps = _restore(config, info, search_dir, epoch)
     record = {"search_dir": str(search_dir), "dataset": dataset, "method": method,
-              "epoch": epoch}
+              "epoch": epoch, "batches": batches, "tune_steps": tune_steps}
     if method == "magnitude":
         genotype = steps.architect.genotype(fit_budget=False)
     else:
@@ -153,7 +199,7 @@ def derive(search_dir, output_dir, *, method: str = "perturbation", epoch: int |
             Probe(steps.supernet, probe_batches), steps.architect,
             tune=_tuner(steps, weight_data, tune_steps), progress=progress)
         genotype = selection.genotype
-        record.update(probe_images=images, tune_steps=tune_steps, **selection.to_dict())
+        record.update(probe_images=images, **selection.to_dict())
     record.update(genotype=genotype.to_dict(), seconds=round(time.time() - started, 1))
     output_dir.mkdir(parents=True, exist_ok=True)
     genotype.save(output_dir / "genotype.json")

@@ -14,8 +14,10 @@ written, so a refused command leaves the folder as it was and the corrected one 
 
 Outputs in `output_dir` (shared/INTERFACES.md): genotype.json, genotype.png, search_log.jsonl
 (one line per epoch), config.yaml (resolved), run.json (dataset), summary.json, tensorboard/,
-checkpoints/, written by the chief worker only (`ubnas_tf.distribute`; the config's
-batch_size is the global batch, split across replicas). Running the same command again resumes
+checkpoints/ and, with `selection.method: perturbation`, selection/ (search/derive.py: the
+genotype returned is then DARTS-PT's, selected on the finished supernet), written by the chief
+worker only (`ubnas_tf.distribute`; the config's batch_size is the global batch, split across
+replicas). Running the same command again resumes
 from the last checkpoint, which holds the weights, the architecture, both optimizers, the
 epoch and the architecture half's iterator (the weight half is skipped forward to the epoch);
 the early-stopping rules read the log, truncated to the checkpoint's epochs, so a resumed run
@@ -358,20 +360,40 @@ def run_search(config: dict, *, dataset: str, output_dir, data_dir=None, manual_
     if on_steps is not None:
         on_steps(search.steps)
     genotype, decision = search.run()
-    return _finish(search, genotype, decision, started)
+    selection = _select(search, genotype, decision, dataset, data_dir, manual_dir)
+    return _finish(search, genotype, decision, started, selection)
 
 
-def _finish(search: _Search, genotype: Genotype, decision, started: float) -> SearchResult:
+def _select(search: _Search, genotype: Genotype, decision, dataset, data_dir, manual_dir):
+    """(genotype, derivation record) of `selection.method` when it is not the magnitude rule
+    the epochs used, else None. The chief selects (one process, one device); other workers
+    return the magnitude genotype."""
+    if search.config["selection"]["method"] == "magnitude" or not search.chief:
+        return None
+    from ubnas_tf.search.derive import select_after_search
+
+    epoch = decision.genotype_epoch if decision else int(search.completed.numpy())
+    return select_after_search(search.output_dir, search.config, dataset, epoch,
+                               data_dir=data_dir, manual_dir=manual_dir, print_fn=search.print)
+
+
+def _finish(search: _Search, genotype: Genotype, decision, started: float,
+            selection=None) -> SearchResult:
     """Final outputs: genotype.json, genotype.png, summary.json, and the printed summary."""
     from ubnas_tf.search_space.visualize import save_genotype_png
 
     output_dir, epochs = search.output_dir, search.config["epochs"]
     records = search.records
     epochs_run = int(search.completed.numpy())
+    magnitude = genotype
+    if selection is not None:
+        genotype = selection[0]
     if search.chief:
         genotype.save(output_dir / "genotype.json")
+        method = search.config["selection"]["method"]
         save_genotype_png(genotype, output_dir / "genotype.png",
-                          title=f"{search.info.name}: search of {epochs_run} epochs")
+                          title=f"{search.info.name}: search of {epochs_run} epochs"
+                          + (f", {method} selection" if selection else ""))
     seconds = sum(r.get("seconds", 0.0) for r in records)
     summary = build_summary(
         dataset=search.info.name, records=records, epochs_run=epochs_run,
@@ -384,6 +406,11 @@ def _finish(search: _Search, genotype: Genotype, decision, started: float) -> Se
         ops = budget.cost_model.genotype_ops(genotype)
         summary["ops_budget"] = {"target": budget.target, "genotype_ops": round(ops),
                                  "off_by": round(ops / budget.target - 1.0, 4)}
+    if selection is not None:
+        record = selection[1]
+        summary["selection"] = {"method": record["method"], "epoch": record["epoch"],
+                                "seconds": record["seconds"],
+                                "magnitude_genotype": magnitude.to_dict()}
     if search.chief:
         atomic_write_json(output_dir / "summary.json", summary)
     print_summary(summary, output_dir, search.print)

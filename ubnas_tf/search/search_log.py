@@ -85,6 +85,11 @@ def print_summary(summary: dict, output_dir: pathlib.Path, print_fn) -> None:
                  "saved)")
     if summary["genotype_epoch"] != summary["epochs_run"]:
         print_fn(f"  genotype of    epoch {summary['genotype_epoch']}")
+    if "selection" in summary:
+        selection = summary["selection"]
+        print_fn(f"  selection      {selection['method']} on epoch {selection['epoch']}'s supernet "
+                 f"({selection['seconds']:.0f} s; the magnitude rule's genotype is in "
+                 "summary.json, every score in selection/derivation.json)")
     if summary["collapsed"]:
         print_fn("  warning        the genotype is collapsed (too many parameter-free ops): "
                  "try more channels per op (partial_channels.per_op) or a longer warm-up")
