@@ -42,8 +42,7 @@ def main(argv):
         run_search(config, dataset=FLAGS.dataset, output_dir=FLAGS.output_dir,
                    data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir, strategy=strategy)
     except SearchDiverged as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
-        sys.exit(1)
+        cli.fail(str(error), code=1)
 
 
 if __name__ == "__main__":

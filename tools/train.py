@@ -49,8 +49,7 @@ def main(argv):
         from ubnas_tf.io_utils import atomic_write_json
 
         atomic_write_json(diverged, error.record)
-        print(f"error: {error.record['error']}", file=sys.stderr)
-        sys.exit(1)
+        cli.fail(error.record["error"], code=1)
     if os.path.exists(diverged):  # an earlier attempt's record, now resumed to the end
         os.remove(diverged)
 

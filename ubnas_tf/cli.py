@@ -118,10 +118,11 @@ def quiet_python_logging() -> None:
         logging.set_verbosity(logging.WARNING)
 
 
-def fail(message: str) -> None:
-    """Print a one-line error and exit with the bad-input code."""
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> None:
+    """Print a one-line error and exit with `code` (default: the bad-input code; 1 for a run
+    that failed on good input, e.g. a diverged loss)."""
     print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-    sys.exit(EXIT_BAD_INPUT)
+    sys.exit(code)
 
 
 def _main_module_names() -> set:
