@@ -32,6 +32,7 @@ tools' outputs go to --work_dir (not committed).
 """
 import collections
 import json
+import math
 import pathlib
 import sys
 
@@ -41,8 +42,8 @@ from absl import flags  # noqa: E402
 
 from experiments import protocol  # noqa: E402
 from experiments.report import (fmt_mean_std, kendall_tau, mean_std,  # noqa: E402
-                                permutation_p, relative_improvement, run_text, scatter_runs,
-                                score)
+                                permutation_p, pooled_seed_std, relative_improvement,
+                                run_text, scatter_runs, score)
 from ubnas_tf import cli  # noqa: E402
 
 flags.DEFINE_string("stage", "plan", "plan | searches | searched | random | baselines | budget "
@@ -223,6 +224,7 @@ class Compare:
                                                               if k != "curve"}}
                                  for n, s, r in runs[name]] for name in GROUPS},
                  "budget_check": self.budget_check(),
+                 "seed_noise": self.seed_noise(runs),
                  "cell_composition": self.cell_composition(runs)}
         for group, key in (("searched", "improvement_over_random"),
                            ("searched_pt", "selection_over_random")):
@@ -265,6 +267,28 @@ class Compare:
                 by_network[network].append(result["test_top1"])
         return {network: sum(values) / len(values) for network, values in
                 sorted(by_network.items())}
+
+    def seed_noise(self, runs) -> dict | None:
+        """What the seeds resolve: one retraining's spread around its network's mean (pooled
+        over every network with 2+ finished runs), the difference two networks' means must
+        exceed to be told apart at 95% with this budget's seeds (normal approximation), and
+        the random networks' spread for scale (seeds and architecture together)."""
+        by_network = collections.defaultdict(list)
+        for group in GROUPS:
+            for network, _, result in runs[group]:
+                by_network[network].append(result["test_top1"])
+        pooled = pooled_seed_std(by_network)
+        if pooled is None:
+            return None
+        std, freedom = pooled
+        seeds = self.budget.seeds
+        random_means = list(self.network_means(runs["random"]).values())
+        return {"seed_std": std, "degrees_of_freedom": freedom,
+                "networks": sum(len([v for v in values if v is not None]) >= 2
+                                for values in by_network.values()),
+                "seeds": seeds, "resolvable": 1.96 * std * math.sqrt(2 / seeds),
+                "random_network_std": (mean_std(random_means)[1] if len(random_means) > 1
+                                       else None)}
 
     def cell_composition(self, runs) -> dict:
         """What the searched and the random networks' cells hold: group -> {networks, normal,
@@ -368,6 +392,7 @@ class Compare:
                       "seeds, magnitude -> perturbation): " + "; ".join(
                           f"search {p['search']} {percent(p['magnitude'])} -> "
                           f"{percent(p['perturbation'])}" for p in paired) + "."]
+        lines += self._noise_markdown(table.get("seed_noise"))
         unfinished = [f"{row['group']} {row['runs']} of {row['planned_runs']}"
                       for row in table["rows"] if row["runs"] < row["planned_runs"]]
         if unfinished:
@@ -406,6 +431,25 @@ class Compare:
                                      for k in ("short", "protocol", "long"))
                 lines.append(f"| {row['network']} | {' | '.join(cells)} | {seconds} |")
         return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def _noise_markdown(noise: dict | None) -> list:
+        if not noise:
+            return []
+        std, seeds = 100 * noise["seed_std"], noise["seeds"]
+        line = (f"Seed noise: one retraining's test top-1 lies {std:.2f} points (std) from its "
+                f"network's mean (pooled over {noise['networks']} networks, "
+                f"{noise['degrees_of_freedom']} degrees of freedom); with {seeds} seeds two "
+                f"networks are told apart (95%) when their means differ by more than "
+                f"{100 * noise['resolvable']:.2f} points.")
+        spread = noise["random_network_std"]
+        if spread:
+            share = 1 - (std ** 2 / seeds) / (100 * spread) ** 2
+            line += (f" The random networks' means spread {100 * spread:.2f} points (std)"
+                     + (f", about {100 * share:.0f}% of its variance the architecture's, the "
+                        "rest the seeds'." if share > 0 else ", no more than the seeds "
+                        "explain."))
+        return ["", line]
 
     @staticmethod
     def _improvement_markdown(improvement: dict, title: str, group: str) -> list:

@@ -8,7 +8,9 @@
   ranks networks as a longer one does;
 - an exact two-sided permutation test of a difference of means (every relabelling of the
   pooled values enumerated), for searched against random networks: the networks, not the
-  seeds, are the samples, and with 3 against 8 of them there are only 165 relabellings.
+  seeds, are the samples, and with 3 against 8 of them there are only 165 relabellings;
+- the seed noise: one retraining's standard deviation pooled over networks (the one-way
+  ANOVA's within-group estimate), what the number of seeds must beat.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import math
 import pathlib
 
 __all__ = ["mean_std", "fmt_mean_std", "relative_improvement", "kendall_tau", "permutation_p",
-           "score",
+           "pooled_seed_std", "score",
            "scatter_runs", "plot_curves"]
 
 
@@ -84,6 +86,20 @@ def permutation_p(first, second) -> float:
     observed = gap(sum(map(float, first))) - 1e-12  # float slack: the observed split counts
     splits = list(itertools.combinations(pooled, size))
     return sum(gap(sum(split)) >= observed for split in splits) / len(splits)
+
+
+def pooled_seed_std(by_network: dict) -> tuple[float, int] | None:
+    """(std, degrees of freedom) of one run around its network's mean: the squared deviations
+    from each network's mean summed over every network with 2 runs or more, over the sum of
+    (runs - 1). None when no network has 2 runs."""
+    squares = freedom = 0
+    for values in by_network.values():
+        values = [float(v) for v in values if v is not None]
+        if len(values) >= 2:
+            mean = sum(values) / len(values)
+            squares += sum((v - mean) ** 2 for v in values)
+            freedom += len(values) - 1
+    return (math.sqrt(squares / freedom), freedom) if freedom else None
 
 
 def score(result: dict) -> tuple[float | None, str]:

@@ -9,7 +9,8 @@ import pytest
 
 from experiments import protocol
 from experiments.ops_matching import genotype_cost_model, sample_in_window, size_baseline
-from experiments.report import kendall_tau, mean_std, permutation_p, relative_improvement
+from experiments.report import (kendall_tau, mean_std, permutation_p, pooled_seed_std,
+                                relative_improvement)
 from ubnas_tf import config as config_lib
 from ubnas_tf.data import load_dataset
 from ubnas_tf.errors import UserError
@@ -34,6 +35,15 @@ def test_mean_std_and_relative_improvement():
     # Yang et al. 2020: RI = 100 (acc_m - acc_r) / acc_r.
     points, percent = relative_improvement(0.9, 0.8)
     assert points == pytest.approx(10.0) and percent == pytest.approx(12.5)
+
+
+def test_pooled_seed_std_against_hand_computed_anova_within_group():
+    # a: mean 0.81, squares 2 x 0.01^2; b: mean 0.91, squares 0.01^2 + 0.01^2 + 0.02^2;
+    # c has one run (no degree of freedom), d's None is a diverged run left out.
+    std, freedom = pooled_seed_std({"a": [0.80, 0.82], "b": [0.90, 0.90, 0.93], "c": [0.5],
+                                    "d": [0.7, None]})
+    assert freedom == 3 and std == pytest.approx(math.sqrt(0.0008 / 3))
+    assert pooled_seed_std({"c": [0.5]}) is None
 
 
 def test_permutation_p_against_hand_counted_splits():
