@@ -140,6 +140,27 @@ class Ablations:
             "epochs_run": [s["epochs_run"] for s in searches],
         }
 
+    def early_stop_pairs(self) -> list:
+        """Per seed, the same search with early stopping (the reference) and run to the end:
+        the rule that fired, epochs and seconds of each, whether they returned the same
+        genotype, and the test top-1 each genotype retrained to (None where not run yet)."""
+        labels = ("default", "nostop")  # early stopping on (the reference), off
+        pairs = []
+        for seed in self.seeds:
+            searches = [self.exp.cached(f"{label}_search-{seed}") for label in labels]
+            if not all(searches):
+                continue
+            stopped, full = (search["result"] for search in searches)
+            trained = [self.exp.cached(f"{label}_seed-{seed}") for label in labels]
+            pairs.append({
+                "seed": seed, "rule": stopped["stop_rule"],
+                "epochs": [stopped["epochs_run"], full["epochs_run"]],
+                "seconds": [stopped["search_seconds"], full["search_seconds"]],
+                "same_genotype": stopped["genotype"] == full["genotype"],
+                "test_top1": [unit["result"]["test_top1"] if unit else None
+                              for unit in trained]})
+        return pairs
+
     def report(self) -> dict:
         from ubnas_tf.io_utils import atomic_write_json, atomic_write_text
 
@@ -184,11 +205,35 @@ class Ablations:
                         key="loss", title="Retraining: training loss per epoch",
                         y_label="train loss"),
         ]
+        pairs = self.early_stop_pairs()
+        lines += self._pairs_markdown(pairs)
         lines += ["Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures)]
-        atomic_write_json(out / "results.json", tables)
+        atomic_write_json(out / "results.json", {**tables, "early_stop_pairs": pairs})
         atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
         print("\n".join(lines), flush=True)
         return tables
+
+    @staticmethod
+    def _pairs_markdown(pairs: list) -> list:
+        if not pairs:
+            return []
+
+        def percent(value):
+            return "-" if value is None else f"{100 * value:.2f}"
+
+        lines = ["Early stopping, the same search (seed) with and without it:", "",
+                 "| seed | rule that fired | epochs (stopped / full) | search s (stopped / full) "
+                 "| search time saved | same genotype | test top-1 (stopped / full) |",
+                 "|---|---|---|---|---|---|---|"]
+        for pair in pairs:
+            seconds = pair["seconds"]
+            lines.append(
+                f"| {pair['seed']} | {pair['rule'] or 'none'} | {pair['epochs'][0]} / "
+                f"{pair['epochs'][1]} | {seconds[0]:.0f} / {seconds[1]:.0f} | "
+                f"{100 * (1 - seconds[0] / seconds[1]):.0f}% | "
+                f"{'yes' if pair['same_genotype'] else 'no'} | "
+                f"{percent(pair['test_top1'][0])} / {percent(pair['test_top1'][1])} |")
+        return lines + [""]
 
 
 def make(budget_name: str, output_dir, work_dir, reuse=()) -> Ablations:

@@ -84,3 +84,27 @@ def test_k_rows_differ_from_the_reference_and_early_stop_rows_run_to_the_end(tmp
     early_stop = full["early_stop"]
     assert early_stop.get("enabled") is False or (
         early_stop["patience"] is None and early_stop["max_skip"] is None)
+
+
+def test_early_stop_pairs_match_each_seeds_two_searches(tmp_path):
+    runs = _ablations(tmp_path)
+    genotype, other = published("PC_DARTS").to_dict(), published("DARTS_V2").to_dict()
+
+    def cache(key, result):
+        atomic_write_json(runs.exp.units_dir / f"{key}.json", {
+            "key": key, "kind": "search" if "search" in key else "train:genotype",
+            "budget": "full", "epochs": 10, "spec": {}, "result": result})
+
+    def search(epochs, seconds, rule, found):
+        return {"genotype": found, "epochs_run": epochs, "search_seconds": seconds,
+                "stop_rule": rule}
+
+    cache("default_search-0", search(7, 450.0, "collapse", genotype))
+    cache("nostop_search-0", search(10, 600.0, None, other))
+    cache("default_seed-0", {"test_top1": 0.84})
+    cache("default_search-1", search(9, 540.0, "ranking", genotype))  # seed 1: no full run yet
+    pairs = runs.early_stop_pairs()
+    assert pairs == [{"seed": 0, "rule": "collapse", "epochs": [7, 10], "seconds": [450.0, 600.0],
+                      "same_genotype": False, "test_top1": [0.84, None]}]
+    row = runs._pairs_markdown(pairs)[4]
+    assert row == "| 0 | collapse | 7 / 10 | 450 / 600 | 25% | no | 84.00 / - |"
