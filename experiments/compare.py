@@ -215,7 +215,8 @@ class Compare:
         out = self.exp.results_dir
         runs = self.runs()
         searches = [self.exp.cached(f"search-{i}") for i in range(self.budget.searches)]
-        search_seconds = [s["result"]["search_seconds"] for s in searches if s]
+        search_seconds = {"searched": [s["result"]["search_seconds"] for s in searches if s],
+                          "searched_pt": self.selection_seconds(searches)}
         planned = self.planned_runs()
         table = {"budget": self.budget.name, "dataset": self.budget.dataset,
                  "rows": [{**self._row(name, runs[name], search_seconds),
@@ -314,6 +315,16 @@ class Compare:
                 "searched_pt": self.budget.searches * seeds, "random": self.budget.random * seeds,
                 "bireal": seeds, "quicknet": seeds, "float": seeds}
 
+    def selection_seconds(self, searches) -> list:
+        """What each DARTS-PT network cost to find: its search's seconds plus its selection's
+        (tools/derive.py, measured in the derive unit)."""
+        seconds = []
+        for index, search in enumerate(searches):
+            derived = self.exp.cached(f"derive_pt-{index}")
+            if search and derived:
+                seconds.append(search["result"]["search_seconds"] + derived["result"]["seconds"])
+        return seconds
+
     @staticmethod
     def _row(group, runs, search_seconds) -> dict:
         results = [r for _, _, r in runs]
@@ -327,7 +338,7 @@ class Compare:
             "params_binary": mean_std([r["params_binary"] for r in results]),
             "params_float": mean_std([r["params_float"] for r in results]),
             "tflite_bytes": mean_std([r.get("tflite_bytes") for r in results]),
-            "search_seconds": mean_std(search_seconds) if group == "searched" else None,
+            "search_seconds": mean_std(search_seconds.get(group, [])),
         }
 
     def budget_check(self) -> dict | None:

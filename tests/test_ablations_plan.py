@@ -107,4 +107,4 @@ def test_early_stop_pairs_match_each_seeds_two_searches(tmp_path):
     assert pairs == [{"seed": 0, "rule": "collapse", "epochs": [7, 10], "seconds": [450.0, 600.0],
                       "same_genotype": False, "test_top1": [0.84, None]}]
     row = runs._pairs_markdown(pairs)[4]
-    assert row == "| 0 | collapse | 7 / 10 | 450 / 600 | 25% | no | 84.00 / - |"
+    assert row == "| 0 | collapse | 7 / 10 | 3 (30%) | 450 / 600 | no | 84.00 / - |"

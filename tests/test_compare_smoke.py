@@ -95,6 +95,10 @@ def test_compare_stages_cache_resume_and_report(tmp_path):
         derived = units[f"derive_pt-{i}"]["result"]
         assert derived["method"] == "perturbation" and derived["evaluations"] > 1
         assert units[f"searched_pt-{i}_seed-0"]["spec"]["genotype"] == derived["genotype"]
+    # A DARTS-PT network's search cost: its search's seconds and its selection's.
+    costs = [units[f"search-{i}"]["result"]["search_seconds"] +
+             units[f"derive_pt-{i}"]["result"]["seconds"] for i in range(2)]
+    assert table["rows"][1]["search_seconds"][0] == pytest.approx(sum(costs) / 2)
     selection = table["selection_over_random"]
     assert set(selection["network_means"]["searched"]) == {"searched_pt-0", "searched_pt-1"}
     paired = table["selection_paired"]  # each search's two rules side by side
