@@ -26,7 +26,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from absl import flags  # noqa: E402
 
 from experiments import protocol  # noqa: E402
-from experiments.report import fmt_mean_std, mean_std, plot_curves, run_text  # noqa: E402
+from experiments.report import (fmt_mean_std, mean_std, percent, plot_curves,  # noqa: E402
+                                run_text)
 from ubnas_tf import cli  # noqa: E402
 
 flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | report "
@@ -217,10 +218,6 @@ class Ablations:
     def _pairs_markdown(pairs: list) -> list:
         if not pairs:
             return []
-
-        def percent(value):
-            return "-" if value is None else f"{100 * value:.2f}"
-
         # Epochs, not seconds, measure the saving: the two searches' wall times were taken
         # under whatever else ran on the machine.
         lines = ["Early stopping, the same search (seed) with and without it:", "",

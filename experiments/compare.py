@@ -42,8 +42,8 @@ from absl import flags  # noqa: E402
 
 from experiments import protocol  # noqa: E402
 from experiments.report import (fmt_mean_std, kendall_tau, mean_std,  # noqa: E402
-                                permutation_p, pooled_seed_std, relative_improvement,
-                                run_text, scatter_runs, score)
+                                percent, permutation_p, pooled_seed_std,
+                                relative_improvement, run_text, scatter_runs, score)
 from ubnas_tf import cli  # noqa: E402
 
 flags.DEFINE_string("stage", "plan", "plan | searches | searched | random | baselines | budget "
@@ -396,9 +396,6 @@ class Compare:
                                                           else "searched")]
         paired = table.get("selection_paired")
         if paired:
-            def percent(value):
-                return "-" if value is None else f"{100 * value:.2f}"
-
             lines += ["", "The same supernets, two selection rules (mean test top-1 over the "
                       "seeds, magnitude -> perturbation): " + "; ".join(
                           f"search {p['search']} {percent(p['magnitude'])} -> "

@@ -19,7 +19,7 @@ import math
 import pathlib
 
 __all__ = ["mean_std", "fmt_mean_std", "relative_improvement", "kendall_tau", "permutation_p",
-           "pooled_seed_std", "score",
+           "pooled_seed_std", "score", "percent",
            "scatter_runs", "plot_curves"]
 
 
@@ -133,6 +133,11 @@ def _figure(path, *, title: str, x_label: str, y_label: str):
         figure.savefig(path)
     finally:
         plt.close(figure)
+
+
+def percent(value, digits: int = 2) -> str:
+    """A share as percent digits ("84.22"), "-" for a value not there (a run not yet made)."""
+    return "-" if value is None else f"{100 * value:.{digits}f}"
 
 
 def run_text(result: dict, digits: int = 2, suffix: str = "") -> str:

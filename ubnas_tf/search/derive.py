@@ -25,12 +25,11 @@ import yaml
 
 from ubnas_tf.errors import UserError
 from ubnas_tf.io_utils import atomic_write_json
-from ubnas_tf.search.config import SELECTION_METHODS, check_selection
+from ubnas_tf.search.config import check_selection
 from ubnas_tf.search_space.genotype import Genotype
 
-__all__ = ["METHODS", "SELECTION_DIR", "derive", "select_after_search", "checkpoint_epochs"]
+__all__ = ["SELECTION_DIR", "derive", "select_after_search", "checkpoint_epochs"]
 
-METHODS = SELECTION_METHODS
 SELECTION_DIR = "selection"  # a search's own selection (config `selection`), in its folder
 
 
@@ -156,10 +155,8 @@ def select_after_search(search_dir, config: dict, dataset: str, epoch: int, *, d
         print_fn(f"selection: reusing {output_dir / 'derivation.json'}")
         record = previous
     else:
-        record = _derive_epoch(config, dataset, search_dir, output_dir, epoch,
-                               method=selection["method"], batches=selection["batches"],
-                               tune_steps=selection["tune_steps"], data_dir=data_dir,
-                               manual_dir=manual_dir, print_fn=print_fn)
+        record = _derive_epoch(config, dataset, search_dir, output_dir, **wanted,
+                               data_dir=data_dir, manual_dir=manual_dir, print_fn=print_fn)
     return Genotype.from_dict(record["genotype"]), record
 
 
