@@ -339,6 +339,7 @@ class Compare:
             "params_float": mean_std([r["params_float"] for r in results]),
             "tflite_bytes": mean_std([r.get("tflite_bytes") for r in results]),
             "search_seconds": mean_std(search_seconds.get(group, [])),
+            "ops_split": ops_split(results),
         }
 
     def budget_check(self) -> dict | None:
@@ -401,6 +402,7 @@ class Compare:
                           f"search {p['search']} {percent(p['magnitude'])} -> "
                           f"{percent(p['perturbation'])}" for p in paired) + "."]
         lines += self._noise_markdown(table.get("seed_noise"))
+        lines += self._ops_split_markdown(table["rows"])
         unfinished = [f"{row['group']} {row['runs']} of {row['planned_runs']}"
                       for row in table["rows"] if row["runs"] < row["planned_runs"]]
         if unfinished:
@@ -460,6 +462,20 @@ class Compare:
         return ["", line]
 
     @staticmethod
+    def _ops_split_markdown(rows: list) -> list:
+        rows = [row for row in rows if row.get("ops_split")]
+        if not rows:
+            return []
+        lines = ["", "Where the OPs go (OPs = float MACs + binary MACs / 64; mean over the runs):",
+                 "", "| network | float MACs | binary MACs / 64 | float share of the OPs |",
+                 "|---|---|---|---|"]
+        for row in rows:
+            split = row["ops_split"]
+            lines.append(f"| {row['group']} | {split['float_macs']:,.0f} | "
+                         f"{split['binary_ops']:,.0f} | {100 * split['float_share']:.0f}% |")
+        return lines
+
+    @staticmethod
     def _improvement_markdown(improvement: dict, title: str, group: str) -> list:
         means = improvement["network_means"]
         return [f"{title}: {improvement['points']:+.2f} points, relative "
@@ -489,6 +505,18 @@ class Compare:
                                for cell in ("normal", "reduce"))
             lines.append(f"| {op} | {cells} |")
         return lines
+
+
+def ops_split(results: list) -> dict | None:
+    """Mean float MACs, binary MACs / 64 and float share of the OPs over runs that recorded
+    them (None when none did): where a network of given OPs spends them."""
+    split = [(r["float_macs"], r["binary_macs"] / 64) for r in results
+             if r.get("float_macs") is not None and r.get("binary_macs") is not None]
+    if not split:
+        return None
+    floats, binaries = (sum(values) / len(split) for values in zip(*split))
+    return {"float_macs": floats, "binary_ops": binaries,
+            "float_share": sum(f / (f + b) for f, b in split) / len(split)}
 
 
 def make(budget_name: str, output_dir, work_dir, dataset=None) -> Compare:

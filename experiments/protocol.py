@@ -368,8 +368,8 @@ class Experiment:
 
 
 METRIC_KEYS = ("test_top1", "val_top1", "best_val_top1", "best_epoch", "val_size", "test_size",
-               "train_size", "params_binary", "params_float", "ops", "model_size_bytes",
-               "train_seconds", "epochs")
+               "train_size", "params_binary", "params_float", "ops", "float_macs", "binary_macs",
+               "model_size_bytes", "train_seconds", "epochs")
 
 
 def _train_result(out: pathlib.Path) -> dict:

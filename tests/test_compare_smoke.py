@@ -86,6 +86,14 @@ def test_compare_stages_cache_resume_and_report(tmp_path):
                                                         "bireal", "quicknet", "float"]
     assert all(row["runs"] >= 1 for row in table["rows"])
     assert table["rows"][0]["tflite_bytes"][0] > 0
+    # Where the OPs go: each run's float and binary MACs, as tools/train.py counted them.
+    quicknet = units["quicknet_seed-0"]["result"]
+    split = next(row for row in table["rows"] if row["group"] == "quicknet")["ops_split"]
+    assert split["float_macs"] == quicknet["float_macs"] > 0
+    assert split["binary_ops"] == quicknet["binary_macs"] / 64
+    assert split["float_macs"] + split["binary_ops"] == pytest.approx(quicknet["ops"])
+    assert next(row for row in table["rows"] if row["group"] == "float")["ops_split"][
+        "float_share"] == 1.0
     improvement = table["improvement_over_random"]
     assert set(improvement["network_means"]["searched"]) == {"searched-0", "searched-1"}
     assert 0 < improvement["permutation_p"] <= 1
@@ -107,5 +115,5 @@ def test_compare_stages_cache_resume_and_report(tmp_path):
     markdown = (results / "results.md").read_text()
     assert "Improvement over random" in markdown and "Kendall tau" in markdown
     assert "selected by perturbation" in markdown
-    assert "What the cells hold" in markdown
+    assert "What the cells hold" in markdown and "Where the OPs go" in markdown
     assert (results / "accuracy_vs_ops.png").stat().st_size > 10_000

@@ -15,7 +15,7 @@ from conftest import ROOT
 from ubnas_tf import config as config_lib
 from ubnas_tf.errors import UserError
 from ubnas_tf.search.architect import Architect
-from ubnas_tf.search.derive import checkpoint_epochs, derive
+from ubnas_tf.search.derive import checkpoint_epochs, derive, restore_search
 from ubnas_tf.search.perturbation import Probe, select_by_perturbation
 from ubnas_tf.search.run import run_search
 from ubnas_tf.search_space.genotype import Genotype
@@ -109,6 +109,22 @@ def test_ties_in_accuracy_go_to_the_larger_loss():
     assert [op for op, _ in selection.genotype.normal] == ["avg_pool_3x3"] * 4
 
 
+def test_the_loss_criterion_follows_the_loss_where_the_accuracy_disagrees():
+    architect = _architect()
+
+    def probe(weights):
+        ops = weights["normal"][0]
+        # Removing skip_connect anywhere costs accuracy, removing bin_conv_3x3 costs loss
+        # (a removed op's weight is 0: the smaller the weight kept, the more it cost).
+        return float(ops[:, 0].sum()), 5.0 - float(ops[:, 2].sum())
+
+    for criterion, op in (("accuracy", "skip_connect"), ("loss", "bin_conv_3x3")):
+        selection = select_by_perturbation(probe, _architect(), criterion=criterion)
+        assert [name for name, _ in selection.genotype.normal] == [op] * 4
+    with pytest.raises(ValueError, match="criterion"):
+        select_by_perturbation(probe, architect, criterion="top5")
+
+
 # -- a real supernet ---------------------------------------------------------------------------
 TINY = ["cells=5", "channels=4", "nodes=2", "multiplier=2", "stem_multiplier=1",
         "batch_size=16", "max_examples=64", "partial_channels.normal=2",
@@ -126,23 +142,25 @@ def tiny_search(tmp_path_factory):
 
 
 def test_probe_is_the_supernets_accuracy_and_mean_loss(tiny_search):
-    from ubnas_tf.search import derive as derive_lib
-
-    config = config_lib.load("search", overrides=TINY)
-    info, _, batches = derive_lib._search_data(config, "demo", None, None, 2)
-    steps = derive_lib._restore(config, info, tiny_search, 2)
+    steps, batches, epoch = restore_search(tiny_search, batches=2)
+    assert epoch == 2 and len(batches) == 2
     weights = steps.architect.weights_numpy()
-    accuracy, loss = Probe(steps.supernet, batches)(weights)
-    correct = losses = count = 0
+    probe = Probe(steps.supernet, batches)
+    accuracy, loss = probe(weights)
+    per_batch = probe.per_batch(weights)
+    expected = []
     for images, labels in batches:
         logits = steps.supernet(images, steps.architect.arch_weights(), training=True).numpy()
         probabilities = tf.nn.softmax(logits).numpy()
         labels = labels.numpy()
-        correct += int(np.sum(logits.argmax(-1) == labels))
-        losses += float(-np.sum(np.log(probabilities[np.arange(len(labels)), labels])))
-        count += len(labels)
-    assert accuracy == pytest.approx(correct / count)
-    assert loss == pytest.approx(losses / count, rel=1e-4)
+        expected.append((int(np.sum(logits.argmax(-1) == labels)),
+                         float(-np.sum(np.log(probabilities[np.arange(len(labels)), labels])))))
+    expected = np.array(expected)
+    np.testing.assert_array_equal(per_batch[:, 0], expected[:, 0])
+    np.testing.assert_allclose(per_batch[:, 1], expected[:, 1], rtol=1e-4)
+    count = sum(int(labels.shape[0]) for _, labels in batches)
+    assert accuracy == pytest.approx(expected[:, 0].sum() / count)
+    assert loss == pytest.approx(expected[:, 1].sum() / count, rel=1e-4)
 
 
 def test_derive_magnitude_gives_the_searchs_genotype(tiny_search, tmp_path):
@@ -166,6 +184,14 @@ def test_derive_perturbation_with_tuning_writes_every_score(tiny_search, tmp_pat
     assert len(saved["op_scores"]["normal"]) == 5
     assert set(saved["edge_scores"]["reduce"][1]) == {"0", "1", "2"}
     assert (tiny_search / "genotype.json").read_bytes() == before  # the search untouched
+    assert saved["criterion"] == "accuracy"
+    by_loss = derive(tiny_search, tmp_path / "pt_loss", batches=1, criterion="loss",
+                     print_fn=lambda *a: None)
+    assert by_loss["criterion"] == "loss"
+    # every op of edge 0 scored alike by both runs (no tuning before the first decision)
+    first = {op: tuple(v) for op, v in saved["op_scores"]["normal"][0].items()}
+    assert {op: tuple(v) for op, v in by_loss["op_scores"]["normal"][0].items()} == first
+    assert by_loss["genotype"]["normal"][0][0] == max(first, key=lambda op: first[op][1])
 
 
 def test_derive_refusals_name_the_fix(tiny_search, tmp_path):
@@ -220,6 +246,7 @@ def test_search_with_perturbation_selection_returns_the_derived_genotype(tiny_se
 @pytest.mark.parametrize("sets, message", [
     (["selection.method=largest"], "selection.method 'largest' is not known"),
     (["selection.batches=-1"], "selection.batches and tune_steps must be >= 0"),
+    (["selection.criterion=top5"], "selection.criterion 'top5' is not known"),
     (["selection.method=perturbation", "ops_budget.target=1000000"], "set one of them only"),
 ])
 def test_selection_config_refusals_name_the_key(tmp_path, sets, message):

@@ -1,7 +1,7 @@
 """Derive a finished search's genotype again, from one of its checkpoints, by another rule.
 
     python tools/derive.py --search_dir SEARCH --output_dir DIR [--method perturbation|magnitude]
-        [--epoch N] [--batches N] [--tune_steps N]
+        [--epoch N] [--batches N] [--tune_steps N] [--criterion accuracy|loss]
 
 perturbation (default): DARTS-PT's selection (Wang et al., ICLR 2021), the op and the edges
 whose removal costs the trained supernet the most accuracy on the search's architecture half;
@@ -33,6 +33,8 @@ flags.DEFINE_integer("batches", 0, "Architecture-half batches per evaluation (0:
 flags.DEFINE_integer("tune_steps", 0, "perturbation: weight steps on the search's weight half "
                      "after each round of decisions (DARTS-PT's fine-tuning; 0: none).",
                      lower_bound=0)
+flags.DEFINE_enum("criterion", "accuracy", ["accuracy", "loss"], "perturbation: what a "
+                  "removal costs, the accuracy (ties broken by the loss) or the loss.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (prepared datasets live here).")
 flags.DEFINE_string("manual_dir", None, "Folder of files downloaded by hand for TFDS.")
 
@@ -46,7 +48,7 @@ def main(argv):
         cli.fail("--search_dir is required: pass the --output_dir of a finished search")
     cli.require_output_dir("the derived genotype")
     derive(FLAGS.search_dir, FLAGS.output_dir, method=FLAGS.method, epoch=FLAGS.epoch,
-           batches=FLAGS.batches, tune_steps=FLAGS.tune_steps,
+           batches=FLAGS.batches, tune_steps=FLAGS.tune_steps, criterion=FLAGS.criterion,
            data_dir=FLAGS.data_dir, manual_dir=FLAGS.manual_dir)
 
 

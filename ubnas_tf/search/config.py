@@ -12,6 +12,7 @@ import yaml
 
 from ubnas_tf import config as config_lib
 from ubnas_tf.search.architect import EDGE_SELECTIONS, EDGE_WEIGHT_FORMS
+from ubnas_tf.search.perturbation import CRITERIA as SELECTION_CRITERIA
 from ubnas_tf.errors import UserError
 from ubnas_tf.search.channels import check_channels_per_op, resolve_partial
 from ubnas_tf.search.early_stop import check_early_stop
@@ -21,7 +22,7 @@ from ubnas_tf.search_space import reduction_cells
 from ubnas_tf.search_space.stems import STEM_KINDS
 
 __all__ = ["check_config", "check_selection", "supernet_config", "check_output_dir",
-           "comparable", "RESUMABLE_KEYS", "SELECTION_METHODS"]
+           "comparable", "RESUMABLE_KEYS", "SELECTION_METHODS", "SELECTION_CRITERIA"]
 
 # Keys that may differ when a run is resumed: a longer or shorter budget, the same search
 # (warm-up and ramp, as shares, scale with it), and the channel minimum, a check that does not
@@ -72,7 +73,7 @@ def check_config(config: dict) -> None:
     check_early_stop(config)
     selection = config["selection"]
     check_selection(selection["method"], selection["batches"], selection["tune_steps"],
-                    key="config key selection.")
+                    selection["criterion"], key="config key selection.")
     _require(selection["method"] == "magnitude" or config["ops_budget"]["target"] is None,
              "selection.method=perturbation ignores ops_budget.target (the budget's fit works on "
              "the weights): set one of them only")
@@ -91,11 +92,15 @@ def check_config(config: dict) -> None:
              "config key 'primitives' must be null (the space's ops) or a list of op names")
 
 
-def check_selection(method: str, batches: int, tune_steps: int, key: str = "") -> None:
+def check_selection(method: str, batches: int, tune_steps: int, criterion: str = "accuracy",
+                    key: str = "") -> None:
     """UserError naming the key (config `selection.*`, or the flag) of a bad setting."""
     if method not in SELECTION_METHODS:
         raise UserError(f"{key}method {method!r} is not known: use one of "
                         f"{', '.join(SELECTION_METHODS)}")
+    if criterion not in SELECTION_CRITERIA:
+        raise UserError(f"{key}criterion {criterion!r} is not known: use one of "
+                        f"{', '.join(SELECTION_CRITERIA)}")
     if batches < 0 or tune_steps < 0:
         raise UserError(f"{key}batches and tune_steps must be >= 0, got {batches} and "
                         f"{tune_steps}")

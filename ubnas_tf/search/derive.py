@@ -28,7 +28,7 @@ from ubnas_tf.io_utils import atomic_write_json
 from ubnas_tf.search.config import check_selection
 from ubnas_tf.search_space.genotype import Genotype
 
-__all__ = ["SELECTION_DIR", "derive", "select_after_search", "checkpoint_epochs"]
+__all__ = ["SELECTION_DIR", "derive", "select_after_search", "checkpoint_epochs", "restore_search"]
 
 SELECTION_DIR = "selection"  # a search's own selection (config `selection`), in its folder
 
@@ -118,10 +118,10 @@ def _search_data(config, dataset, data_dir, manual_dir, batches):
 
 
 def derive(search_dir, output_dir, *, method: str = "perturbation", epoch: int | None = None,
-           batches: int = 0, tune_steps: int = 0, data_dir=None, manual_dir=None,
-           print_fn=print) -> dict:
+           batches: int = 0, tune_steps: int = 0, criterion: str = "accuracy", data_dir=None,
+           manual_dir=None, print_fn=print) -> dict:
     """Derive, write the outputs (module docstring) and return derivation.json's content."""
-    check_selection(method, batches, tune_steps)
+    check_selection(method, batches, tune_steps, criterion)
     search_dir, output_dir = pathlib.Path(search_dir), pathlib.Path(output_dir)
     if output_dir.resolve() == search_dir.resolve():
         raise UserError("--output_dir is the search's own folder, whose genotype.json it would "
@@ -129,8 +129,20 @@ def derive(search_dir, output_dir, *, method: str = "perturbation", epoch: int |
     config, dataset, summary = _read_search(search_dir)
     epoch = _choose_epoch(search_dir, summary, epoch)
     return _derive_epoch(config, dataset, search_dir, output_dir, epoch, method=method,
-                         batches=batches, tune_steps=tune_steps, data_dir=data_dir,
-                         manual_dir=manual_dir, print_fn=print_fn)
+                         batches=batches, tune_steps=tune_steps, criterion=criterion,
+                         data_dir=data_dir, manual_dir=manual_dir, print_fn=print_fn)
+
+
+def restore_search(search_dir, *, epoch: int | None = None, batches: int = 0, data_dir=None,
+                   manual_dir=None):
+    """(steps, probe batches, epoch): a finished search's `SearchSteps` restored from `epoch`'s
+    checkpoint (default as `derive`) and the probe batches a selection would read (the first
+    `batches` of the architecture half, 0: all), for analyses of the supernet."""
+    search_dir = pathlib.Path(search_dir)
+    config, dataset, summary = _read_search(search_dir)
+    epoch = _choose_epoch(search_dir, summary, epoch)
+    info, _, probe_batches = _search_data(config, dataset, data_dir, manual_dir, batches)
+    return _restore(config, info, search_dir, epoch), probe_batches, epoch
 
 
 def select_after_search(search_dir, config: dict, dataset: str, epoch: int, *, data_dir=None,
@@ -149,9 +161,11 @@ def select_after_search(search_dir, config: dict, dataset: str, epoch: int, *, d
         epoch = kept[-1]
     output_dir = search_dir / SELECTION_DIR
     wanted = {"method": selection["method"], "epoch": epoch, "batches": selection["batches"],
-              "tune_steps": selection["tune_steps"]}
+              "tune_steps": selection["tune_steps"], "criterion": selection["criterion"]}
     previous = _read_derivation(output_dir)
-    if previous and all(previous.get(key) == value for key, value in wanted.items()):
+    # A derivation saved before `criterion` existed used the accuracy.
+    if previous and all(previous.get(key, "accuracy" if key == "criterion" else None) == value
+                        for key, value in wanted.items()):
         print_fn(f"selection: reusing {output_dir / 'derivation.json'}")
         record = previous
     else:
@@ -168,7 +182,7 @@ def _read_derivation(output_dir: pathlib.Path) -> dict | None:
 
 
 def _derive_epoch(config, dataset, search_dir, output_dir, epoch, *, method, batches,
-                  tune_steps, data_dir, manual_dir, print_fn) -> dict:
+                  tune_steps, criterion, data_dir, manual_dir, print_fn) -> dict:
     from ubnas_tf.search.perturbation import Probe, select_by_perturbation
     from ubnas_tf.search_space.visualize import save_genotype_png
 
@@ -178,12 +192,15 @@ def _derive_epoch(config, dataset, search_dir, output_dir, epoch, *, method, bat
     steps = _restore(config, info, search_dir, epoch)
     record = {"search_dir": str(search_dir), "dataset": dataset, "method": method,
               "epoch": epoch, "batches": batches, "tune_steps": tune_steps}
+    if method == "perturbation":
+        record["criterion"] = criterion
     if method == "magnitude":
         genotype = steps.architect.genotype(fit_budget=False)
     else:
         images = sum(int(labels.shape[0]) for _, labels in probe_batches)
-        print_fn(f"perturbation selection on epoch {epoch}'s supernet, {images} images of the "
-                 f"architecture half per evaluation, {tune_steps} weight steps after each round")
+        print_fn(f"perturbation selection ({criterion}) on epoch {epoch}'s supernet, {images} "
+                 f"images of the architecture half per evaluation, {tune_steps} weight steps "
+                 "after each round")
         last = [time.time()]
 
         def progress(done, total):
@@ -194,7 +211,7 @@ def _derive_epoch(config, dataset, search_dir, output_dir, epoch, *, method, bat
 
         selection = select_by_perturbation(
             Probe(steps.supernet, probe_batches), steps.architect,
-            tune=_tuner(steps, weight_data, tune_steps), progress=progress)
+            tune=_tuner(steps, weight_data, tune_steps), progress=progress, criterion=criterion)
         genotype = selection.genotype
         record.update(probe_images=images, **selection.to_dict())
     record.update(genotype=genotype.to_dict(), seconds=round(time.time() - started, 1))

@@ -13,7 +13,9 @@ instead by perturbation (DARTS-PT):
    zero) and keep the two whose removal costs the most.
 
 Scores are the accuracy on fixed validation batches (the same for every candidate, so every
-comparison is paired), ties broken by the larger loss. The supernet runs with batch statistics
+comparison is paired), ties broken by the larger loss; or, with `criterion="loss"` (darts-pt's
+`proj_crit: loss`), the loss alone, which a removal moves on every image where the accuracy
+moves on the few it flips (experiments/pt_reliability.py measures what each decides). The supernet runs with batch statistics
 (`training=True`), as it was searched and as darts-pt evaluates it. Each round decides one
 edge of each cell type (ops; edges in index order, darts-pt draws them at random), then one
 node of each (edges).
@@ -33,7 +35,7 @@ import tensorflow as tf
 from ubnas_tf.search.supernet import ArchWeights
 from ubnas_tf.search_space.genotype import Genotype
 
-__all__ = ["Probe", "Selection", "select_by_perturbation"]
+__all__ = ["CRITERIA", "Probe", "Selection", "hurts_most", "select_by_perturbation"]
 
 CELL_TYPES = ("normal", "reduce")
 
@@ -58,19 +60,27 @@ class Probe:
 
     def __call__(self, weights: dict) -> tuple[float, float]:
         """`weights`: {'normal': (ops [E, P], edges [E]), 'reduce': ...} numpy arrays."""
+        correct, loss = self.per_batch(weights).sum(axis=0)
+        count = sum(int(labels.shape[0]) for _, labels in self.batches)
+        return float(correct) / count, float(loss) / count
+
+    def per_batch(self, weights: dict) -> np.ndarray:
+        """[batches, 2]: each batch's (correct predictions, summed loss), for `weights` as in
+        `__call__` (what an analysis of the probe's noise needs)."""
         tensors = [tf.constant(np.asarray(w, np.float32))
                    for cell_type in CELL_TYPES for w in weights[cell_type]]
-        correct = loss = count = 0.0
-        for images, labels in self.batches:
-            batch_correct, batch_loss = self._batch(images, labels, *tensors)
-            correct += float(batch_correct)
-            loss += float(batch_loss)
-            count += int(labels.shape[0])
-        return correct / count, loss / count
+        return np.array([[float(value) for value in self._batch(images, labels, *tensors)]
+                         for images, labels in self.batches], np.float64)
 
 
-def _hurts_most(scores: dict):
-    """The key whose removal left the lowest accuracy (ties: the largest loss)."""
+CRITERIA = ("accuracy", "loss")
+
+
+def hurts_most(scores: dict, criterion: str = "accuracy"):
+    """The key whose removal left the lowest accuracy (ties: the largest loss), or with
+    `criterion="loss"` the largest loss."""
+    if criterion == "loss":
+        return max(scores, key=lambda key: scores[key][1])
     return min(scores, key=lambda key: (scores[key][0], -scores[key][1]))
 
 
@@ -97,7 +107,8 @@ def _count_evaluations(architect, columns: int) -> int:
     return 1 + 2 * edges * columns + 1 + 2 * multi_input
 
 
-def select_by_perturbation(probe: Probe, architect, *, tune=None, progress=None) -> Selection:
+def select_by_perturbation(probe: Probe, architect, *, tune=None, progress=None,
+                           criterion: str = "accuracy") -> Selection:
     """DARTS-PT's selection (module docstring) on the supernet behind `probe`.
 
     The decisions are written into `architect` as they are taken (`project_op`,
@@ -105,8 +116,10 @@ def select_by_perturbation(probe: Probe, architect, *, tune=None, progress=None)
     decides one edge of each cell type (ops), then one node of each (edges); `tune()`, if
     given, trains the supernet's weights with the projected architecture after every round
     (DARTS-PT's fine-tuning between decisions). `progress(done, total)` follows every
-    evaluation.
+    evaluation. `criterion`: what a removal costs (`CRITERIA`, module docstring).
     """
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     primitives = architect.primitives
     columns = [i for i, name in enumerate(primitives) if name != "none"]
     total, done = _count_evaluations(architect, len(columns)), 0
@@ -136,7 +149,7 @@ def select_by_perturbation(probe: Probe, architect, *, tune=None, progress=None)
                 ops = np.array(architect.weights_numpy()[cell_type][0])
                 ops[edge, column] = 0.0  # darts-pt: the op removed, the others unchanged
                 scores[primitives[column]] = score(cell_type, ops=ops)
-            best = _hurts_most(scores)
+            best = hurts_most(scores, criterion)
             op_scores[cell_type].append({k: list(v) for k, v in scores.items()})
             chosen[cell_type].append(best)
             architect.project_op(cell_type, edge, best)
@@ -157,8 +170,8 @@ def select_by_perturbation(probe: Probe, architect, *, tune=None, progress=None)
                 edge_weights = np.array(architect.weights_numpy()[cell_type][1])
                 edge_weights[start + source] = 0.0
                 scores[source] = score(cell_type, edges=edge_weights)
-            first = _hurts_most(scores)
-            second = _hurts_most({k: v for k, v in scores.items() if k != first})
+            first = hurts_most(scores, criterion)
+            second = hurts_most({k: v for k, v in scores.items() if k != first}, criterion)
             kept[cell_type].append((first, second))
             edge_scores[cell_type].append({str(k): list(v) for k, v in scores.items()})
             for source in range(end - start):
