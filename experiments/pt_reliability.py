@@ -35,7 +35,8 @@ if str(ROOT) not in sys.path:
 from absl import flags  # noqa: E402
 
 from ubnas_tf import cli  # noqa: E402
-from ubnas_tf.search.perturbation import CELL_TYPES, CRITERIA, hurts_most  # noqa: E402
+from ubnas_tf.search.perturbation import (CELL_TYPES, CRITERIA, clear_of_noise,  # noqa: E402
+                                          hurts_most)
 
 FLAGS = flags.FLAGS
 DRAWS = 200  # probe pairs per size: the agreement's standard error stays under 0.01
@@ -137,22 +138,11 @@ def split_half_agreement(scores: np.ndarray, size: int, criterion: str, rng,
 
 def separated(scores: np.ndarray, criterion: str, z: float = 2.0) -> float:
     """Share of edges whose winner (over every batch) leads the runner-up by more than `z`
-    paired standard errors: the per-batch differences between the two removals' scores
-    (correct predictions, or loss), summed, against their spread over the batches.
-    `scores`: [edges, ops, batches, 2]."""
-    column = 0 if criterion == "accuracy" else 1
-    sign = 1.0 if criterion == "accuracy" else -1.0  # accuracy: fewer correct hurts more
-    totals = scores.sum(axis=2)
-    winners = choices(totals, criterion)
-    clear = []
-    for edge, winner in enumerate(winners):
-        values = sign * scores[edge, :, :, column]  # [ops, batches], lower hurts more
-        others = [op for op in range(values.shape[0]) if op != winner]
-        runner = min(others, key=lambda op: values[op].sum())
-        gaps = values[runner] - values[winner]
-        spread = gaps.std(ddof=1) * np.sqrt(len(gaps))
-        clear.append(gaps.sum() > z * spread if spread > 0 else gaps.sum() > 0)
-    return float(np.mean(clear))
+    paired standard errors (`perturbation.clear_of_noise`). `scores`: [edges, ops, batches,
+    2]."""
+    winners = choices(scores.sum(axis=2), criterion)
+    return float(np.mean([clear_of_noise(dict(enumerate(scores[edge])), winner, criterion, z)
+                          for edge, winner in enumerate(winners)]))
 
 
 def analyse(units: list, sizes: list, seed: int = 0) -> dict:

@@ -16,7 +16,7 @@ from ubnas_tf import config as config_lib
 from ubnas_tf.errors import UserError
 from ubnas_tf.search.architect import Architect
 from ubnas_tf.search.derive import checkpoint_epochs, derive, restore_search
-from ubnas_tf.search.perturbation import Probe, select_by_perturbation
+from ubnas_tf.search.perturbation import Probe, clear_of_noise, select_by_perturbation
 from ubnas_tf.search.run import run_search
 from ubnas_tf.search_space.genotype import Genotype
 
@@ -109,6 +109,21 @@ def test_ties_in_accuracy_go_to_the_larger_loss():
     assert [op for op, _ in selection.genotype.normal] == ["avg_pool_3x3"] * 4
 
 
+def test_a_decision_is_clear_of_noise_when_the_gap_beats_its_batch_spread():
+    # correct counts on 4 batches with each op removed; a wins (fewest correct)
+    per_batch = {"a": [[40, 1.0], [41, 1.0], [39, 1.0], [40, 1.0]],
+                 "b": [[45, 1.0], [45, 1.0], [46, 1.0], [44, 1.0]],
+                 "c": [[50, 1.0], [50, 1.0], [50, 1.0], [50, 1.0]]}
+    # gaps b - a: 5, 4, 7, 4 -> sum 20, 2 x std 1.41 x sqrt(4) = 5.7
+    assert clear_of_noise(per_batch, "a")
+    per_batch["b"] = [[45, 1.0], [36, 1.0], [44, 1.0], [36, 1.0]]  # gaps 5, -5, 5, -4: sum 1
+    assert not clear_of_noise(per_batch, "a")
+    # the loss: the largest loss hurts most
+    losses = {"a": [[0, 9.0], [0, 9.5]], "b": [[0, 5.0], [0, 5.2]]}
+    assert clear_of_noise(losses, "a", "loss") and not clear_of_noise(losses, "b", "loss")
+    assert not clear_of_noise({k: v[:1] for k, v in losses.items()}, "a", "loss")  # 1 batch
+
+
 def test_the_loss_criterion_follows_the_loss_where_the_accuracy_disagrees():
     architect = _architect()
 
@@ -185,6 +200,9 @@ def test_derive_perturbation_with_tuning_writes_every_score(tiny_search, tmp_pat
     assert set(saved["edge_scores"]["reduce"][1]) == {"0", "1", "2"}
     assert (tiny_search / "genotype.json").read_bytes() == before  # the search untouched
     assert saved["criterion"] == "accuracy"
+    # one flag per edge and cell type; one probe batch leaves no spread to judge: never clear
+    assert [len(saved["ops_clear"][cell]) for cell in ("normal", "reduce")] == [5, 5]
+    assert not any(saved["ops_clear"]["normal"] + saved["ops_clear"]["reduce"])
     by_loss = derive(tiny_search, tmp_path / "pt_loss", batches=1, criterion="loss",
                      print_fn=lambda *a: None)
     assert by_loss["criterion"] == "loss"

@@ -214,6 +214,13 @@ def _derive_epoch(config, dataset, search_dir, output_dir, epoch, *, method, bat
             tune=_tuner(steps, weight_data, tune_steps), progress=progress, criterion=criterion)
         genotype = selection.genotype
         record.update(probe_images=images, **selection.to_dict())
+        clear = [flag for flags in selection.ops_clear.values() for flag in flags]
+        print_fn(f"op decisions clear of the probe's noise (the op ahead of the runner-up by 2 "
+                 f"paired standard errors over the {len(probe_batches)} batches): "
+                 f"{sum(clear)} of {len(clear)}" + ("" if sum(clear) > len(clear) // 2 else
+                                                    "; the rest are as good as coin tosses "
+                                                    "(more --batches, or a better-trained "
+                                                    "supernet)"))
     record.update(genotype=genotype.to_dict(), seconds=round(time.time() - started, 1))
     output_dir.mkdir(parents=True, exist_ok=True)
     genotype.save(output_dir / "genotype.json")

@@ -35,7 +35,8 @@ import tensorflow as tf
 from ubnas_tf.search.supernet import ArchWeights
 from ubnas_tf.search_space.genotype import Genotype
 
-__all__ = ["CRITERIA", "Probe", "Selection", "hurts_most", "select_by_perturbation"]
+__all__ = ["CRITERIA", "Probe", "Selection", "clear_of_noise", "hurts_most",
+           "select_by_perturbation"]
 
 CELL_TYPES = ("normal", "reduce")
 
@@ -60,7 +61,11 @@ class Probe:
 
     def __call__(self, weights: dict) -> tuple[float, float]:
         """`weights`: {'normal': (ops [E, P], edges [E]), 'reduce': ...} numpy arrays."""
-        correct, loss = self.per_batch(weights).sum(axis=0)
+        return self.totals(self.per_batch(weights))
+
+    def totals(self, per_batch: np.ndarray) -> tuple[float, float]:
+        """(accuracy, mean loss) over the probe from `per_batch`'s rows."""
+        correct, loss = np.asarray(per_batch).sum(axis=0)
         count = sum(int(labels.shape[0]) for _, labels in self.batches)
         return float(correct) / count, float(loss) / count
 
@@ -84,6 +89,23 @@ def hurts_most(scores: dict, criterion: str = "accuracy"):
     return min(scores, key=lambda key: (scores[key][0], -scores[key][1]))
 
 
+def clear_of_noise(per_batch: dict, winner, criterion: str = "accuracy", z: float = 2.0) -> bool:
+    """Whether `winner` leads the runner-up by more than `z` paired standard errors: the
+    per-batch differences of their scores, summed, against their spread over the batches.
+    `per_batch`: {key: [batches, 2] (correct, summed loss)}. One batch gives no spread: False.
+    On a binary supernet removing an op flips signs downstream, and these differences are
+    mostly noise (experiments/pt_reliability.py)."""
+    column, sign = (0, 1.0) if criterion == "accuracy" else (1, -1.0)  # lower hurts more
+    values = {key: sign * np.asarray(rows, np.float64)[:, column]
+              for key, rows in per_batch.items()}
+    runner = min((key for key in values if key != winner), key=lambda key: values[key].sum())
+    gaps = values[runner] - values[winner]
+    if len(gaps) < 2:
+        return False
+    spread = gaps.std(ddof=1) * np.sqrt(len(gaps))
+    return bool(gaps.sum() > z * spread) if spread > 0 else bool(gaps.sum() > 0)
+
+
 @dataclasses.dataclass
 class Selection:
     """The derived genotype and every score that decided it (JSON-ready `to_dict`)."""
@@ -94,10 +116,14 @@ class Selection:
     op_scores: dict  # cell type -> [per edge {op: (accuracy, loss) without it}]
     edge_scores: dict  # cell type -> [per node {source: (accuracy, loss) without it}]
     evaluations: int
+    # cell type -> [per edge: its op's lead clear of the probe's noise (`clear_of_noise`)];
+    # None for a probe without per-batch scores
+    ops_clear: dict | None = None
 
     def to_dict(self) -> dict:
         return {"genotype": self.genotype.to_dict(), "supernet_score": list(self.supernet_score),
                 "projected_score": list(self.projected_score), "op_scores": self.op_scores,
+                "ops_clear": self.ops_clear,
                 "edge_scores": self.edge_scores, "evaluations": self.evaluations}
 
 
@@ -124,7 +150,9 @@ def select_by_perturbation(probe: Probe, architect, *, tune=None, progress=None,
     columns = [i for i, name in enumerate(primitives) if name != "none"]
     total, done = _count_evaluations(architect, len(columns)), 0
 
-    def score(cell_type=None, ops=None, edges=None):
+    per_batch = {}  # the current edge's candidates, when the probe gives per-batch scores
+
+    def score(cell_type=None, ops=None, edges=None, key=None):
         """(accuracy, loss) with the architect's weights, one cell type's replaced."""
         nonlocal done
         weights = architect.weights_numpy()
@@ -132,7 +160,12 @@ def select_by_perturbation(probe: Probe, architect, *, tune=None, progress=None,
             current_ops, current_edges = weights[cell_type]
             weights[cell_type] = (current_ops if ops is None else ops,
                                   current_edges if edges is None else edges)
-        result = probe(weights)
+        if hasattr(probe, "per_batch"):
+            rows = probe.per_batch(weights)
+            per_batch[key] = rows
+            result = probe.totals(rows)
+        else:
+            result = probe(weights)
         done += 1
         if progress is not None:
             progress(done, total)
@@ -141,17 +174,22 @@ def select_by_perturbation(probe: Probe, architect, *, tune=None, progress=None,
     supernet_score = score()
     op_scores = {cell_type: [] for cell_type in CELL_TYPES}
     chosen = {cell_type: [] for cell_type in CELL_TYPES}
+    clear = {cell_type: [] for cell_type in CELL_TYPES}
     edges = architect.edges
     for edge in range(edges):
         for cell_type in CELL_TYPES:
             scores = {}
+            per_batch.clear()
             for column in columns:
                 ops = np.array(architect.weights_numpy()[cell_type][0])
                 ops[edge, column] = 0.0  # darts-pt: the op removed, the others unchanged
-                scores[primitives[column]] = score(cell_type, ops=ops)
+                name = primitives[column]
+                scores[name] = score(cell_type, ops=ops, key=name)
             best = hurts_most(scores, criterion)
             op_scores[cell_type].append({k: list(v) for k, v in scores.items()})
             chosen[cell_type].append(best)
+            if per_batch:
+                clear[cell_type].append(clear_of_noise(per_batch, best, criterion))
             architect.project_op(cell_type, edge, best)
         if tune is not None:
             tune()
@@ -189,4 +227,5 @@ def select_by_perturbation(probe: Probe, architect, *, tune=None, progress=None,
     genotype = Genotype(normal=tuple(genes["normal"]), normal_concat=concat,
                         reduce=tuple(genes["reduce"]), reduce_concat=concat,
                         space=architect.space)
-    return Selection(genotype, supernet_score, projected_score, op_scores, edge_scores, done)
+    return Selection(genotype, supernet_score, projected_score, op_scores, edge_scores, done,
+                     clear if clear["normal"] else None)
