@@ -57,7 +57,7 @@ def removal_scores(probe, architect, progress=None) -> dict:
     """{cell type: [edges, ops, batches, 2]} (correct, loss) per batch with each op of each
     edge removed from the unprojected supernet (DARTS-PT's first round), plus the intact
     supernet's [batches, 2] under `intact` and the op names under `ops`."""
-    columns = [i for i, name in enumerate(architect.primitives) if name != "none"]
+    columns = architect.op_columns
     weights = architect.weights_numpy()
     result = {"ops": [architect.primitives[c] for c in columns],
               "intact": probe.per_batch(weights).tolist()}
@@ -82,18 +82,17 @@ def removal_scores(probe, architect, progress=None) -> dict:
 def alpha_choices(architect) -> dict:
     """{cell type: [edges]} the index (among the ops without `none`) of each edge's largest
     alpha: the magnitude rule's op."""
-    columns = [i for i, name in enumerate(architect.primitives) if name != "none"]
+    columns = architect.op_columns
     return {cell_type: np.argmax(np.asarray(ops)[:, columns], axis=1).tolist()
             for cell_type, (ops, _) in architect.weights_numpy().items()}
 
 
 def score_search(search_dir: pathlib.Path, print_fn=print) -> dict:
     from ubnas_tf.search.derive import restore_search
+    from ubnas_tf.search.perturbation import Probe
 
     started = time.time()
     steps, batches, epoch = restore_search(search_dir)
-    from ubnas_tf.search.perturbation import Probe
-
     last = [started]
 
     def progress(done, total):

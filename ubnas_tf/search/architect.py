@@ -110,6 +110,8 @@ class Architect(tf.Module):
         beta_count = self.edges - 2 if edge_weights == "sigmoid" else self.edges
         self._offsets = tf.constant(sigmoid_offsets(self.nodes))
         self._not_none = np.array([name != "none" for name in self.primitives])
+        # The columns a genotype can pick (as Supernet.op_columns): every op but `none`.
+        self.op_columns = [i for i, name in enumerate(self.primitives) if name != "none"]
         for cell_type in CELL_TYPES:
             alphas = init_scale * rng.standard_normal((self.edges, len(self.primitives)))
             betas = init_scale * rng.standard_normal(beta_count)

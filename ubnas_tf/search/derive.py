@@ -197,10 +197,10 @@ def _derive_epoch(config, dataset, search_dir, output_dir, epoch, *, method, bat
     if method == "magnitude":
         genotype = steps.architect.genotype(fit_budget=False)
     else:
-        images = sum(int(labels.shape[0]) for _, labels in probe_batches)
-        print_fn(f"perturbation selection ({criterion}) on epoch {epoch}'s supernet, {images} "
-                 f"images of the architecture half per evaluation, {tune_steps} weight steps "
-                 "after each round")
+        probe = Probe(steps.supernet, probe_batches)
+        print_fn(f"perturbation selection ({criterion}) on epoch {epoch}'s supernet, "
+                 f"{probe.images} images of the architecture half per evaluation, "
+                 f"{tune_steps} weight steps after each round")
         last = [time.time()]
 
         def progress(done, total):
@@ -210,10 +210,10 @@ def _derive_epoch(config, dataset, search_dir, output_dir, epoch, *, method, bat
                 print_fn(f"  {done}/{total} evaluations, ETA {(total - done) * rate:.0f} s",)
 
         selection = select_by_perturbation(
-            Probe(steps.supernet, probe_batches), steps.architect,
-            tune=_tuner(steps, weight_data, tune_steps), progress=progress, criterion=criterion)
+            probe, steps.architect, tune=_tuner(steps, weight_data, tune_steps),
+            progress=progress, criterion=criterion)
         genotype = selection.genotype
-        record.update(probe_images=images, **selection.to_dict())
+        record.update(probe_images=probe.images, **selection.to_dict())
         clear = [flag for flags in selection.ops_clear.values() for flag in flags]
         print_fn(f"op decisions clear of the probe's noise (the op ahead of the runner-up by 2 "
                  f"paired standard errors over the {len(probe_batches)} batches): "

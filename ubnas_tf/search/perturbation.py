@@ -15,8 +15,9 @@ instead by perturbation (DARTS-PT):
 Scores are the accuracy on fixed validation batches (the same for every candidate, so every
 comparison is paired), ties broken by the larger loss; or, with `criterion="loss"` (darts-pt's
 `proj_crit: loss`), the loss alone, which a removal moves on every image where the accuracy
-moves on the few it flips (experiments/pt_reliability.py measures what each decides). The supernet runs with batch statistics
-(`training=True`), as it was searched and as darts-pt evaluates it. Each round decides one
+moves on the few it flips (experiments/pt_reliability.py measures what each decides). The
+supernet runs with batch statistics (`training=True`), as it was searched and as darts-pt
+evaluates it. Each round decides one
 edge of each cell type (ops; edges in index order, darts-pt draws them at random), then one
 node of each (edges).
 
@@ -49,6 +50,7 @@ class Probe:
         self.batches = [(tf.constant(images), tf.constant(labels)) for images, labels in batches]
         if not self.batches:
             raise ValueError("the probe needs at least one batch")
+        self.images = sum(int(labels.shape[0]) for _, labels in self.batches)
         # The four weight tensors as arguments (a dataclass would retrace on every call).
         self._batch = tf.function(self._batch_totals, autograph=False)
 
@@ -66,8 +68,7 @@ class Probe:
     def totals(self, per_batch: np.ndarray) -> tuple[float, float]:
         """(accuracy, mean loss) over the probe from `per_batch`'s rows."""
         correct, loss = np.asarray(per_batch).sum(axis=0)
-        count = sum(int(labels.shape[0]) for _, labels in self.batches)
-        return float(correct) / count, float(loss) / count
+        return float(correct) / self.images, float(loss) / self.images
 
     def per_batch(self, weights: dict) -> np.ndarray:
         """[batches, 2]: each batch's (correct predictions, summed loss), for `weights` as in
@@ -147,29 +148,27 @@ def select_by_perturbation(probe: Probe, architect, *, tune=None, progress=None,
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     primitives = architect.primitives
-    columns = [i for i, name in enumerate(primitives) if name != "none"]
+    columns = architect.op_columns
     total, done = _count_evaluations(architect, len(columns)), 0
 
-    per_batch = {}  # the current edge's candidates, when the probe gives per-batch scores
-
-    def score(cell_type=None, ops=None, edges=None, key=None):
-        """(accuracy, loss) with the architect's weights, one cell type's replaced."""
+    def scored(cell_type=None, ops=None, edges=None):
+        """((accuracy, loss), per-batch rows or None for a probe without them) with the
+        architect's weights, one cell type's replaced."""
         nonlocal done
         weights = architect.weights_numpy()
         if cell_type is not None:
             current_ops, current_edges = weights[cell_type]
             weights[cell_type] = (current_ops if ops is None else ops,
                                   current_edges if edges is None else edges)
-        if hasattr(probe, "per_batch"):
-            rows = probe.per_batch(weights)
-            per_batch[key] = rows
-            result = probe.totals(rows)
-        else:
-            result = probe(weights)
+        rows = probe.per_batch(weights) if hasattr(probe, "per_batch") else None
+        result = probe(weights) if rows is None else probe.totals(rows)
         done += 1
         if progress is not None:
             progress(done, total)
-        return result
+        return result, rows
+
+    def score(cell_type=None, ops=None, edges=None):
+        return scored(cell_type, ops, edges)[0]
 
     supernet_score = score()
     op_scores = {cell_type: [] for cell_type in CELL_TYPES}
@@ -178,17 +177,16 @@ def select_by_perturbation(probe: Probe, architect, *, tune=None, progress=None,
     edges = architect.edges
     for edge in range(edges):
         for cell_type in CELL_TYPES:
-            scores = {}
-            per_batch.clear()
+            scores, per_batch = {}, {}
             for column in columns:
                 ops = np.array(architect.weights_numpy()[cell_type][0])
                 ops[edge, column] = 0.0  # darts-pt: the op removed, the others unchanged
                 name = primitives[column]
-                scores[name] = score(cell_type, ops=ops, key=name)
+                scores[name], per_batch[name] = scored(cell_type, ops=ops)
             best = hurts_most(scores, criterion)
             op_scores[cell_type].append({k: list(v) for k, v in scores.items()})
             chosen[cell_type].append(best)
-            if per_batch:
+            if per_batch[best] is not None:
                 clear[cell_type].append(clear_of_noise(per_batch, best, criterion))
             architect.project_op(cell_type, edge, best)
         if tune is not None:
