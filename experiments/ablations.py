@@ -16,7 +16,17 @@ K = 2/2 from its `partial_channels.per_op`, early stopping on collapse) and retr
   mappings (pre-BN or not, activation, shortcut, weight scaling);
 - k: PC-DARTS channel sampling ratio `partial_channels.normal / .reduce`, three settings;
 - early_stop: the reference (early stop on) against the same searches run to the end; epochs
-  and seconds saved against the retrained accuracy of each genotype.
+  and seconds saved against the retrained accuracy of each genotype;
+- supernet: the supernet trained on 3x the images (`max_examples`, split in halves for the
+  weights and the architecture as always), so 3x the steps of both kinds at the same epochs,
+  warm-up and ramp: does a better-trained supernet rank its ops better (its genotype's
+  retrained accuracy; experiments/pt_reliability.py on its checkpoints for the ranking)?
+  supernet_pt: the same searches' genotypes selected by perturbation (DARTS-PT,
+  `Budget.selection_flags`) and retrained, beside compare.py's selections from the reference
+  searches (`derive_pt-K`, retrained with seed K: the same runs as its searched_pt-K_seed-K).
+
+A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
+runs one seed's search and retraining per process.
 """
 import pathlib
 import sys
@@ -30,8 +40,9 @@ from experiments.report import (fmt_mean_std, mean_std, percent, plot_curves,  #
                                 run_text)
 from ubnas_tf import cli  # noqa: E402
 
-flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | report "
-                    "| all; NAME:K runs the K-th part of a stage.")
+flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | "
+                    "supernet | supernet_pt | report | all; NAME:K runs the K-th part of a "
+                    "stage, NAME@K/N its K-th share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
 flags.DEFINE_string("work_dir", "experiments/ablations_run", "Tools' outputs (not committed).")
@@ -43,6 +54,7 @@ FLAGS = flags.FLAGS
 # label -> (search --set overrides, retraining --set overrides); "default" is the reference.
 SIGNS = {"approx": None, "ste": (("module=ebnas_search_ste",), ("module=ebnas_retrain_ste",))}
 K_SETTINGS = ((8, 4), (4, 2), (2, 1))  # the two that differ from the reference's are run
+SUPERNET_SCALE = 3  # the supernet row's images (and steps) per search, x the reference's
 MODULES = {  # the reference genotype retrained under each; ebnas_retrain is the reference
     "ebnas_retrain": None,
     "bireal": "bireal",
@@ -78,8 +90,23 @@ class Ablations:
                                     sets=train_sets)]
 
     def _rows(self, labels_sets: dict) -> list:
-        return [unit for label, (search_sets, train_sets) in labels_sets.items()
-                for seed in self.seeds for unit in self._pair(label, seed, search_sets, train_sets)]
+        """Every row's searches, then their retrainings."""
+        pairs = [self._pair(label, seed, search_sets, train_sets)
+                 for label, (search_sets, train_sets) in labels_sets.items()
+                 for seed in self.seeds]
+        return [search for search, _ in pairs] + [train for _, train in pairs]
+
+    def supernet_images(self) -> int:
+        """The supernet row's `max_examples`: SUPERNET_SCALE x the reference search's."""
+        from ubnas_tf import config as config_lib
+
+        budget = self.exp.budget
+        search = config_lib.load("search", [protocol.ROOT / budget.search_config],
+                                 budget.search_sets)
+        if search["max_examples"] is None:
+            raise protocol.UserError(f"{budget.search_config} searches on every training image "
+                                     "(max_examples: null): the supernet row has none to add")
+        return SUPERNET_SCALE * int(search["max_examples"])
 
     def k_settings(self) -> list:
         """The reference's (normal, reduce) K first, then two other settings (K at most the
@@ -113,7 +140,27 @@ class Ablations:
                                                      "partial_channels.min_per_op=1"), ())
                                      for n, r in self.k_settings()[1:]}),
             "early_stop": lambda: self._rows({"nostop": (early_stop_off(), ())}),
+            "supernet": lambda: self._rows({
+                f"images-{self.supernet_images()}": ((f"max_examples={self.supernet_images()}",),
+                                                     ())}),
+            "supernet_pt": self.supernet_pt,
         }
+
+    def supernet_pt(self) -> list:
+        """DARTS-PT's selection on the supernet row's searches and the retraining of each
+        (derivations first, then retrainings: one seed per process with @K/N), then the
+        reference: compare.py's selections on the reference searches, retrained the same way."""
+        label = f"images-{self.supernet_images()}"
+        exp, flags = self.exp, self.exp.budget.selection_flags
+        derives = [exp.derive_unit(f"{label}_pt-{seed}", f"{label}_search-{seed}", flags)
+                   for seed in self.seeds]
+        trains = [exp.train_unit(f"{label}-pt_seed-{seed}", "genotype", seed, genotype=(
+            lambda seed=seed: exp.result(f"{label}_pt-{seed}")["genotype"]))
+            for seed in self.seeds]
+        reference = [exp.train_unit(f"default-pt_seed-{seed}", "genotype", seed, genotype=(
+            lambda seed=seed: exp.reused_result(f"derive_pt-{seed}")["genotype"]))
+            for seed in self.seeds]
+        return derives + trains + reference
 
     # --- the report -------------------------------------------------------------------------
 
@@ -178,6 +225,13 @@ class Ablations:
                 for i, (n, r) in enumerate(self.k_settings())],
             "early stopping": [self._row("early stop (reference)", default),
                                self._row("run to the end", "nostop")],
+            "supernet training (search images, half for the weights)": [
+                self._row(f"{self.supernet_images() // SUPERNET_SCALE:,} (reference)", default),
+                self._row(f"{self.supernet_images():,}", f"images-{self.supernet_images()}"),
+                self._row(f"{self.supernet_images() // SUPERNET_SCALE:,}, DARTS-PT selection "
+                          "(reference)", "default-pt"),
+                self._row(f"{self.supernet_images():,}, DARTS-PT selection",
+                          f"images-{self.supernet_images()}-pt")],
         }
         lines = [f"Budget `{self.exp.budget.name}` on `{self.exp.budget.dataset}`, "
                  f"{len(self.seeds)} seeds per row; `python experiments/ablations.py`.", ""]

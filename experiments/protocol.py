@@ -118,15 +118,17 @@ BUDGETS = {budget.name: budget for budget in (FULL, SMOKE)}
 @dataclasses.dataclass
 class Unit:
     """One cached result. `kind` groups units of one cost (e.g. `search`, `train:genotype`);
-    `epochs` scales its estimate; `spec()` says what it runs (checked against a cached unit's:
-    it may need an earlier stage's results, so it is called only when needed); `run(spec)` does
-    the work and returns the result."""
+    `epochs` x `scale` (the cost of one epoch against the budget's, e.g. 3 for a search on
+    3x the images) scales its estimate; `spec()` says what it runs (checked against a cached
+    unit's: it may need an earlier stage's results, so it is called only when needed);
+    `run(spec)` does the work and returns the result."""
 
     key: str
     kind: str
     epochs: int
     spec: Callable
     run: Callable
+    scale: float = 1.0
 
 
 class Experiment:
@@ -164,6 +166,16 @@ class Experiment:
                             f"({self.units_dir} has no {key}.json)")
         return unit["result"]
 
+    def reused_result(self, key: str) -> dict:
+        """The result of unit `key` of a `reuse` folder run with this budget (e.g. compare.py's
+        selections, which an ablation's reference row retrains)."""
+        for source, unit in self._reuse_units():
+            if source.endswith(f"/units/{key}.json") and unit.get("budget") == self.budget.name:
+                return unit["result"]
+        raise UserError(f"no reuse folder ({', '.join(map(str, self.reuse)) or 'none given'}) "
+                        f"holds unit {key!r} of budget {self.budget.name!r}: run its experiment "
+                        "first, or pass its results folder with --reuse")
+
     def all_units(self) -> list:
         return [json.loads(p.read_text()) for p in sorted(self.units_dir.glob("*.json"))]
 
@@ -187,8 +199,8 @@ class Experiment:
     def seconds_per_epoch(self, kind: str) -> tuple[float, float, str]:
         """(overhead, seconds per epoch, source) of a unit kind: measured wall time per epoch
         of its finished units (overhead included), else the budget's prior."""
-        measured = [u["wall_seconds"] / max(1, u["epochs"]) for u in self.all_units()
-                    if u["kind"] == kind]
+        measured = [u["wall_seconds"] / (max(1, u["epochs"]) * u.get("scale", 1.0))
+                    for u in self.all_units() if u["kind"] == kind]
         if measured:
             return 0.0, sum(measured) / len(measured), f"measured over {len(measured)} unit(s)"
         prior = self.budget.seconds_per_epoch.get(kind.split(":")[-1], 600.0)
@@ -203,7 +215,7 @@ class Experiment:
             except UserError:  # its spec needs an earlier unit that has not run yet
                 pass
         overhead, rate, _ = self.seconds_per_epoch(unit.kind)
-        return overhead + rate * unit.epochs
+        return overhead + rate * unit.epochs * unit.scale
 
     def parts(self, units: list) -> list:
         """The units of a stage packed in order into parts estimated under STAGE_LIMIT_S
@@ -247,7 +259,8 @@ class Experiment:
             result = unit.run(spec)
             atomic_write_json(self.units_dir / f"{unit.key}.json", {
                 "key": unit.key, "kind": unit.kind, "budget": self.budget.name,
-                "epochs": unit.epochs, "spec": spec, "result": result,
+                "epochs": unit.epochs, **({"scale": unit.scale} if unit.scale != 1 else {}),
+                "spec": spec, "result": result,
                 "wall_seconds": round(time.monotonic() - unit_started, 1),
                 "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(
                     timespec="seconds"),
@@ -274,7 +287,11 @@ class Experiment:
 
         budget = self.budget
         sets = (*budget.search_sets, f"seed={seed}", *sets)
-        epochs = config_lib.load("search", [ROOT / budget.search_config], sets)["epochs"]
+        config = config_lib.load("search", [ROOT / budget.search_config], sets)
+        reference = config_lib.load("search", [ROOT / budget.search_config], budget.search_sets)
+        # An epoch's cost follows its images (e.g. the ablations' larger supernet data).
+        scale = (config["max_examples"] / reference["max_examples"]
+                 if config["max_examples"] and reference["max_examples"] else 1.0)
 
         def run(spec):
             out = self.work_dir / key
@@ -290,7 +307,8 @@ class Experiment:
                 "genotype", "search_seconds", "epochs_run", "epochs_planned", "stop_rule",
                 "epochs_saved")}, "curve": curve}
 
-        return Unit(key, "search", epochs, lambda: {"tool": "search", "sets": list(sets)}, run)
+        return Unit(key, "search", config["epochs"],
+                    lambda: {"tool": "search", "sets": list(sets)}, run, scale=scale)
 
     def derive_unit(self, key: str, search_key: str, sets=()) -> Unit:
         """Derive a finished search unit's genotype again (tools/derive.py; `sets`: its flags,

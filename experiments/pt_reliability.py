@@ -12,13 +12,15 @@ most edges. This measures whether such margins decide anything:
 1. `scores`: for each of compare.py's searches (its checkpoint of the returned epoch, the one
    the selection read), every op of every edge is removed in turn from the unprojected
    supernet (DARTS-PT's first-round scores, all edges at once) and the supernet's correct
-   predictions and loss are recorded for each batch of the whole architecture half. One unit
-   per search in `<output_dir>/units/`, resumable.
+   predictions and loss are recorded for each batch of the whole architecture half (or its
+   first `--probe_batches`). One unit per search in `<output_dir>/units/`, resumable. Other
+   searches: `--search_root` and `--searches` name their folders, e.g. the ablations'
+   `--search_root experiments/ablations_run --searches images-18000_search-0`.
 2. `report`: two disjoint probes of k batches are drawn many times; on each edge both pick
    their op (accuracy with ties broken by the loss, as DARTS-PT here; or the loss alone), and
    the share of edges where the two agree is the decision's split-half reliability: 1 for a
    decision the data determine, 1/7 (the ops per edge) for a coin toss. Also: how often the
-   alphas' argmax is the op the whole half picks.
+   alphas' argmax is the op the whole half picks. Pooled over the searches, then per search.
 """
 from __future__ import annotations
 
@@ -45,8 +47,12 @@ DRAWS = 200  # probe pairs per size: the agreement's standard error stays under 
 def define_flags():
     flags.DEFINE_string("stage", "all", "scores | report | all")
     flags.DEFINE_string("search_root", "experiments/compare_run",
-                        "compare.py's work folder, holding search-0, search-1, ...")
-    flags.DEFINE_list("searches", ["0", "1", "2"], "Which of compare.py's searches to score.")
+                        "The folder holding the search folders (compare.py's work folder).")
+    flags.DEFINE_list("searches", ["search-0", "search-1", "search-2"],
+                      "The search folders under --search_root to score (one unit each).")
+    flags.DEFINE_integer("probe_batches", 0, "Score the first N batches of the architecture "
+                         "half (0: all of it); two disjoint probes of k batches need 2k.",
+                         lower_bound=0)
     flags.DEFINE_string("output_dir", "docs/results/pt_reliability", "units/, results.md/.json")
     flags.DEFINE_list("sizes", ["4", "8", "16"], "Probe sizes in batches (8: the selection's).")
 
@@ -87,12 +93,12 @@ def alpha_choices(architect) -> dict:
             for cell_type, (ops, _) in architect.weights_numpy().items()}
 
 
-def score_search(search_dir: pathlib.Path, print_fn=print) -> dict:
+def score_search(search_dir: pathlib.Path, probe_batches: int = 0, print_fn=print) -> dict:
     from ubnas_tf.search.derive import restore_search
     from ubnas_tf.search.perturbation import Probe
 
     started = time.time()
-    steps, batches, epoch = restore_search(search_dir)
+    steps, batches, epoch = restore_search(search_dir, batches=probe_batches)
     last = [started]
 
     def progress(done, total):
@@ -196,23 +202,48 @@ def markdown(result: dict) -> str:
               "(per-batch differences) over the whole half: "
               f"{result['separated_whole_half']['accuracy']:.0%} by accuracy, "
               f"{result['separated_whole_half']['loss']:.0%} by loss."]
+    lines += per_search_markdown(result.get("per_search", []))
     return "\n".join(lines) + "\n"
+
+
+def per_search_markdown(rows: list) -> list:
+    """Per search: the agreement at the selection's probe (8 batches, or the largest split
+    there is), the separated edges and the alphas' match with the whole half."""
+    if not rows:
+        return []
+    lines = ["", "Per search (checkpoint epoch; probe: the selection's 8 batches where the "
+             "search has 16 or more, else half of its batches):", "",
+             "| search | epoch | probe images | agreement: accuracy / loss | clear of 2 SE: "
+             "accuracy / loss | alphas = whole half |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        sizes = [int(size) for size in row["agreement"]["accuracy"]]
+        size = str(8 if 8 in sizes else max(sizes))
+        lines.append(
+            f"| {row['key']} | {row['epoch']} | {int(size) * row['batch_images']} | "
+            f"{row['agreement']['accuracy'][size]:.2f} / {row['agreement']['loss'][size]:.2f} | "
+            f"{row['separated_whole_half']['accuracy']:.0%} / "
+            f"{row['separated_whole_half']['loss']:.0%} | {row['alphas_vs_whole_half']:.0%} |")
+    return lines
 
 
 # --- stages ----------------------------------------------------------------------------------
 
-def run_scores(output_dir: pathlib.Path, search_root: pathlib.Path, searches: list) -> None:
+def run_scores(output_dir: pathlib.Path, search_root: pathlib.Path, searches: list,
+               probe_batches: int = 0) -> None:
     from ubnas_tf.io_utils import atomic_write_json
 
-    for index in searches:
-        path = output_dir / "units" / f"search-{index}.json"
+    for name in searches:
+        path = output_dir / "units" / f"{name}.json"
         if path.is_file():
-            print(f"search-{index}: cached ({path})", flush=True)
+            print(f"{name}: cached ({path})", flush=True)
             continue
-        search_dir = search_root / f"search-{index}"
-        print(f"search-{index}: scoring every op removal of {search_dir}", flush=True)
-        result = score_search(search_dir)
-        atomic_write_json(path, {"key": f"search-{index}", "result": compact(result)})
+        search_dir = search_root / name
+        if not (search_dir / "checkpoints").is_dir():
+            cli.fail(f"{search_dir} holds no search checkpoints: pass the --search_root and "
+                     "--searches of finished searches")
+        print(f"{name}: scoring every op removal of {search_dir}", flush=True)
+        result = score_search(search_dir, probe_batches)
+        atomic_write_json(path, {"key": name, "result": compact(result)})
 
 
 def compact(result: dict) -> dict:
@@ -236,7 +267,9 @@ def run_report(output_dir: pathlib.Path, sizes: list) -> dict:
     units = [json.loads(p.read_text()) for p in sorted((output_dir / "units").glob("*.json"))]
     if not units:
         cli.fail(f"{output_dir / 'units'} holds no scores yet: run --stage scores first")
-    result = analyse(units, sizes)
+    result = {**analyse(units, sizes),
+              "per_search": [{"key": unit["key"], "epoch": unit["result"]["epoch"],
+                              **analyse([unit], sizes)} for unit in units]}
     atomic_write_json(output_dir / "results.json", result)
     text = markdown(result)
     atomic_write_text(output_dir / "results.md", text)
@@ -255,7 +288,8 @@ def main(argv):
         cli.fail(f"--sizes takes integers separated by commas, got {','.join(FLAGS.sizes)}")
     output_dir = pathlib.Path(FLAGS.output_dir)
     if FLAGS.stage in ("scores", "all"):
-        run_scores(output_dir, pathlib.Path(FLAGS.search_root), FLAGS.searches)
+        run_scores(output_dir, pathlib.Path(FLAGS.search_root), FLAGS.searches,
+                   FLAGS.probe_batches)
     if FLAGS.stage in ("report", "all"):
         run_report(output_dir, sizes)
 

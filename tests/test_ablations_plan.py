@@ -1,6 +1,8 @@
 """experiments/ablations.py builds the runs it says it does: every override is accepted by the
 tools' config schema, the STE rows use the STE in search and retraining, the module mappings
-build the module they name, K rows differ from the reference, early_stop rows run to the end."""
+build the module they name, K rows differ from the reference, early_stop rows run to the end,
+the supernet row trains on 3x the reference's images."""
+import pytest
 import yaml
 
 from ubnas_tf.io_utils import atomic_write_json
@@ -11,8 +13,14 @@ from ubnas_tf import config as config_lib
 from ubnas_tf.search_space import ModuleStructure
 
 
-def _ablations(tmp_path, budget="full"):
-    return ablations.make(budget, tmp_path / "r", tmp_path / "w")
+def _ablations(tmp_path, budget="full", reuse=()):
+    return ablations.make(budget, tmp_path / "r", tmp_path / "w", reuse=reuse)
+
+
+def _cache(folder, key, result, budget="full", spec=None):
+    atomic_write_json(folder / "units" / f"{key}.json", {
+        "key": key, "kind": "search", "budget": budget, "epochs": 10, "spec": spec or {},
+        "result": result})
 
 
 def _sets(unit):
@@ -20,30 +28,35 @@ def _sets(unit):
 
 
 def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
-    runs = _ablations(tmp_path)
+    runs = _ablations(tmp_path, reuse=[tmp_path / "compare"])
     budget = runs.exp.budget
     # The searches' results the retrainings need, as a finished run would have cached them.
     genotype = published("PC_DARTS").to_dict()
     k_labels = [f"k-{normal}-{reduce}" for normal, reduce in runs.k_settings()[1:]]
-    for label in ("default", "sign-ste", *k_labels, "nostop"):
+    for label in ("default", "sign-ste", *k_labels, "nostop", "images-18000"):
         for seed in runs.seeds:
-            atomic_write_json(runs.exp.units_dir / f"{label}_search-{seed}.json", {
-                "key": f"{label}_search-{seed}", "kind": "search", "budget": "full",
-                "epochs": 10, "spec": {}, "result": {"genotype": genotype}})
+            _cache(tmp_path / "r", f"{label}_search-{seed}", {"genotype": genotype})
+    for seed in runs.seeds:  # the selections: the supernet row's, compare.py's
+        _cache(tmp_path / "r", f"images-18000_pt-{seed}", {"genotype": genotype})
+        _cache(tmp_path / "compare", f"derive_pt-{seed}", {"genotype": genotype})
     keys = []
     for name, make_units in runs.stages().items():
         units = make_units()
         assert units, name
         for unit in units:
             keys.append(unit.key)
+            if unit.kind == "derive":
+                assert unit.spec()["flags"] == list(budget.selection_flags)
+                continue
             tool = "search" if unit.kind == "search" else "train"
             config = budget.search_config if tool == "search" else budget.train_config
             config_lib.load(tool, [protocol.ROOT / config], _sets(unit))
             if tool == "train":
                 assert unit.spec()["genotype"] == genotype
-    # default, sign, two K settings, early stop: (search + retraining) x 2 seeds each; seven
-    # module rows (the reference's included): retraining x 2 seeds.
-    assert len(keys) == len(set(keys)) == 5 * 2 * 2 + 7 * 2
+    # default, sign, two K settings, early stop, supernet: (search + retraining) x 2 seeds
+    # each; seven module rows (the reference's included): retraining x 2 seeds; supernet_pt:
+    # (selection + retraining) x 2 seeds and the reference's 2 retrainings.
+    assert len(keys) == len(set(keys)) == 6 * 2 * 2 + 7 * 2 + 3 * 2
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -53,7 +66,8 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
 
 def test_sign_rows_use_the_ste_in_search_and_retraining(tmp_path):
     runs = _ablations(tmp_path)
-    search, train = runs.stages()["sign"]()[:2]
+    units = runs.stages()["sign"]()
+    search, train = units[0], units[len(units) // 2]  # seed 0's search and retraining
     assert "module=ebnas_search_ste" in _sets(search)
     structure = ModuleStructure.from_config(
         config_lib.load("search", [protocol.ROOT / "configs/search_fashion_mnist.yaml"],
@@ -108,3 +122,44 @@ def test_early_stop_pairs_match_each_seeds_two_searches(tmp_path):
                       "same_genotype": False, "test_top1": [0.84, None]}]
     row = runs._pairs_markdown(pairs)[4]
     assert row == "| 0 | collapse | 7 / 10 | 3 (30%) | 450 / 600 | no | 84.00 / - |"
+
+
+def test_supernet_row_searches_on_three_times_the_images_and_shards_by_seed(tmp_path):
+    runs = _ablations(tmp_path)
+    units = runs.stages()["supernet"]()
+    # configs/search_fashion_mnist.yaml searches on 6,000 images (3,000 + 3,000): 18,000 here,
+    # everything else the reference's.
+    assert runs.supernet_images() == 18000
+    reference = _sets(runs.stages()["default"]()[0])
+    assert _sets(units[0]) == [*reference, "max_examples=18000"]
+    assert config_lib.load("search", [protocol.ROOT / runs.exp.budget.search_config],
+                           _sets(units[0]))["max_examples"] == 18000
+    # Searches first, then retrainings: `supernet@K/2` gives process K seed K - 1's search and
+    # the retraining of its genotype.
+    assert [u.key for u in units] == ["images-18000_search-0", "images-18000_search-1",
+                                      "images-18000_seed-0", "images-18000_seed-1"]
+    assert [u.key for u in units[0::2]] == ["images-18000_search-0", "images-18000_seed-0"]
+    assert [u.key for u in units[1::2]] == ["images-18000_search-1", "images-18000_seed-1"]
+
+
+def test_supernet_pt_selects_on_the_row_searches_and_retrains_compares_selections(tmp_path):
+    compare = tmp_path / "compare"
+    runs = _ablations(tmp_path, reuse=[compare])
+    units = runs.stages()["supernet_pt"]()
+    assert [u.key for u in units] == [
+        "images-18000_pt-0", "images-18000_pt-1", "images-18000-pt_seed-0",
+        "images-18000-pt_seed-1", "default-pt_seed-0", "default-pt_seed-1"]
+    assert units[0].spec()["search"] == "images-18000_search-0"  # the row's own supernet
+    # The reference: compare.py's selection on its search 1, retrained with seed 1, is the
+    # same run as compare's searched_pt-1_seed-1, so it is copied, not run again.
+    selected = published("DARTS_V2").to_dict()
+    _cache(compare, "derive_pt-1", {"genotype": selected})
+    reference = units[5]
+    same = runs.exp.train_unit("x", "genotype", 1, genotype=selected)
+    _cache(compare, "searched_pt-1_seed-1", {"test_top1": 0.85}, spec=same.spec())
+    assert reference.spec()["genotype"] == selected
+    assert runs.exp.reusable(reference.spec())["reused_from"] == \
+        "compare/units/searched_pt-1_seed-1.json"
+    # compare.py's selection 0 has not run: a one-line error that names the fix
+    with pytest.raises(protocol.UserError, match="--reuse"):
+        units[4].spec()

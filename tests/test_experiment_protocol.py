@@ -79,6 +79,25 @@ def test_parts_stay_under_the_limit_and_cached_units_cost_nothing(tmp_path, monk
     assert experiment.estimate(units[1]) == pytest.approx(measured["wall_seconds"])
 
 
+def test_a_unit_on_more_images_is_estimated_and_measured_per_reference_epoch(tmp_path):
+    experiment = _experiment(tmp_path, overhead_s=10.0, seconds_per_epoch={"search": 20.0})
+    # The smoke search's 64 images (max_examples=64) x 3: an epoch costs 3 of the budget's.
+    larger = experiment.search_unit("big", 0, sets=("max_examples=192",))
+    assert larger.scale == 3.0 and experiment.search_unit("ref", 0).scale == 1.0
+    assert experiment.estimate(larger) == pytest.approx(10.0 + 20.0 * larger.epochs * 3)
+    # Measured: 2 epochs at scale 3 took 600 s -> 100 s per reference epoch, which a unit of
+    # the reference size is then estimated at.
+    unit = protocol.Unit("m", "search", 2, lambda: {"k": 1}, lambda spec: {}, scale=3.0)
+    experiment.run_units("t", [unit])
+    path = tmp_path / "r" / "units" / "m.json"
+    record = json.loads(path.read_text())
+    assert record["scale"] == 3.0
+    path.write_text(json.dumps({**record, "wall_seconds": 600.0}))
+    assert experiment.seconds_per_epoch("search")[1] == pytest.approx(100.0)
+    assert experiment.estimate(experiment.search_unit("ref", 0)) == pytest.approx(
+        100.0 * experiment.search_unit("ref", 0).epochs)
+
+
 def test_shards_split_a_stage_between_processes_whatever_is_cached(tmp_path):
     experiment = _experiment(tmp_path)
     ran = []

@@ -123,7 +123,7 @@ def test_report_writes_the_agreement_table(tmp_path):
             scores[cell] = table.tolist()
         choice = {"normal": [0] * edges, "reduce": [1] + [0] * (edges - 1)}
         return {"key": key, "result": {"batch_images": [64] * batches, "alpha_choice": choice,
-                                       "scores": scores}}
+                                       "scores": scores, "epoch": 7}}
 
     (tmp_path / "units").mkdir()
     for key in ("search-0", "search-1"):
@@ -136,3 +136,16 @@ def test_report_writes_the_agreement_table(tmp_path):
     assert result["separated_whole_half"]["accuracy"] == 1.0  # the same 10 on every batch
     text = (tmp_path / "results.md").read_text()
     assert "| 4 | 256 | 1.00 | 1.00 |" in text
+    # per search: each alone; search-1's alphas pick op 0 on 9 of its 10 edges as well
+    assert [row["key"] for row in result["per_search"]] == ["search-0", "search-1"]
+    assert result["per_search"][1]["alphas_vs_whole_half"] == pytest.approx(0.9)
+    # 8 batches: two probes of 4 (the selection's 8 does not fit), 256 images
+    assert "| search-1 | 7 | 256 | 1.00 / 1.00 | 100% / 100% | 90% |" in text
+
+
+def test_scores_refuse_a_folder_without_search_checkpoints(tmp_path, capsys):
+    (tmp_path / "done").mkdir()
+    with pytest.raises(SystemExit):
+        rel.run_scores(tmp_path / "out", tmp_path, ["done"])
+    assert "holds no search checkpoints" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "units").exists()  # nothing written
