@@ -326,7 +326,7 @@ class Experiment:
             record = json.loads((out / "derivation.json").read_text())
             return {k: record.get(k) for k in (
                 "genotype", "method", "epoch", "seconds", "evaluations", "probe_images",
-                "tune_steps", "supernet_score", "projected_score")}
+                "tune_steps", "supernet_score", "projected_score", "criterion", "ops_clear")}
 
         return Unit(key, "derive", 1, lambda: {"tool": "derive", "search": search_key,
                                                 "flags": [str(flag) for flag in sets]}, run)

@@ -230,12 +230,20 @@ def per_search_markdown(rows: list) -> list:
 
 def run_scores(output_dir: pathlib.Path, search_root: pathlib.Path, searches: list,
                probe_batches: int = 0) -> None:
+    """One unit per search folder; a cached one is kept if it scored `probe_batches` batches
+    (0: whatever it scored)."""
+    import json
+
     from ubnas_tf.io_utils import atomic_write_json
 
     for name in searches:
         path = output_dir / "units" / f"{name}.json"
         if path.is_file():
-            print(f"{name}: cached ({path})", flush=True)
+            scored = len(json.loads(path.read_text())["result"]["batch_images"])
+            if probe_batches and scored != probe_batches:
+                cli.fail(f"{path} scored {scored} batches, not --probe_batches {probe_batches}: "
+                         "use another --output_dir, or delete it to score again")
+            print(f"{name}: cached ({path}, {scored} batches)", flush=True)
             continue
         search_dir = search_root / name
         if not (search_dir / "checkpoints").is_dir():

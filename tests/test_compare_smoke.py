@@ -102,6 +102,11 @@ def test_compare_stages_cache_resume_and_report(tmp_path):
     for i in range(2):
         derived = units[f"derive_pt-{i}"]["result"]
         assert derived["method"] == "perturbation" and derived["evaluations"] > 1
+        # which op decisions cleared the probe's noise: one flag per edge of each cell type
+        # (the smoke supernet's 2 nodes have 2 + 3 input edges)
+        assert {cell: len(flags) for cell, flags in derived["ops_clear"].items()} == {
+            "normal": 5, "reduce": 5}
+        assert derived["criterion"] == "accuracy"
         assert units[f"searched_pt-{i}_seed-0"]["spec"]["genotype"] == derived["genotype"]
     # A DARTS-PT network's search cost: its search's seconds and its selection's.
     costs = [units[f"search-{i}"]["result"]["search_seconds"] +

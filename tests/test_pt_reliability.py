@@ -149,3 +149,13 @@ def test_scores_refuse_a_folder_without_search_checkpoints(tmp_path, capsys):
         rel.run_scores(tmp_path / "out", tmp_path, ["done"])
     assert "holds no search checkpoints" in capsys.readouterr().err
     assert not (tmp_path / "out" / "units").exists()  # nothing written
+    # a unit cached with another probe size is not mixed in
+    units = tmp_path / "out" / "units"
+    units.mkdir(parents=True)
+    (units / "done.json").write_text(json.dumps({"key": "done",
+                                                 "result": {"batch_images": [64] * 16}}))
+    rel.run_scores(tmp_path / "out", tmp_path, ["done"], probe_batches=16)  # cached: kept
+    rel.run_scores(tmp_path / "out", tmp_path, ["done"])
+    with pytest.raises(SystemExit):
+        rel.run_scores(tmp_path / "out", tmp_path, ["done"], probe_batches=8)
+    assert "scored 16 batches, not --probe_batches 8" in capsys.readouterr().err
