@@ -214,6 +214,7 @@ class Ablations:
 
         out = self.exp.results_dir
         default = "default"
+        images = self.supernet_images()  # the supernet row's (a config load)
         tables = {
             "sign (search + retraining)": [self._row("ApproxSign (reference)", default),
                                            self._row("clipped STE", "sign-ste")],
@@ -226,12 +227,11 @@ class Ablations:
             "early stopping": [self._row("early stop (reference)", default),
                                self._row("run to the end", "nostop")],
             "supernet training (search images, half for the weights)": [
-                self._row(f"{self.supernet_images() // SUPERNET_SCALE:,} (reference)", default),
-                self._row(f"{self.supernet_images():,}", f"images-{self.supernet_images()}"),
-                self._row(f"{self.supernet_images() // SUPERNET_SCALE:,}, DARTS-PT selection "
-                          "(reference)", "default-pt"),
-                self._row(f"{self.supernet_images():,}, DARTS-PT selection",
-                          f"images-{self.supernet_images()}-pt")],
+                self._row(f"{images // SUPERNET_SCALE:,} (reference)", default),
+                self._row(f"{images:,}", f"images-{images}"),
+                self._row(f"{images // SUPERNET_SCALE:,}, DARTS-PT selection (reference)",
+                          "default-pt"),
+                self._row(f"{images:,}, DARTS-PT selection", f"images-{images}-pt")],
         }
         lines = [f"Budget `{self.exp.budget.name}` on `{self.exp.budget.dataset}`, "
                  f"{len(self.seeds)} seeds per row; `python experiments/ablations.py`.", ""]

@@ -39,7 +39,7 @@ import tensorflow as tf
 from ubnas_tf.errors import UserError
 from ubnas_tf.search_space.genotype import Genotype
 from ubnas_tf.search.schedule import ramp_value as ramp
-from ubnas_tf.search.supernet import ArchWeights, edge_count
+from ubnas_tf.search.supernet import ArchWeights, edge_count, op_columns
 
 __all__ = ["Architect", "EDGE_WEIGHT_FORMS", "EDGE_SELECTIONS", "sigmoid_offsets", "ramp"]
 
@@ -110,8 +110,7 @@ class Architect(tf.Module):
         beta_count = self.edges - 2 if edge_weights == "sigmoid" else self.edges
         self._offsets = tf.constant(sigmoid_offsets(self.nodes))
         self._not_none = np.array([name != "none" for name in self.primitives])
-        # The columns a genotype can pick (as Supernet.op_columns): every op but `none`.
-        self.op_columns = [i for i, name in enumerate(self.primitives) if name != "none"]
+        self.op_columns = op_columns(self.primitives)  # the ops a genotype can pick
         for cell_type in CELL_TYPES:
             alphas = init_scale * rng.standard_normal((self.edges, len(self.primitives)))
             betas = init_scale * rng.standard_normal(beta_count)

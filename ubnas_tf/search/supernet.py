@@ -67,6 +67,12 @@ def edge_count(nodes: int) -> int:
     return sum(2 + node for node in range(nodes))
 
 
+def op_columns(primitives) -> list:
+    """The columns of the ops that run and that a genotype can pick: every primitive but
+    `none` (it contributes zero and is never built)."""
+    return [i for i, name in enumerate(primitives) if name != "none"]
+
+
 @dataclasses.dataclass(frozen=True)
 class ArchWeights:
     """The architecture weights a supernet forward pass takes.
@@ -205,8 +211,7 @@ class MixedOp(tf.keras.layers.Layer):
         self.structure_config = repr(sorted(structure.to_config().items()))
         self.space_name = space.name
         self.primitives = tuple(primitives)
-        # Column of each op that runs: `none` contributes zero and is never built.
-        self.op_columns = [i for i, name in enumerate(self.primitives) if name != "none"]
+        self.op_columns = op_columns(self.primitives)
         self.candidate_ops = []
         self.post_norms = []
         for column in self.op_columns:
