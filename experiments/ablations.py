@@ -4,9 +4,9 @@
     python experiments/ablations.py --stage default     # then sign, module, k, early_stop
     python experiments/ablations.py --stage report      # docs/results/ablations/: table, figures
 
-Every row is `--budget`'s seeds (2) of search + retraining (or of retraining only, for the
-module structures), with mean +- std and every run, reported whatever the sign. Rows share one
-reference: `default_*`, the budget's search (configs/search_fashion_mnist.yaml: ApproxSign,
+Every row is `--budget`'s seeds (2; `--seeds N` adds a row's next ones) of search + retraining
+(or of retraining only, for the module structures), with mean +- std and every run, reported
+whatever the sign. Rows share one reference: `default_*`, the budget's search (configs/search_fashion_mnist.yaml: ApproxSign,
 K = 2/2 from its `partial_channels.per_op`, early stopping on collapse) and retraining
 (`ebnas_retrain` modules).
 - sign: ApproxSign (the reference) against larq's clipped straight-through sign
@@ -24,6 +24,10 @@ K = 2/2 from its `partial_channels.per_op`, early stopping on collapse) and retr
   supernet_pt: the same searches' genotypes selected by perturbation (DARTS-PT,
   `Budget.selection_flags`) and retrained, beside compare.py's selections from the reference
   searches (`derive_pt-K`, retrained with seed K: the same runs as its searched_pt-K_seed-K).
+  supernet_random: SUPERNET_RANDOM random networks drawn in the budget's OPs window around the
+  mean OPs of those genotypes (which sit below compare.py's random window), every seed each.
+  supernet_nostop: the supernet row's searches continued from their last checkpoints with
+  early stopping off (a search no rule stopped is finished already), each retrained.
 
 A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
 runs one seed's search and retraining per process.
@@ -41,20 +45,25 @@ from experiments.report import (fmt_mean_std, mean_std, percent, plot_curves,  #
 from ubnas_tf import cli  # noqa: E402
 
 flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | "
-                    "supernet | supernet_pt | report | all; NAME:K runs the K-th part of a "
-                    "stage, NAME@K/N its K-th share of N processes.")
+                    "supernet | supernet_pt | supernet_random | supernet_nostop | report | "
+                    "all; NAME:K runs the K-th part of a stage, NAME@K/N its K-th share of N "
+                    "processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
 flags.DEFINE_string("work_dir", "experiments/ablations_run", "Tools' outputs (not committed).")
 flags.DEFINE_list("reuse", ["docs/results/compare"], "Results folders whose finished units "
                   "with the same budget and settings stand in for these (compare.py's searches "
                   "and retrainings are the reference row's); empty to run everything here.")
+flags.DEFINE_integer("seeds", None, "Seeds per row (default: the budget's); more add a row's "
+                     "next seeds, e.g. --stage supernet --seeds 3 runs seed 2's search and "
+                     "retraining beside the finished two.", lower_bound=1)
 FLAGS = flags.FLAGS
 
 # label -> (search --set overrides, retraining --set overrides); "default" is the reference.
 SIGNS = {"approx": None, "ste": (("module=ebnas_search_ste",), ("module=ebnas_retrain_ste",))}
 K_SETTINGS = ((8, 4), (4, 2), (2, 1))  # the two that differ from the reference's are run
 SUPERNET_SCALE = 3  # the supernet row's images (and steps) per search, x the reference's
+SUPERNET_RANDOM = 4  # random networks at the supernet row's OPs (compare.py draws 8 at its own)
 MODULES = {  # the reference genotype retrained under each; ebnas_retrain is the reference
     "ebnas_retrain": None,
     "bireal": "bireal",
@@ -77,21 +86,24 @@ def early_stop_off() -> tuple:
 
 
 class Ablations:
-    def __init__(self, experiment: protocol.Experiment):
+    def __init__(self, experiment: protocol.Experiment, seeds: int | None = None):
         self.exp = experiment
-        self.seeds = range(experiment.budget.seeds)
+        self.seeds = range(seeds or experiment.budget.seeds)
 
-    def _pair(self, label: str, seed: int, search_sets=(), train_sets=()) -> list:
-        """A search and the retraining of its genotype, both with `seed`."""
+    def _pair(self, label: str, seed: int, search_sets=(), train_sets=(),
+              continues: str | None = None) -> list:
+        """A search and the retraining of its genotype, both with `seed` (the search continuing
+        row `continues`'s search of that seed, when given)."""
         search_key = f"{label}_search-{seed}"
         genotype = lambda: self.exp.result(search_key)["genotype"]  # noqa: E731
-        return [self.exp.search_unit(search_key, seed, sets=search_sets),
+        return [self.exp.search_unit(search_key, seed, sets=search_sets, continues=(
+                    f"{continues}_search-{seed}" if continues else None)),
                 self.exp.train_unit(f"{label}_seed-{seed}", "genotype", seed, genotype=genotype,
                                     sets=train_sets)]
 
-    def _rows(self, labels_sets: dict) -> list:
+    def _rows(self, labels_sets: dict, continues: str | None = None) -> list:
         """Every row's searches, then their retrainings."""
-        pairs = [self._pair(label, seed, search_sets, train_sets)
+        pairs = [self._pair(label, seed, search_sets, train_sets, continues)
                  for label, (search_sets, train_sets) in labels_sets.items()
                  for seed in self.seeds]
         return [search for search, _ in pairs] + [train for _, train in pairs]
@@ -144,6 +156,12 @@ class Ablations:
                 f"images-{self.supernet_images()}": ((f"max_examples={self.supernet_images()}",),
                                                      ())}),
             "supernet_pt": self.supernet_pt,
+            "supernet_random": self.supernet_random,
+            # The supernet row's searches continued from their checkpoints, early stopping off.
+            "supernet_nostop": lambda: self._rows(
+                {f"images-{self.supernet_images()}-nostop": (
+                    (f"max_examples={self.supernet_images()}", *early_stop_off()), ())},
+                continues=f"images-{self.supernet_images()}"),
         }
 
     def supernet_pt(self) -> list:
@@ -162,6 +180,35 @@ class Ablations:
             for seed in self.seeds]
         return derives + trains + reference
 
+    def supernet_random_genotypes(self) -> dict:
+        """SUPERNET_RANDOM random genotypes within the budget's OPs tolerance of the mean OPs
+        of the supernet row's genotypes (both selections), written once as
+        supernet_random_genotypes.json (its genotypes sit below compare.py's random window)."""
+        def make():
+            from experiments.ops_matching import genotype_cost_model, random_genotypes_record
+            from ubnas_tf.search_space.genotype import Genotype
+
+            search, train = self.exp.configs()
+            info = self.exp.dataset_info()
+            model = genotype_cost_model(search, train, info)
+            label = f"images-{self.supernet_images()}"
+            genotypes = [self.exp.result(f"{label}_{kind}-{seed}")["genotype"]
+                         for kind in ("search", "pt") for seed in self.seeds]
+            target = sum(model.genotype_ops(Genotype.from_dict(g)) for g in genotypes)
+            return random_genotypes_record(search, train, info, count=SUPERNET_RANDOM,
+                                           target=target / len(genotypes),
+                                           tolerance=self.exp.budget.ops_tolerance)
+
+        return self.exp.written_once("supernet_random_genotypes.json", make)
+
+    def supernet_random(self) -> list:
+        """Random networks at the supernet row's OPs, each retrained with every seed."""
+        label = f"images-{self.supernet_images()}-random"
+        return [self.exp.train_unit(
+            f"{label}-{j}_seed-{seed}", "genotype", seed,
+            genotype=lambda j=j: self.supernet_random_genotypes()["genotypes"][j]["genotype"])
+            for j in range(SUPERNET_RANDOM) for seed in self.seeds]
+
     # --- the report -------------------------------------------------------------------------
 
     def _runs(self, label: str) -> list:
@@ -174,11 +221,12 @@ class Ablations:
                              "search": search["result"] if search else None})
         return runs
 
-    def _row(self, name: str, label: str) -> dict:
-        runs = self._runs(label)
+    def _row(self, name: str, *labels: str) -> dict:
+        """A table row over the runs of every label (several for random networks)."""
+        runs = [run for label in labels for run in self._runs(label)]
         searches = [r["search"] for r in runs if r["search"]]
         return {
-            "row": name, "label": label, "runs": len(runs),
+            "row": name, "label": ", ".join(labels), "runs": len(runs),
             "test_top1": fmt_mean_std([r["train"]["test_top1"] for r in runs]),
             "val_top1": fmt_mean_std([r["train"].get("val_top1") for r in runs]),
             # Means over the runs that trained; a diverged run is listed, never averaged in.
@@ -188,11 +236,11 @@ class Ablations:
             "epochs_run": [s["epochs_run"] for s in searches],
         }
 
-    def early_stop_pairs(self) -> list:
-        """Per seed, the same search with early stopping (the reference) and run to the end:
-        the rule that fired, epochs and seconds of each, whether they returned the same
-        genotype, and the test top-1 each genotype retrained to (None where not run yet)."""
-        labels = ("default", "nostop")  # early stopping on (the reference), off
+    def early_stop_pairs(self, labels=("default", "nostop")) -> list:
+        """Per seed, the same search with early stopping (row `labels[0]`) and run to the end
+        (`labels[1]`): the rule that fired, epochs and seconds of each, whether they returned
+        the same genotype, and the test top-1 each genotype retrained to (None where not run
+        yet)."""
         pairs = []
         for seed in self.seeds:
             searches = [self.exp.cached(f"{label}_search-{seed}") for label in labels]
@@ -231,10 +279,15 @@ class Ablations:
                 self._row(f"{images:,}", f"images-{images}"),
                 self._row(f"{images // SUPERNET_SCALE:,}, DARTS-PT selection (reference)",
                           "default-pt"),
-                self._row(f"{images:,}, DARTS-PT selection", f"images-{images}-pt")],
+                self._row(f"{images:,}, DARTS-PT selection", f"images-{images}-pt"),
+                self._row(f"{images:,}, run to the end (no early stopping)",
+                          f"images-{images}-nostop"),
+                self._row(f"random networks at the {images:,} rows' OPs",
+                          *(f"images-{images}-random-{j}" for j in range(SUPERNET_RANDOM)))],
         }
         lines = [f"Budget `{self.exp.budget.name}` on `{self.exp.budget.dataset}`, "
-                 f"{len(self.seeds)} seeds per row; `python experiments/ablations.py`.", ""]
+                 f"{self.exp.budget.seeds} seeds per row (`runs`: more where `--seeds` added "
+                 "some, fewer where some have not run); `python experiments/ablations.py`.", ""]
         for title, rows in tables.items():
             lines += [f"### {title}", "", "| row | runs | test top-1 (mean ± std) | val top-1 | "
                       "every run (test %) | OPs | search s | search epochs run |",
@@ -261,20 +314,23 @@ class Ablations:
                         y_label="train loss"),
         ]
         pairs = self.early_stop_pairs()
-        lines += self._pairs_markdown(pairs)
+        supernet_pairs = self.early_stop_pairs((f"images-{images}", f"images-{images}-nostop"))
+        lines += self._pairs_markdown(pairs, "reference searches")
+        lines += self._pairs_markdown(supernet_pairs, f"searches on {images:,} images")
         lines += ["Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures)]
-        atomic_write_json(out / "results.json", {**tables, "early_stop_pairs": pairs})
+        atomic_write_json(out / "results.json", {**tables, "early_stop_pairs": pairs,
+                                                 "supernet_early_stop_pairs": supernet_pairs})
         atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
         print("\n".join(lines), flush=True)
         return tables
 
     @staticmethod
-    def _pairs_markdown(pairs: list) -> list:
+    def _pairs_markdown(pairs: list, searches: str) -> list:
         if not pairs:
             return []
         # Epochs, not seconds, measure the saving: the two searches' wall times were taken
         # under whatever else ran on the machine.
-        lines = ["Early stopping, the same search (seed) with and without it:", "",
+        lines = [f"Early stopping, the same search (seed) with and without it ({searches}):", "",
                  "| seed | rule that fired | epochs (stopped / full) | epochs saved | "
                  "search s, wall (stopped / full) | same genotype | test top-1 (stopped / full) |",
                  "|---|---|---|---|---|---|---|"]
@@ -289,14 +345,14 @@ class Ablations:
         return lines + [""]
 
 
-def make(budget_name: str, output_dir, work_dir, reuse=()) -> Ablations:
+def make(budget_name: str, output_dir, work_dir, reuse=(), seeds=None) -> Ablations:
     return Ablations(protocol.Experiment(protocol.BUDGETS[budget_name], output_dir, work_dir,
-                                         reuse=reuse))
+                                         reuse=reuse), seeds=seeds)
 
 
 def main(argv):
     del argv
-    ablations = make(FLAGS.budget, FLAGS.output_dir, FLAGS.work_dir, FLAGS.reuse)
+    ablations = make(FLAGS.budget, FLAGS.output_dir, FLAGS.work_dir, FLAGS.reuse, FLAGS.seeds)
     protocol.run_stage(ablations.exp, ablations.stages(), FLAGS.stage, ablations.report)
 
 

@@ -31,7 +31,6 @@ trained network, with its final weights. Each (network, seed) is one JSON file u
 tools' outputs go to --work_dir (not committed).
 """
 import collections
-import json
 import math
 import pathlib
 import sys
@@ -66,68 +65,39 @@ class Compare:
 
     # --- what the later stages need from the searches ---------------------------------------
 
-    def _configs(self):
-        from ubnas_tf import config as config_lib
-
-        budget = self.budget
-        search = config_lib.load("search", [protocol.ROOT / budget.search_config],
-                                 budget.search_sets)
-        train = config_lib.load("train", [protocol.ROOT / budget.train_config], budget.train_sets)
-        return search, train
-
-    def _info(self):
-        from ubnas_tf.data import load_dataset
-
-        return load_dataset(self.budget.dataset).info
-
     def searched_ops(self) -> list:
         from experiments.ops_matching import genotype_cost_model
         from ubnas_tf.search_space.genotype import Genotype
 
-        search, train = self._configs()
-        model = genotype_cost_model(search, train, self._info())
+        search, train = self.exp.configs()
+        model = genotype_cost_model(search, train, self.exp.dataset_info())
         return [model.genotype_ops(Genotype.from_dict(self.exp.result(f"search-{i}")["genotype"]))
                 for i in range(self.budget.searches)]
 
-    def _written_once(self, name: str, make):
-        """A JSON file of the results folder computed the first time it is needed (committed:
-        later sessions reuse the same random genotypes and baseline sizes)."""
-        from ubnas_tf.io_utils import atomic_write_json
-
-        path = self.exp.results_dir / name
-        if not path.is_file():
-            atomic_write_json(path, make())
-        return json.loads(path.read_text())
-
     def random_genotypes(self) -> dict:
         def make():
-            from experiments.ops_matching import genotype_cost_model, sample_in_window
+            from experiments.ops_matching import random_genotypes_record
 
-            search, train = self._configs()
-            target = sum(self.searched_ops()) / self.budget.searches
-            model = genotype_cost_model(search, train, self._info())
-            kept, tries = sample_in_window(
-                model, count=self.budget.random, target=target,
-                tolerance=self.budget.ops_tolerance, seed=0, nodes=search["nodes"],
-                multiplier=search["multiplier"], primitives=search["primitives"])
-            return {"target_ops": target, "tolerance": self.budget.ops_tolerance, "seed": 0,
-                    "drawn": tries, "genotypes": [{"genotype": g.to_dict(), "ops": ops}
-                                                  for g, ops in kept]}
+            search, train = self.exp.configs()
+            return random_genotypes_record(
+                search, train, self.exp.dataset_info(), count=self.budget.random,
+                target=sum(self.searched_ops()) / self.budget.searches,
+                tolerance=self.budget.ops_tolerance)
 
-        return self._written_once("random_genotypes.json", make)
+        return self.exp.written_once("random_genotypes.json", make)
 
     def baseline_sizes(self) -> dict:
         def make():
             from experiments.ops_matching import size_baseline
 
             target = sum(self.searched_ops()) / self.budget.searches
-            info = self._info()
+            info = self.exp.dataset_info()
             return {"target_ops": target, "tolerance": self.budget.ops_tolerance,
                     **{name: size_baseline(name, info, target=target,
                                            tolerance=self.budget.ops_tolerance)
                        for name in ("bireal", "quicknet")}}
 
-        return self._written_once("baselines.json", make)
+        return self.exp.written_once("baselines.json", make)
 
     # --- the stages -------------------------------------------------------------------------
 

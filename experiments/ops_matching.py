@@ -53,6 +53,18 @@ def sample_in_window(cost_model, *, count: int, target: float, tolerance: float,
     return kept, tries
 
 
+def random_genotypes_record(search: dict, train: dict, info, *, count: int, target: float,
+                            tolerance: float, seed: int = 0) -> dict:
+    """`count` random genotypes of the search's space whose retrained networks' OPs are within
+    `tolerance` of `target`, as a results folder keeps them (the window, the seed, the draws)."""
+    kept, tries = sample_in_window(
+        genotype_cost_model(search, train, info), count=count, target=target,
+        tolerance=tolerance, seed=seed, nodes=search["nodes"], multiplier=search["multiplier"],
+        primitives=search["primitives"])
+    return {"target_ops": target, "tolerance": tolerance, "seed": seed, "drawn": tries,
+            "genotypes": [{"genotype": g.to_dict(), "ops": ops} for g, ops in kept]}
+
+
 def _settings(name: str, blocks: tuple, step: int) -> dict:
     width = step * WIDTH_STEP[name]
     if name == "bireal":

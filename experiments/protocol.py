@@ -176,6 +176,29 @@ class Experiment:
                         f"holds unit {key!r} of budget {self.budget.name!r}: run its experiment "
                         "first, or pass its results folder with --reuse")
 
+    def configs(self) -> tuple[dict, dict]:
+        """The budget's search and retraining configs, with its overrides."""
+        from ubnas_tf import config as config_lib
+
+        budget = self.budget
+        return (config_lib.load("search", [ROOT / budget.search_config], budget.search_sets),
+                config_lib.load("train", [ROOT / budget.train_config], budget.train_sets))
+
+    def dataset_info(self):
+        from ubnas_tf.data import load_dataset
+
+        return load_dataset(self.budget.dataset).info
+
+    def written_once(self, name: str, make) -> dict:
+        """A JSON file of the results folder computed the first time it is needed (committed:
+        later sessions reuse the same random genotypes and baseline sizes)."""
+        from ubnas_tf.io_utils import atomic_write_json
+
+        path = self.results_dir / name
+        if not path.is_file():
+            atomic_write_json(path, make())
+        return json.loads(path.read_text())
+
     def all_units(self) -> list:
         return [json.loads(p.read_text()) for p in sorted(self.units_dir.glob("*.json"))]
 
@@ -282,7 +305,12 @@ class Experiment:
 
     # --- the unit kinds -----------------------------------------------------------------------
 
-    def search_unit(self, key: str, seed: int, sets=()) -> Unit:
+    def search_unit(self, key: str, seed: int, sets=(), continues: str | None = None) -> Unit:
+        """tools/search.py with the budget's config, `seed` and `sets`. `continues`: a finished
+        search unit whose folder this one starts from (copied): the search resumes from its
+        last checkpoint under `sets`, which may change what resuming allows (e.g. early
+        stopping off: a search a rule stopped goes on to its last epoch, the same search as
+        one run without the rule, for the epochs before the stop cost nothing new)."""
         from ubnas_tf import config as config_lib
 
         budget = self.budget
@@ -295,8 +323,10 @@ class Experiment:
 
         def run(spec):
             out = self.work_dir / key
-            self.tool(f"search {key}", ["search.py", "--dataset", budget.dataset,
-                                        "--config", ROOT / budget.search_config, "--output_dir", out,
+            if continues and not out.exists():
+                self._copy_search(continues, out)
+            self.tool(f"search {key}", ["search.py", "--dataset", budget.dataset, "--config",
+                                        ROOT / budget.search_config, "--output_dir", out,
                                         *set_args(sets)])
             summary = json.loads((out / "summary.json").read_text())
             log = [json.loads(line) for line in (out / "search_log.jsonl").read_text().splitlines()
@@ -307,8 +337,23 @@ class Experiment:
                 "genotype", "search_seconds", "epochs_run", "epochs_planned", "stop_rule",
                 "epochs_saved")}, "curve": curve}
 
-        return Unit(key, "search", config["epochs"],
-                    lambda: {"tool": "search", "sets": list(sets)}, run, scale=scale)
+        spec = {"tool": "search", "sets": list(sets), **({"continues": continues} if continues
+                                                          else {})}
+        return Unit(key, "search", config["epochs"], lambda: spec, run, scale=scale)
+
+    def _copy_search(self, source_key: str, out: pathlib.Path) -> None:
+        """A finished search unit's folder copied to `out` (whole, or not at all)."""
+        import shutil
+
+        self.result(source_key)  # its unit finished (else: a one-line error naming its stage)
+        source = self.work_dir / source_key
+        if not (source / "checkpoints").is_dir():
+            raise UserError(f"{source} holds no checkpoints of {source_key}, which {out.name} "
+                            f"continues: pass the --work_dir the search ran in")
+        partial = out.with_name(out.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(source, partial)
+        partial.rename(out)
 
     def derive_unit(self, key: str, search_key: str, sets=()) -> Unit:
         """Derive a finished search unit's genotype again (tools/derive.py; `sets`: its flags,

@@ -31,9 +31,10 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     runs = _ablations(tmp_path, reuse=[tmp_path / "compare"])
     budget = runs.exp.budget
     # The searches' results the retrainings need, as a finished run would have cached them.
-    genotype = published("PC_DARTS").to_dict()
+    genotype = published("EBNAS").to_dict()  # of the binary space (the random row costs it)
     k_labels = [f"k-{normal}-{reduce}" for normal, reduce in runs.k_settings()[1:]]
-    for label in ("default", "sign-ste", *k_labels, "nostop", "images-18000"):
+    for label in ("default", "sign-ste", *k_labels, "nostop", "images-18000",
+                  "images-18000-nostop"):
         for seed in runs.seeds:
             _cache(tmp_path / "r", f"{label}_search-{seed}", {"genotype": genotype})
     for seed in runs.seeds:  # the selections: the supernet row's, compare.py's
@@ -51,12 +52,17 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
             tool = "search" if unit.kind == "search" else "train"
             config = budget.search_config if tool == "search" else budget.train_config
             config_lib.load(tool, [protocol.ROOT / config], _sets(unit))
-            if tool == "train":
+            if "-random-" in unit.key:  # each random network of the supernet_random row
+                index = int(unit.key.split("-random-")[1].split("_")[0])
+                drawn = runs.supernet_random_genotypes()["genotypes"][index]["genotype"]
+                assert unit.spec()["genotype"] == drawn
+            elif tool == "train":
                 assert unit.spec()["genotype"] == genotype
-    # default, sign, two K settings, early stop, supernet: (search + retraining) x 2 seeds
-    # each; seven module rows (the reference's included): retraining x 2 seeds; supernet_pt:
-    # (selection + retraining) x 2 seeds and the reference's 2 retrainings.
-    assert len(keys) == len(set(keys)) == 6 * 2 * 2 + 7 * 2 + 3 * 2
+    # default, sign, two K settings, early stop, supernet, supernet_nostop: (search +
+    # retraining) x 2 seeds each; seven module rows (the reference's included): retraining x 2
+    # seeds; supernet_pt: (selection + retraining) x 2 seeds and the reference's 2
+    # retrainings; supernet_random: 4 random networks x 2 seeds.
+    assert len(keys) == len(set(keys)) == 7 * 2 * 2 + 7 * 2 + 3 * 2 + 4 * 2
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -120,7 +126,7 @@ def test_early_stop_pairs_match_each_seeds_two_searches(tmp_path):
     pairs = runs.early_stop_pairs()
     assert pairs == [{"seed": 0, "rule": "collapse", "epochs": [7, 10], "seconds": [450.0, 600.0],
                       "same_genotype": False, "test_top1": [0.84, None]}]
-    row = runs._pairs_markdown(pairs)[4]
+    row = runs._pairs_markdown(pairs, "reference searches")[4]
     assert row == "| 0 | collapse | 7 / 10 | 3 (30%) | 450 / 600 | no | 84.00 / - |"
 
 
@@ -163,3 +169,53 @@ def test_supernet_pt_selects_on_the_row_searches_and_retrains_compares_selection
     # compare.py's selection 0 has not run: a one-line error that names the fix
     with pytest.raises(protocol.UserError, match="--reuse"):
         units[4].spec()
+
+
+def test_supernet_nostop_continues_each_seeds_search_with_early_stopping_off(tmp_path):
+    runs = _ablations(tmp_path)
+    units = runs.stages()["supernet_nostop"]()
+    assert [u.key for u in units] == [
+        "images-18000-nostop_search-0", "images-18000-nostop_search-1",
+        "images-18000-nostop_seed-0", "images-18000-nostop_seed-1"]
+    supernet = runs.stages()["supernet"]()[1]  # the supernet row's search of seed 1
+    assert units[1].spec() == {"tool": "search", "continues": "images-18000_search-1",
+                               "sets": [*_sets(supernet), *ablations.early_stop_off()]}
+    # The copy: only of a finished unit, with its checkpoints, whole.
+    out = runs.exp.work_dir / "images-18000-nostop_search-1"
+    with pytest.raises(protocol.UserError, match="has not run yet"):
+        runs.exp._copy_search("images-18000_search-1", out)
+    _cache(tmp_path / "r", "images-18000_search-1", {"genotype": {}})
+    source = runs.exp.work_dir / "images-18000_search-1"
+    source.mkdir(parents=True)
+    with pytest.raises(protocol.UserError, match="no checkpoints"):
+        runs.exp._copy_search("images-18000_search-1", out)
+    (source / "checkpoints").mkdir()
+    (source / "checkpoints" / "ckpt-7.index").write_bytes(b"7")
+    (source / "search_log.jsonl").write_text("{}\n")
+    runs.exp._copy_search("images-18000_search-1", out)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "checkpoints", "checkpoints/ckpt-7.index", "search_log.jsonl"]
+    assert not list(runs.exp.work_dir.glob("*.partial"))
+
+
+def test_supernet_random_draws_once_in_the_window_around_the_rows_mean_ops(tmp_path):
+    from experiments.ops_matching import genotype_cost_model
+    from ubnas_tf.search_space.genotype import Genotype
+
+    runs = _ablations(tmp_path)
+    found = [published("EBNAS").to_dict(), published("UBNAS_FASHION_MNIST").to_dict()]
+    for seed in runs.seeds:  # alphas and DARTS-PT genotypes of the supernet row
+        _cache(tmp_path / "r", f"images-18000_search-{seed}", {"genotype": found[seed]})
+        _cache(tmp_path / "r", f"images-18000_pt-{seed}", {"genotype": found[1 - seed]})
+    search, train = runs.exp.configs()
+    model = genotype_cost_model(search, train, runs.exp.dataset_info())
+    target = sum(model.genotype_ops(Genotype.from_dict(g)) for g in found) / 2
+    drawn = runs.supernet_random_genotypes()
+    assert drawn["target_ops"] == pytest.approx(target)
+    assert len(drawn["genotypes"]) == ablations.SUPERNET_RANDOM
+    for entry in drawn["genotypes"]:
+        ops = model.genotype_ops(Genotype.from_dict(entry["genotype"]))
+        assert ops == entry["ops"] and abs(ops / target - 1) <= runs.exp.budget.ops_tolerance
+    # Written once: later sessions retrain the same networks whatever the units say now.
+    _cache(tmp_path / "r", "images-18000_search-0", {"genotype": found[1]})
+    assert runs.supernet_random_genotypes() == drawn

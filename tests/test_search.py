@@ -456,6 +456,53 @@ def test_cli_resumes_after_sigkill_with_the_same_genotype(reference_run, tmp_pat
             assert left[key] == right[key], (left["epoch"], key)
 
 
+# tools/search.py with a rule that stops every search after its second epoch (the rule's own
+# logic is tested in test_early_stop.py; here only a stop at a known epoch matters).
+_STOP_AFTER_EPOCH_2 = """
+import runpy, sys
+from ubnas_tf.search import early_stop
+decide = early_stop.EarlyStopping.decide
+def forced(self, records):
+    if self.enabled and records and records[-1]["epoch"] == 2:
+        return early_stop.Decision("patience", "patience: forced by the test", 2)
+    return decide(self, records)
+early_stop.EarlyStopping.decide = forced
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_a_stopped_search_resumed_without_early_stopping_is_the_full_search(reference_run,
+                                                                             tmp_path):
+    """Early stopping may change on resume (its rules read only the log): a search stopped
+    after epoch 2, resumed with `early_stop.enabled=false`, runs epoch 3 from its checkpoint
+    and ends where the uninterrupted 3-epoch search (reference_run, whose rules only read its
+    epochs) was after epoch 3."""
+    reference_dir, _ = reference_run
+    stopped_dir = tmp_path / "stopped"
+    stopped = _run([sys.executable, "-c", _STOP_AFTER_EPOCH_2,
+                    *_command(stopped_dir, "epochs=3")[1:]])
+    assert stopped.returncode == 0, stopped.stderr[-2000:]
+    assert [(r["epoch"], r["stop_rule"]) for r in _log(stopped_dir)] == [(1, None),
+                                                                         (2, "patience")]
+    resumed = _run(_command(stopped_dir, "epochs=3", "early_stop.enabled=false"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "early stop after epoch 2 (patience) does not hold" in resumed.stdout
+    whole, continued = _log(reference_dir), _log(stopped_dir)
+    assert Genotype.load(stopped_dir / "genotype.json") == Genotype.from_dict(whole[2]["genotype"])
+    assert [(r["epoch"], r["stop_rule"]) for r in continued] == [(1, None), (2, None), (3, None)]
+    for left, right in zip(whole, continued):
+        for key in ("train_loss", "arch_loss", "alphas_normal", "alphas_reduce", "betas_normal"):
+            assert left[key] == right[key], (left["epoch"], key)
+    summary = json.loads((stopped_dir / "summary.json").read_text())
+    assert (summary["epochs_run"], summary["stop_rule"], summary["genotype_epoch"]) == (3, None, 3)
+    # The finished run resumed with early stopping on again is left as it is.
+    again = _run(_command(stopped_dir, "epochs=3"))
+    assert again.returncode == 0 and "does not hold" not in again.stdout
+    assert _log(stopped_dir) == continued
+
+
 def test_config_errors_name_the_key():
     from ubnas_tf.search.config import check_config
 

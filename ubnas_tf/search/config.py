@@ -26,8 +26,9 @@ __all__ = ["check_config", "check_selection", "supernet_config", "check_output_d
 
 # Keys that may differ when a run is resumed: a longer or shorter budget, the same search
 # (warm-up and ramp, as shares, scale with it), and the channel minimum, a check that does not
-# change a search whose K it accepts, and the selection, which reads the finished supernet.
-RESUMABLE_KEYS = ("epochs", "partial_channels.min_per_op", "selection")
+# change a search whose K it accepts, the selection, which reads the finished supernet, and
+# early stopping, whose rules read only the log (a stopped search they no longer stop goes on).
+RESUMABLE_KEYS = ("epochs", "partial_channels.min_per_op", "selection", "early_stop")
 # How a finished supernet's genotype is read (search/derive.py): the largest weights, or DARTS-PT.
 SELECTION_METHODS = ("magnitude", "perturbation")
 

@@ -49,7 +49,7 @@ from ubnas_tf.search.runtime_memory import limit_malloc_arenas
 from ubnas_tf.search.config import check_config, check_output_dir, supernet_config
 from ubnas_tf.search.schedule import ramp_end, ramp_value, warmup_epochs
 from ubnas_tf.search.search_log import (LOG_NAME, build_summary, epoch_line, print_summary,
-                                        read_log, truncate_log)
+                                        read_log, truncate_log, write_log)
 
 __all__ = ["run_search", "build_search_steps", "SearchResult", "SearchDiverged", "make_strategy",
            "LOG_NAME"]
@@ -239,12 +239,7 @@ class _Search:
             self.stable.assign(0 if changed else self.stable + 1)
         record = self._record(epoch, totals, search_arch, ramp, genotype, changed, started)
         decision = self.early_stop.decide(self.records + [record])
-        record.update({
-            "stop_rule": decision.rule if decision else None,
-            "stop_reason": decision.message if decision else None,
-            "genotype_epoch": decision.genotype_epoch if decision else None,
-            "epochs_saved": self.config["epochs"] - (epoch + 1) if decision else 0,
-        })
+        record.update(self._stop_fields(decision, epoch + 1))
         record["seconds"] = round(time.time() - started, 2)
         # Log line first, checkpoint second: a kill in between leaves one line too many,
         # which `truncate_log` drops on resume (the epoch is then run and logged again).
@@ -270,6 +265,36 @@ class _Search:
         self.print(epoch_line(record))
         return genotype, decision
 
+    def _stop_fields(self, decision: Decision | None, epoch: int) -> dict:
+        """The early-stopping facts of epoch `epoch`'s log record (1-based)."""
+        return {"stop_rule": decision.rule if decision else None,
+                "stop_reason": decision.message if decision else None,
+                "genotype_epoch": decision.genotype_epoch if decision else None,
+                "epochs_saved": self.config["epochs"] - epoch if decision else 0}
+
+    def decide_again(self, records: list) -> Decision | None:
+        """A stopped search resumed: the rule that fires on its log under this run's early_stop
+        settings, which may differ from the stopped run's (the rules read only the log). When
+        the decision differs from the recorded one, the last record says so, and a search no
+        rule stops any more goes on from its checkpoint (e.g. `early_stop.enabled=false` runs
+        it to the end: the same search as one run without early stopping)."""
+        recorded = _decision_of(records[-1])
+        decision = self.early_stop.decide(records)
+        # Set even when the log already agrees (a kill after its rewrite): a search going on
+        # must not carry the flag into its next checkpoints.
+        self.stopped.assign(1 if decision else 0)
+        if decision != recorded:
+            epoch = records[-1]["epoch"]
+            records[-1].update(self._stop_fields(decision, epoch))
+            if self.chief:
+                write_log(self.log_path, records)
+            going_on = (f"no rule fires, going on to epoch {epoch + 1}"
+                        if epoch < self.config["epochs"] else "no rule fires")
+            self.print(f"early stop after epoch {epoch} ({recorded.rule if recorded else 'none'}"
+                       f") does not hold under this run's early_stop settings: "
+                       + (decision.message if decision else going_on))
+        return decision
+
     def genotype_of(self, decision: Decision) -> Genotype:
         """The genotype a rule returns: that of its epoch (a rule may roll back)."""
         return Genotype.from_dict(self.records[decision.genotype_epoch - 1]["genotype"])
@@ -282,8 +307,11 @@ class _Search:
         start = int(self.completed.numpy())
         genotype = self.architect.genotype()
         if self.stopped.numpy():
-            decision = _decision_of(records[-1]) if records else None
-            return (self.genotype_of(decision) if decision else genotype), decision
+            if not records:  # a stopped checkpoint whose log was removed: nothing to decide on
+                return genotype, None
+            decision = self.decide_again(records)
+            if decision or start >= epochs:
+                return (self.genotype_of(decision) if decision else genotype), decision
         if start < epochs:
             n_weight, n_arch = self.sizes
             channels = per_op_channels(config)

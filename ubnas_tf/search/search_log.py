@@ -11,7 +11,7 @@ import pathlib
 
 from ubnas_tf.io_utils import atomic_write_text
 
-__all__ = ["LOG_NAME", "read_log", "truncate_log", "epoch_line", "build_summary",
+__all__ = ["LOG_NAME", "read_log", "truncate_log", "write_log", "epoch_line", "build_summary",
            "print_summary"]
 
 LOG_NAME = "search_log.jsonl"
@@ -35,8 +35,13 @@ def truncate_log(path: pathlib.Path, completed_epochs: int) -> list:
     the checkpoint leaves one line too many; the resumed run writes it again)."""
     records = [r for r in read_log(path) if r.get("epoch", 0) <= completed_epochs]
     if path.is_file():
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+        write_log(path, records)
     return records
+
+
+def write_log(path: pathlib.Path, records: list) -> None:
+    """Replace the log with `records` (atomically: a kill leaves the old log or the new)."""
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
 
 
 def epoch_line(record: dict) -> str:
