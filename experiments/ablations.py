@@ -26,6 +26,7 @@ K = 2/2 from its `partial_channels.per_op`, early stopping on collapse) and retr
   searches (`derive_pt-K`, retrained with seed K: the same runs as its searched_pt-K_seed-K).
   supernet_random: SUPERNET_RANDOM random networks drawn in the budget's OPs window around the
   mean OPs of those genotypes (which sit below compare.py's random window), every seed each.
+  supernet_baselines: QuickNet sized to the same OPs, every seed.
   supernet_nostop: the supernet row's searches continued from their last checkpoints with
   early stopping off (a search no rule stopped is finished already), each retrained.
 
@@ -40,14 +41,14 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from absl import flags  # noqa: E402
 
 from experiments import protocol  # noqa: E402
-from experiments.report import (fmt_mean_std, mean_std, percent, plot_curves,  # noqa: E402
-                                run_text)
+from experiments.report import (fmt_mean_std, mean_std, percent,  # noqa: E402
+                                permutation_p, plot_curves, run_text)
 from ubnas_tf import cli  # noqa: E402
 
 flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | "
-                    "supernet | supernet_pt | supernet_random | supernet_nostop | report | "
-                    "all; NAME:K runs the K-th part of a stage, NAME@K/N its K-th share of N "
-                    "processes.")
+                    "supernet | supernet_pt | supernet_random | supernet_baselines | "
+                    "supernet_nostop | report | all; NAME:K runs the K-th part of a stage, "
+                    "NAME@K/N its K-th share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
 flags.DEFINE_string("work_dir", "experiments/ablations_run", "Tools' outputs (not committed).")
@@ -64,6 +65,7 @@ SIGNS = {"approx": None, "ste": (("module=ebnas_search_ste",), ("module=ebnas_re
 K_SETTINGS = ((8, 4), (4, 2), (2, 1))  # the two that differ from the reference's are run
 SUPERNET_SCALE = 3  # the supernet row's images (and steps) per search, x the reference's
 SUPERNET_RANDOM = 4  # random networks at the supernet row's OPs (compare.py draws 8 at its own)
+SUPERNET_BASELINES = ("quicknet",)  # hand-designed networks sized to the same OPs (issue 14's)
 MODULES = {  # the reference genotype retrained under each; ebnas_retrain is the reference
     "ebnas_retrain": None,
     "bireal": "bireal",
@@ -157,6 +159,7 @@ class Ablations:
                                                      ())}),
             "supernet_pt": self.supernet_pt,
             "supernet_random": self.supernet_random,
+            "supernet_baselines": self.supernet_baselines,
             # The supernet row's searches continued from their checkpoints, early stopping off.
             "supernet_nostop": lambda: self._rows(
                 {f"images-{self.supernet_images()}-nostop": (
@@ -209,6 +212,32 @@ class Ablations:
             genotype=lambda j=j: self.supernet_random_genotypes()["genotypes"][j]["genotype"])
             for j in range(SUPERNET_RANDOM) for seed in self.seeds]
 
+    def supernet_baseline_sizes(self) -> dict:
+        """SUPERNET_BASELINES sized to the random networks' target (the supernet row's mean
+        OPs), written once as supernet_baselines.json."""
+        def make():
+            from experiments.ops_matching import size_baseline
+
+            target = self.supernet_random_genotypes()["target_ops"]
+            tolerance = self.exp.budget.ops_tolerance
+            info = self.exp.dataset_info()
+            return {"target_ops": target, "tolerance": tolerance,
+                    **{name: size_baseline(name, info, target=target, tolerance=tolerance)
+                       for name in SUPERNET_BASELINES}}
+
+        return self.exp.written_once("supernet_baselines.json", make)
+
+    def supernet_baselines(self) -> list:
+        """Each of SUPERNET_BASELINES at the supernet row's OPs, retrained with every seed."""
+        from experiments.ops_matching import settings_as_sets
+
+        label = f"images-{self.supernet_images()}"
+        return [self.exp.train_unit(
+            f"{label}-{name}_seed-{seed}", name, seed, model=name,
+            sets=lambda name=name: settings_as_sets(
+                name, self.supernet_baseline_sizes()[name]["settings"]))
+            for name in SUPERNET_BASELINES for seed in self.seeds]
+
     # --- the report -------------------------------------------------------------------------
 
     def _runs(self, label: str) -> list:
@@ -235,6 +264,47 @@ class Ablations:
             "search_seconds": mean_std([s["search_seconds"] for s in searches]),
             "epochs_run": [s["epochs_run"] for s in searches],
         }
+
+    def versus_random(self, images: int) -> list:
+        """The supernet row's genotypes (each search one network: the mean of its runs) and
+        QuickNet against the random networks at their OPs (each the mean over its seeds): the
+        difference of the means of network means, with an exact permutation test where there
+        are several networks on both sides."""
+        random = [mean_std([r["train"]["test_top1"] for r in runs])[0] for runs in (
+            self._runs(f"images-{images}-random-{j}") for j in range(SUPERNET_RANDOM)) if runs]
+        rows = []
+        for name, label, networks_are_seeds in (
+                ("alphas", f"images-{images}", True),
+                ("DARTS-PT selection", f"images-{images}-pt", True),
+                ("run to the end", f"images-{images}-nostop", True),
+                *((name, f"images-{images}-{name}", False) for name in SUPERNET_BASELINES)):
+            runs = [r["train"]["test_top1"] for r in self._runs(label)]
+            if not runs or not random:
+                continue
+            networks = runs if networks_are_seeds else [mean_std(runs)[0]]
+            mean = mean_std(networks)[0]
+            rows.append({"row": name, "networks": networks, "mean": mean,
+                         "minus_random": mean - mean_std(random)[0],
+                         "p": (permutation_p(networks, random)
+                               if len(networks) > 1 and len(random) > 1 else None)})
+        return [{"row": "random", "networks": random, "mean": mean_std(random)[0] if random
+                 else None, "minus_random": 0.0, "p": None}] + rows if rows else []
+
+    @staticmethod
+    def _versus_random_markdown(rows: list, images: int) -> list:
+        if not rows:
+            return []
+        lines = [f"Against the random networks at the {images:,} rows' OPs (network means: a "
+                 "search's genotype is one network, QuickNet one; exact permutation test on "
+                 "the network means):", "",
+                 "| row | network means (test %) | mean | minus random (points) | p |",
+                 "|---|---|---|---|---|"]
+        for row in rows:
+            shown = ", ".join(f"{100 * v:.2f}" for v in row["networks"])
+            p = "-" if row["p"] is None else f"{row['p']:.3f}"
+            lines.append(f"| {row['row']} | {shown} | {100 * row['mean']:.2f} | "
+                         f"{100 * row['minus_random']:+.2f} | {p} |")
+        return lines + [""]
 
     def early_stop_pairs(self, labels=("default", "nostop")) -> list:
         """Per seed, the same search with early stopping (row `labels[0]`) and run to the end
@@ -283,7 +353,9 @@ class Ablations:
                 self._row(f"{images:,}, run to the end (no early stopping)",
                           f"images-{images}-nostop"),
                 self._row(f"random networks at the {images:,} rows' OPs",
-                          *(f"images-{images}-random-{j}" for j in range(SUPERNET_RANDOM)))],
+                          *(f"images-{images}-random-{j}" for j in range(SUPERNET_RANDOM))),
+                *(self._row(f"{name} at the {images:,} rows' OPs", f"images-{images}-{name}")
+                  for name in SUPERNET_BASELINES)],
         }
         lines = [f"Budget `{self.exp.budget.name}` on `{self.exp.budget.dataset}`, "
                  f"{self.exp.budget.seeds} seeds per row (`runs`: more where `--seeds` added "
@@ -315,11 +387,14 @@ class Ablations:
         ]
         pairs = self.early_stop_pairs()
         supernet_pairs = self.early_stop_pairs((f"images-{images}", f"images-{images}-nostop"))
+        versus = self.versus_random(images)
+        lines += self._versus_random_markdown(versus, images)
         lines += self._pairs_markdown(pairs, "reference searches")
         lines += self._pairs_markdown(supernet_pairs, f"searches on {images:,} images")
         lines += ["Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures)]
         atomic_write_json(out / "results.json", {**tables, "early_stop_pairs": pairs,
-                                                 "supernet_early_stop_pairs": supernet_pairs})
+                                                 "supernet_early_stop_pairs": supernet_pairs,
+                                                 "supernet_versus_random": versus})
         atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
         print("\n".join(lines), flush=True)
         return tables

@@ -56,13 +56,16 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
                 index = int(unit.key.split("-random-")[1].split("_")[0])
                 drawn = runs.supernet_random_genotypes()["genotypes"][index]["genotype"]
                 assert unit.spec()["genotype"] == drawn
+            elif tool == "train" and unit.spec()["model"]:  # the supernet row's QuickNet
+                assert unit.spec()["model"] in ablations.SUPERNET_BASELINES
             elif tool == "train":
                 assert unit.spec()["genotype"] == genotype
     # default, sign, two K settings, early stop, supernet, supernet_nostop: (search +
     # retraining) x 2 seeds each; seven module rows (the reference's included): retraining x 2
     # seeds; supernet_pt: (selection + retraining) x 2 seeds and the reference's 2
-    # retrainings; supernet_random: 4 random networks x 2 seeds.
-    assert len(keys) == len(set(keys)) == 7 * 2 * 2 + 7 * 2 + 3 * 2 + 4 * 2
+    # retrainings; supernet_random: 4 random networks x 2 seeds; supernet_baselines: QuickNet
+    # x 2 seeds.
+    assert len(keys) == len(set(keys)) == 7 * 2 * 2 + 7 * 2 + 3 * 2 + 4 * 2 + 2
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -219,3 +222,47 @@ def test_supernet_random_draws_once_in_the_window_around_the_rows_mean_ops(tmp_p
     # Written once: later sessions retrain the same networks whatever the units say now.
     _cache(tmp_path / "r", "images-18000_search-0", {"genotype": found[1]})
     assert runs.supernet_random_genotypes() == drawn
+
+
+def test_supernet_baselines_train_quicknet_at_the_random_networks_target(tmp_path):
+    from ubnas_tf.network.baselines import build_baseline
+    from ubnas_tf.network.cost import profile
+
+    runs = _ablations(tmp_path)
+    found = [published("EBNAS").to_dict(), published("UBNAS_FASHION_MNIST").to_dict()]
+    for seed in runs.seeds:
+        _cache(tmp_path / "r", f"images-18000_search-{seed}", {"genotype": found[seed]})
+        _cache(tmp_path / "r", f"images-18000_pt-{seed}", {"genotype": found[1 - seed]})
+    units = runs.stages()["supernet_baselines"]()
+    assert [u.key for u in units] == ["images-18000-quicknet_seed-0",
+                                      "images-18000-quicknet_seed-1"]
+    target = runs.supernet_random_genotypes()["target_ops"]
+    assert runs.supernet_baseline_sizes()["target_ops"] == target
+    # The network the unit's --set overrides build has OPs within the window of the target.
+    config = config_lib.load("train", [protocol.ROOT / runs.exp.budget.train_config],
+                             _sets(units[1]))
+    assert units[1].spec()["model"] == "quicknet" and config["seed"] == 1
+    ops = profile(build_baseline("quicknet", runs.exp.dataset_info(), config)).ops
+    assert abs(ops / target - 1) <= runs.exp.budget.ops_tolerance
+
+
+def test_versus_random_compares_network_means_by_hand(tmp_path):
+    runs = _ablations(tmp_path)
+    results = {"images-18000-random-0": (0.80, 0.82), "images-18000-random-1": (0.84, 0.84),
+               "images-18000": (0.85, 0.87), "images-18000-quicknet": (0.88, 0.86)}
+    for label, values in results.items():
+        for seed, value in enumerate(values):
+            _cache(tmp_path / "r", f"{label}_seed-{seed}", {"test_top1": value})
+    rows = {row["row"]: row for row in runs.versus_random(18000)}
+    assert list(rows) == ["random", "alphas", "quicknet"]  # rows without runs are left out
+    assert rows["random"]["networks"] == pytest.approx([0.81, 0.84])
+    # Each search is one network: 0.86 against the random networks' 0.825. Of the 6 splits of
+    # {0.85, 0.87, 0.81, 0.84} into pairs, 2 differ by 0.035 or more: p = 1/3.
+    assert rows["alphas"]["minus_random"] == pytest.approx(0.035)
+    assert rows["alphas"]["p"] == pytest.approx(1 / 3)
+    # QuickNet is one network (its seeds' mean, 0.87): no test against 2 random networks.
+    assert rows["quicknet"]["networks"] == pytest.approx([0.87])
+    assert rows["quicknet"]["minus_random"] == pytest.approx(0.045)
+    assert rows["quicknet"]["p"] is None
+    line = runs._versus_random_markdown(list(rows.values()), 18000)[5]
+    assert line == "| alphas | 85.00, 87.00 | 86.00 | +3.50 | 0.333 |"
