@@ -6,9 +6,9 @@
 
 Every row is `--budget`'s seeds (2; `--seeds N` adds a row's next ones) of search + retraining
 (or of retraining only, for the module structures), with mean +- std and every run, reported
-whatever the sign. Rows share one reference: `default_*`, the budget's search (configs/search_fashion_mnist.yaml: ApproxSign,
-K = 2/2 from its `partial_channels.per_op`, early stopping on collapse) and retraining
-(`ebnas_retrain` modules).
+whatever the sign. Rows share one reference: `default_*`, the budget's search
+(configs/search_fashion_mnist.yaml: ApproxSign, K = 2/2 from its `partial_channels.per_op`,
+early stopping on collapse) and retraining (`ebnas_retrain` modules).
 - sign: ApproxSign (the reference) against larq's clipped straight-through sign
   (`module.sign: ste`, presets `ebnas_search_ste` / `ebnas_retrain_ste`) in search and
   retraining; final accuracy and training curves (UBNAS claims faster convergence);
