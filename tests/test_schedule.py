@@ -81,8 +81,9 @@ def test_a_run_saved_before_the_shares_resumes_with_its_own_behaviour():
                    "early_stop.max_parameter_free.reduce=null", "early_stop.hessian.growth=null")
     assert config_lib.same_run(comparable(saved_config(old)), comparable(same),
                                ignore=RESUMABLE_KEYS) == []
+    # Early stopping may change on resume (its rules read only the log), so it is no
+    # difference; the saved config still says which rules the old run had: none of the new.
+    assert comparable(saved_config(old))["early_stop"] == comparable(same)["early_stop"]
     assert config_lib.same_run(comparable(saved_config(old)), comparable(_config()),
-                               ignore=RESUMABLE_KEYS) == [
-        "early_stop.hessian.growth", "early_stop.max_parameter_free.normal",
-        "early_stop.max_parameter_free.reduce", "early_stop.ranking_patience",
-        "edge_selection", "partial_channels.normal"]
+                               ignore=RESUMABLE_KEYS) == ["edge_selection",
+                                                          "partial_channels.normal"]
