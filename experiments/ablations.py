@@ -33,6 +33,7 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
 A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
 runs one seed's search and retraining per process.
 """
+import functools
 import pathlib
 import sys
 
@@ -110,8 +111,10 @@ class Ablations:
                  for seed in self.seeds]
         return [search for search, _ in pairs] + [train for _, train in pairs]
 
+    @functools.cache
     def supernet_images(self) -> int:
-        """The supernet row's `max_examples`: SUPERNET_SCALE x the reference search's."""
+        """The supernet row's `max_examples`: SUPERNET_SCALE x the reference search's (the
+        config is loaded once)."""
         from ubnas_tf import config as config_lib
 
         budget = self.exp.budget
@@ -121,6 +124,10 @@ class Ablations:
             raise protocol.UserError(f"{budget.search_config} searches on every training image "
                                      "(max_examples: null): the supernet row has none to add")
         return SUPERNET_SCALE * int(search["max_examples"])
+
+    def supernet_label(self) -> str:
+        """The supernet row's units are `<label>_search-K`, `<label>_seed-K`, `<label>-...`."""
+        return f"images-{self.supernet_images()}"
 
     def k_settings(self) -> list:
         """The reference's (normal, reduce) K first, then two other settings (K at most the
@@ -155,23 +162,22 @@ class Ablations:
                                      for n, r in self.k_settings()[1:]}),
             "early_stop": lambda: self._rows({"nostop": (early_stop_off(), ())}),
             "supernet": lambda: self._rows({
-                f"images-{self.supernet_images()}": ((f"max_examples={self.supernet_images()}",),
-                                                     ())}),
+                self.supernet_label(): ((f"max_examples={self.supernet_images()}",), ())}),
             "supernet_pt": self.supernet_pt,
             "supernet_random": self.supernet_random,
             "supernet_baselines": self.supernet_baselines,
             # The supernet row's searches continued from their checkpoints, early stopping off.
             "supernet_nostop": lambda: self._rows(
-                {f"images-{self.supernet_images()}-nostop": (
+                {f"{self.supernet_label()}-nostop": (
                     (f"max_examples={self.supernet_images()}", *early_stop_off()), ())},
-                continues=f"images-{self.supernet_images()}"),
+                continues=self.supernet_label()),
         }
 
     def supernet_pt(self) -> list:
         """DARTS-PT's selection on the supernet row's searches and the retraining of each
         (derivations first, then retrainings: one seed per process with @K/N), then the
         reference: compare.py's selections on the reference searches, retrained the same way."""
-        label = f"images-{self.supernet_images()}"
+        label = self.supernet_label()
         exp, flags = self.exp, self.exp.budget.selection_flags
         derives = [exp.derive_unit(f"{label}_pt-{seed}", f"{label}_search-{seed}", flags)
                    for seed in self.seeds]
@@ -194,7 +200,7 @@ class Ablations:
             search, train = self.exp.configs()
             info = self.exp.dataset_info()
             model = genotype_cost_model(search, train, info)
-            label = f"images-{self.supernet_images()}"
+            label = self.supernet_label()
             genotypes = [self.exp.result(f"{label}_{kind}-{seed}")["genotype"]
                          for kind in ("search", "pt") for seed in self.seeds]
             target = sum(model.genotype_ops(Genotype.from_dict(g)) for g in genotypes)
@@ -206,7 +212,7 @@ class Ablations:
 
     def supernet_random(self) -> list:
         """Random networks at the supernet row's OPs, each retrained with every seed."""
-        label = f"images-{self.supernet_images()}-random"
+        label = f"{self.supernet_label()}-random"
         return [self.exp.train_unit(
             f"{label}-{j}_seed-{seed}", "genotype", seed,
             genotype=lambda j=j: self.supernet_random_genotypes()["genotypes"][j]["genotype"])
@@ -216,14 +222,12 @@ class Ablations:
         """SUPERNET_BASELINES sized to the random networks' target (the supernet row's mean
         OPs), written once as supernet_baselines.json."""
         def make():
-            from experiments.ops_matching import size_baseline
+            from experiments.ops_matching import baseline_sizes_record
 
-            target = self.supernet_random_genotypes()["target_ops"]
-            tolerance = self.exp.budget.ops_tolerance
-            info = self.exp.dataset_info()
-            return {"target_ops": target, "tolerance": tolerance,
-                    **{name: size_baseline(name, info, target=target, tolerance=tolerance)
-                       for name in SUPERNET_BASELINES}}
+            return baseline_sizes_record(
+                SUPERNET_BASELINES, self.exp.dataset_info(),
+                target=self.supernet_random_genotypes()["target_ops"],
+                tolerance=self.exp.budget.ops_tolerance)
 
         return self.exp.written_once("supernet_baselines.json", make)
 
@@ -231,7 +235,7 @@ class Ablations:
         """Each of SUPERNET_BASELINES at the supernet row's OPs, retrained with every seed."""
         from experiments.ops_matching import settings_as_sets
 
-        label = f"images-{self.supernet_images()}"
+        label = self.supernet_label()
         return [self.exp.train_unit(
             f"{label}-{name}_seed-{seed}", name, seed, model=name,
             sets=lambda name=name: settings_as_sets(
@@ -332,7 +336,7 @@ class Ablations:
 
         out = self.exp.results_dir
         default = "default"
-        images = self.supernet_images()  # the supernet row's (a config load)
+        images = self.supernet_images()
         tables = {
             "sign (search + retraining)": [self._row("ApproxSign (reference)", default),
                                            self._row("clipped STE", "sign-ste")],

@@ -88,14 +88,12 @@ class Compare:
 
     def baseline_sizes(self) -> dict:
         def make():
-            from experiments.ops_matching import size_baseline
+            from experiments.ops_matching import baseline_sizes_record
 
-            target = sum(self.searched_ops()) / self.budget.searches
-            info = self.exp.dataset_info()
-            return {"target_ops": target, "tolerance": self.budget.ops_tolerance,
-                    **{name: size_baseline(name, info, target=target,
-                                           tolerance=self.budget.ops_tolerance)
-                       for name in ("bireal", "quicknet")}}
+            return baseline_sizes_record(
+                ("bireal", "quicknet"), self.exp.dataset_info(),
+                target=sum(self.searched_ops()) / self.budget.searches,
+                tolerance=self.budget.ops_tolerance)
 
         return self.exp.written_once("baselines.json", make)
 

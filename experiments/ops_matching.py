@@ -123,6 +123,14 @@ def size_baseline(name: str, info, *, target: float, tolerance: float) -> dict:
     return {"settings": settings, "ops": ops_found}
 
 
+def baseline_sizes_record(names, info, *, target: float, tolerance: float) -> dict:
+    """Each baseline of `names` sized to `target` OPs (`size_baseline`), as a results folder
+    keeps them (with the target and the window)."""
+    return {"target_ops": target, "tolerance": tolerance,
+            **{name: size_baseline(name, info, target=target, tolerance=tolerance)
+               for name in names}}
+
+
 def settings_as_sets(name: str, settings: dict) -> tuple:
     """`--set` overrides of configs/train*.yaml that build this baseline."""
     return tuple(f"baselines.{name}.{key}={value}".replace(" ", "")
