@@ -276,23 +276,26 @@ class Ablations:
         are several networks on both sides."""
         random = [mean_std([r["train"]["test_top1"] for r in runs])[0] for runs in (
             self._runs(f"images-{images}-random-{j}") for j in range(SUPERNET_RANDOM)) if runs]
-        rows = []
+        if not random:
+            return []
+        random_mean = mean_std(random)[0]
+        rows = [{"row": "random", "networks": random, "mean": random_mean, "minus_random": 0.0,
+                 "p": None}]
         for name, label, networks_are_seeds in (
                 ("alphas", f"images-{images}", True),
                 ("DARTS-PT selection", f"images-{images}-pt", True),
                 ("run to the end", f"images-{images}-nostop", True),
                 *((name, f"images-{images}-{name}", False) for name in SUPERNET_BASELINES)):
             runs = [r["train"]["test_top1"] for r in self._runs(label)]
-            if not runs or not random:
+            if not runs:
                 continue
             networks = runs if networks_are_seeds else [mean_std(runs)[0]]
             mean = mean_std(networks)[0]
             rows.append({"row": name, "networks": networks, "mean": mean,
-                         "minus_random": mean - mean_std(random)[0],
+                         "minus_random": mean - random_mean,
                          "p": (permutation_p(networks, random)
                                if len(networks) > 1 and len(random) > 1 else None)})
-        return [{"row": "random", "networks": random, "mean": mean_std(random)[0] if random
-                 else None, "minus_random": 0.0, "p": None}] + rows if rows else []
+        return rows if len(rows) > 1 else []
 
     @staticmethod
     def _versus_random_markdown(rows: list, images: int) -> list:
