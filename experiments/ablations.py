@@ -29,6 +29,11 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   supernet_baselines: QuickNet sized to the same OPs, every seed.
   supernet_nostop: the supernet row's searches continued from their last checkpoints with
   early stopping off (a search no rule stopped is finished already), each retrained.
+- transitions: the supernet row's genotypes (alphas) and its random networks retrained with
+  QuickNet's float transitions in place of the reduction cells (`reduction: quicknet`): only the
+  normal cell differs between them. QuickNet spends most of its OPs on float stem and
+  transitions; does a searched normal cell still beat random ones under that template, and
+  does the template close the gap to QuickNet?
 
 A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
 runs one seed's search and retraining per process.
@@ -48,7 +53,8 @@ from ubnas_tf import cli  # noqa: E402
 
 flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | "
                     "supernet | supernet_pt | supernet_random | supernet_baselines | "
-                    "supernet_nostop | report | all; NAME:K runs the K-th part of a stage, "
+                    "supernet_nostop | transitions | report | all; NAME:K runs the K-th part "
+                    "of a stage, "
                     "NAME@K/N its K-th share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
@@ -65,8 +71,11 @@ FLAGS = flags.FLAGS
 SIGNS = {"approx": None, "ste": (("module=ebnas_search_ste",), ("module=ebnas_retrain_ste",))}
 K_SETTINGS = ((8, 4), (4, 2), (2, 1))  # the two that differ from the reference's are run
 SUPERNET_SCALE = 3  # the supernet row's images (and steps) per search, x the reference's
-SUPERNET_RANDOM = 4  # random networks at the supernet row's OPs (compare.py draws 8 at its own)
+SUPERNET_RANDOM = 8  # random networks at the supernet row's OPs (as compare.py draws at its own;
+#                     the first 4 were drawn and trained on 2026-12-06, the record then grown)
 SUPERNET_BASELINES = ("quicknet",)  # hand-designed networks sized to the same OPs (issue 14's)
+TRANSITIONS = "quicknet"  # the `reduction` of the transitions stage
+TRANSITIONS_RANDOM = 4  # the first random networks of the supernet row, retrained under it
 MODULES = {  # the reference genotype retrained under each; ebnas_retrain is the reference
     "ebnas_retrain": None,
     "bireal": "bireal",
@@ -171,6 +180,7 @@ class Ablations:
                 {f"{self.supernet_label()}-nostop": (
                     (f"max_examples={self.supernet_images()}", *early_stop_off()), ())},
                 continues=self.supernet_label()),
+            "transitions": self.transitions,
         }
 
     def supernet_pt(self) -> list:
@@ -192,23 +202,43 @@ class Ablations:
     def supernet_random_genotypes(self) -> dict:
         """SUPERNET_RANDOM random genotypes within the budget's OPs tolerance of the mean OPs
         of the supernet row's genotypes (both selections), written once as
-        supernet_random_genotypes.json (its genotypes sit below compare.py's random window)."""
-        def make():
-            from experiments.ops_matching import genotype_cost_model, random_genotypes_record
-            from ubnas_tf.search_space.genotype import Genotype
+        supernet_random_genotypes.json (its genotypes sit below compare.py's random window).
+        A record of fewer (SUPERNET_RANDOM was raised) grows: the same seed and window draw
+        its genotypes first, then the new ones."""
+        from experiments.ops_matching import genotype_cost_model, random_genotypes_record
+        from ubnas_tf.io_utils import atomic_write_json
+        from ubnas_tf.search_space.genotype import Genotype
 
-            search, train = self.exp.configs()
-            info = self.exp.dataset_info()
+        search, train = self.exp.configs()
+        info = self.exp.dataset_info()
+
+        def draw(target, seed=0):
+            return random_genotypes_record(search, train, info, count=SUPERNET_RANDOM,
+                                           target=target, seed=seed,
+                                           tolerance=self.exp.budget.ops_tolerance)
+
+        def make():
             model = genotype_cost_model(search, train, info)
             label = self.supernet_label()
             genotypes = [self.exp.result(f"{label}_{kind}-{seed}")["genotype"]
                          for kind in ("search", "pt") for seed in self.seeds]
             target = sum(model.genotype_ops(Genotype.from_dict(g)) for g in genotypes)
-            return random_genotypes_record(search, train, info, count=SUPERNET_RANDOM,
-                                           target=target / len(genotypes),
-                                           tolerance=self.exp.budget.ops_tolerance)
+            return draw(target / len(genotypes))
 
-        return self.exp.written_once("supernet_random_genotypes.json", make)
+        name = "supernet_random_genotypes.json"
+        record = self.exp.written_once(name, make)
+        if len(record["genotypes"]) < SUPERNET_RANDOM:
+            if record["tolerance"] != self.exp.budget.ops_tolerance:
+                raise protocol.UserError(f"{name} was drawn with another OPs tolerance: move it "
+                                         "away to draw all its networks again")
+            grown = draw(record["target_ops"], record["seed"])
+            if grown["genotypes"][:len(record["genotypes"])] != record["genotypes"]:
+                raise protocol.UserError(f"{name}'s genotypes are not the first of the same "
+                                         "draw (another search space or cost model?): move it "
+                                         "away to draw all its networks again")
+            atomic_write_json(self.exp.results_dir / name, grown)
+            record = grown
+        return record
 
     def supernet_random(self) -> list:
         """Random networks at the supernet row's OPs, each retrained with every seed."""
@@ -242,6 +272,22 @@ class Ablations:
                 name, self.supernet_baseline_sizes()[name]["settings"]))
             for name in SUPERNET_BASELINES for seed in self.seeds]
 
+    def transitions(self) -> list:
+        """The supernet row's alphas genotypes (search K retrained with seed K) and its random
+        networks (seed by seed: every network's seed 0 before any seed 1) retrained with
+        QuickNet's float transitions at the reduction positions."""
+        label, exp = self.supernet_label(), self.exp
+        sets = (f"reduction={TRANSITIONS}",)
+        searched = [exp.train_unit(
+            f"{label}-transitions_seed-{seed}", "genotype", seed, sets=sets,
+            genotype=lambda seed=seed: exp.result(f"{label}_search-{seed}")["genotype"])
+            for seed in self.seeds]
+        random = [exp.train_unit(
+            f"{label}-transitions-random-{j}_seed-{seed}", "genotype", seed, sets=sets,
+            genotype=lambda j=j: self.supernet_random_genotypes()["genotypes"][j]["genotype"])
+            for seed in self.seeds for j in range(TRANSITIONS_RANDOM)]
+        return searched + random
+
     # --- the report -------------------------------------------------------------------------
 
     def _runs(self, label: str) -> list:
@@ -269,41 +315,52 @@ class Ablations:
             "epochs_run": [s["epochs_run"] for s in searches],
         }
 
-    def versus_random(self, images: int) -> list:
-        """The supernet row's genotypes (each search one network: the mean of its runs) and
-        QuickNet against the random networks at their OPs (each the mean over its seeds): the
-        difference of the means of network means, with an exact permutation test where there
-        are several networks on both sides."""
+    def versus_random(self, random_label: str, rows, networks: int = SUPERNET_RANDOM) -> list:
+        """Rows (name, label, networks_are_seeds) against the random networks
+        `<random_label>-J`, J < `networks` (each the mean over its seeds): a row whose networks are seeds
+        counts each search's genotype as one network, else the row is one network (the mean
+        of its runs); the difference of the means of network means, with an exact
+        permutation test where there are several networks on both sides."""
         random = [mean_std([r["train"]["test_top1"] for r in runs])[0] for runs in (
-            self._runs(f"images-{images}-random-{j}") for j in range(SUPERNET_RANDOM)) if runs]
+            self._runs(f"{random_label}-{j}") for j in range(networks)) if runs]
         if not random:
             return []
         random_mean = mean_std(random)[0]
-        rows = [{"row": "random", "networks": random, "mean": random_mean, "minus_random": 0.0,
-                 "p": None}]
-        for name, label, networks_are_seeds in (
-                ("alphas", f"images-{images}", True),
-                ("DARTS-PT selection", f"images-{images}-pt", True),
-                ("run to the end", f"images-{images}-nostop", True),
-                *((name, f"images-{images}-{name}", False) for name in SUPERNET_BASELINES)):
+        table = [{"row": "random", "networks": random, "mean": random_mean,
+                  "minus_random": 0.0, "p": None}]
+        for name, label, networks_are_seeds in rows:
             runs = [r["train"]["test_top1"] for r in self._runs(label)]
             if not runs:
                 continue
             networks = runs if networks_are_seeds else [mean_std(runs)[0]]
             mean = mean_std(networks)[0]
-            rows.append({"row": name, "networks": networks, "mean": mean,
-                         "minus_random": mean - random_mean,
-                         "p": (permutation_p(networks, random)
-                               if len(networks) > 1 and len(random) > 1 else None)})
-        return rows if len(rows) > 1 else []
+            table.append({"row": name, "networks": networks, "mean": mean,
+                          "minus_random": mean - random_mean,
+                          "p": (permutation_p(networks, random)
+                                if len(networks) > 1 and len(random) > 1 else None)})
+        return table if len(table) > 1 else []
+
+    def supernet_versus_random(self, images: int) -> list:
+        """The supernet row's genotypes and QuickNet against the random networks at their
+        OPs."""
+        return self.versus_random(f"images-{images}-random", (
+            ("alphas", f"images-{images}", True),
+            ("DARTS-PT selection", f"images-{images}-pt", True),
+            ("run to the end", f"images-{images}-nostop", True),
+            *((name, f"images-{images}-{name}", False) for name in SUPERNET_BASELINES)))
+
+    def transitions_versus_random(self, images: int) -> list:
+        """Under the float-transition template: the searched normal cells against random
+        ones."""
+        return self.versus_random(f"images-{images}-transitions-random", (
+            ("alphas", f"images-{images}-transitions", True),), TRANSITIONS_RANDOM)
 
     @staticmethod
-    def _versus_random_markdown(rows: list, images: int) -> list:
+    def _versus_random_markdown(rows: list, title: str) -> list:
         if not rows:
             return []
-        lines = [f"Against the random networks at the {images:,} rows' OPs (network means: a "
-                 "search's genotype is one network, QuickNet one; exact permutation test on "
-                 "the network means):", "",
+        lines = [f"{title} (network means: a search's genotype is one network, QuickNet one; "
+                 "exact permutation test on the network means):", "",
                  "| row | network means (test %) | mean | minus random (points) | p |",
                  "|---|---|---|---|---|"]
         for row in rows:
@@ -363,6 +420,12 @@ class Ablations:
                           *(f"images-{images}-random-{j}" for j in range(SUPERNET_RANDOM))),
                 *(self._row(f"{name} at the {images:,} rows' OPs", f"images-{images}-{name}")
                   for name in SUPERNET_BASELINES)],
+            f"{TRANSITIONS} float transitions in place of the reduction cells "
+            f"(`reduction: {TRANSITIONS}`)": [
+                self._row(f"{images:,}, alphas", f"images-{images}-transitions"),
+                self._row(f"random networks of the {images:,} rows",
+                          *(f"images-{images}-transitions-random-{j}"
+                            for j in range(TRANSITIONS_RANDOM)))],
         }
         lines = [f"Budget `{self.exp.budget.name}` on `{self.exp.budget.dataset}`, "
                  f"{self.exp.budget.seeds} seeds per row (`runs`: more where `--seeds` added "
@@ -394,14 +457,20 @@ class Ablations:
         ]
         pairs = self.early_stop_pairs()
         supernet_pairs = self.early_stop_pairs((f"images-{images}", f"images-{images}-nostop"))
-        versus = self.versus_random(images)
-        lines += self._versus_random_markdown(versus, images)
+        versus = self.supernet_versus_random(images)
+        transitions = self.transitions_versus_random(images)
+        lines += self._versus_random_markdown(
+            versus, f"Against the random networks at the {images:,} rows' OPs")
+        lines += self._versus_random_markdown(
+            transitions, f"With {TRANSITIONS} float transitions, the searched normal cells "
+                         "against the random networks' (same template)")
         lines += self._pairs_markdown(pairs, "reference searches")
         lines += self._pairs_markdown(supernet_pairs, f"searches on {images:,} images")
         lines += ["Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures)]
         atomic_write_json(out / "results.json", {**tables, "early_stop_pairs": pairs,
                                                  "supernet_early_stop_pairs": supernet_pairs,
-                                                 "supernet_versus_random": versus})
+                                                 "supernet_versus_random": versus,
+                                                 "transitions_versus_random": transitions})
         atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
         print("\n".join(lines), flush=True)
         return tables

@@ -2,6 +2,8 @@
 tools' config schema, the STE rows use the STE in search and retraining, the module mappings
 build the module they name, K rows differ from the reference, early_stop rows run to the end,
 the supernet row trains on 3x the reference's images."""
+import json
+
 import pytest
 import yaml
 
@@ -63,9 +65,9 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # default, sign, two K settings, early stop, supernet, supernet_nostop: (search +
     # retraining) x 2 seeds each; seven module rows (the reference's included): retraining x 2
     # seeds; supernet_pt: (selection + retraining) x 2 seeds and the reference's 2
-    # retrainings; supernet_random: 4 random networks x 2 seeds; supernet_baselines: QuickNet
-    # x 2 seeds.
-    assert len(keys) == len(set(keys)) == 7 * 2 * 2 + 7 * 2 + 3 * 2 + 4 * 2 + 2
+    # retrainings; supernet_random: 8 random networks x 2 seeds; supernet_baselines: QuickNet
+    # x 2 seeds; transitions: the row's 2 genotypes and the first 4 random networks x 2 seeds.
+    assert len(keys) == len(set(keys)) == 7 * 2 * 2 + 7 * 2 + 3 * 2 + 8 * 2 + 2 + 2 + 4 * 2
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -222,6 +224,15 @@ def test_supernet_random_draws_once_in_the_window_around_the_rows_mean_ops(tmp_p
     # Written once: later sessions retrain the same networks whatever the units say now.
     _cache(tmp_path / "r", "images-18000_search-0", {"genotype": found[1]})
     assert runs.supernet_random_genotypes() == drawn
+    # A record of fewer networks (drawn when SUPERNET_RANDOM was smaller) grows: its networks
+    # first, in the same window, then new ones; one that is not the same draw is refused.
+    path = tmp_path / "r" / "supernet_random_genotypes.json"
+    atomic_write_json(path, {**drawn, "genotypes": drawn["genotypes"][:3]})
+    assert runs.supernet_random_genotypes() == drawn
+    assert json.loads(path.read_text()) == drawn
+    atomic_write_json(path, {**drawn, "genotypes": drawn["genotypes"][1:4]})
+    with pytest.raises(protocol.UserError, match="not the first of the same draw"):
+        runs.supernet_random_genotypes()
 
 
 def test_supernet_baselines_train_quicknet_at_the_random_networks_target(tmp_path):
@@ -253,7 +264,7 @@ def test_versus_random_compares_network_means_by_hand(tmp_path):
     for label, values in results.items():
         for seed, value in enumerate(values):
             _cache(tmp_path / "r", f"{label}_seed-{seed}", {"test_top1": value})
-    rows = {row["row"]: row for row in runs.versus_random(18000)}
+    rows = {row["row"]: row for row in runs.supernet_versus_random(18000)}
     assert list(rows) == ["random", "alphas", "quicknet"]  # rows without runs are left out
     assert rows["random"]["networks"] == pytest.approx([0.81, 0.84])
     # Each search is one network: 0.86 against the random networks' 0.825. Of the 6 splits of
@@ -264,5 +275,34 @@ def test_versus_random_compares_network_means_by_hand(tmp_path):
     assert rows["quicknet"]["networks"] == pytest.approx([0.87])
     assert rows["quicknet"]["minus_random"] == pytest.approx(0.045)
     assert rows["quicknet"]["p"] is None
-    line = runs._versus_random_markdown(list(rows.values()), 18000)[5]
+    line = runs._versus_random_markdown(list(rows.values()), "title")[5]
     assert line == "| alphas | 85.00, 87.00 | 86.00 | +3.50 | 0.333 |"
+
+
+def test_transitions_retrain_the_rows_genotypes_and_random_networks_with_quicknet_reductions(
+        tmp_path):
+    runs = _ablations(tmp_path)
+    found = [published("EBNAS").to_dict(), published("UBNAS_FASHION_MNIST").to_dict()]
+    for seed in runs.seeds:
+        _cache(tmp_path / "r", f"images-18000_search-{seed}", {"genotype": found[seed]})
+        _cache(tmp_path / "r", f"images-18000_pt-{seed}", {"genotype": found[1 - seed]})
+    units = runs.stages()["transitions"]()
+    random = ablations.TRANSITIONS_RANDOM
+    # Search K's genotype retrained with seed K, then every random network's seed 0 before any
+    # seed 1 (a stage stopped half-way has one run of each network).
+    assert [u.key for u in units] == (
+        ["images-18000-transitions_seed-0", "images-18000-transitions_seed-1"]
+        + [f"images-18000-transitions-random-{j}_seed-{seed}"
+           for seed in (0, 1) for j in range(random)])
+    drawn = runs.supernet_random_genotypes()["genotypes"]
+    for unit in units:
+        spec = unit.spec()
+        config = config_lib.load("train", [protocol.ROOT / runs.exp.budget.train_config],
+                                 spec["sets"])
+        assert config["reduction"] == "quicknet"
+        seed = config["seed"]
+        if "-random-" in unit.key:
+            index = int(unit.key.split("-random-")[1].split("_")[0])
+            assert spec["genotype"] == drawn[index]["genotype"]
+        else:
+            assert spec["genotype"] == found[seed]

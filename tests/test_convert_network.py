@@ -36,15 +36,18 @@ EVERY_OP = Genotype.from_dict({
 INPUTS = np.random.default_rng(3).standard_normal((16, 28, 28, 1)).astype(np.float32)
 
 
-def network(space=None):
+def network(space=None, reduction="searched"):
     return build_network(EVERY_OP, input_shape=INFO.input_shape, num_classes=INFO.num_classes,
-                         space=space, cells=5, channels=16)
+                         space=space, cells=5, channels=16, reduction=reduction)
 
 
 # name -> (builder, binary convs, LceBconv2d, float CONV_2D, DEPTHWISE_CONV_2D)
 CASES = {
     # 5 cells x (2 preprocess + 5 binary ops) = 35 binary convs; CONV_2D is the stem.
     "genotype": (network, 5 * 7, 5 * 7, 1, 0),
+    # QuickNet's transitions at the 2 reductions: 3 normal cells x (2 preprocess + 5 binary
+    # ops); CONV_2D: stem + 2 transitions; depthwise: 2 blur pools.
+    "genotype_quicknet_reduction": (lambda: network(reduction="quicknet"), 3 * 7, 3 * 7, 3, 2),
     # 3 stages x 2 blocks; CONV_2D: stem + 2 downsampling shortcuts.
     "bireal": (lambda: baselines.bireal(INFO, width=16, blocks=(2, 2, 2)), 6, 6, 3, 0),
     # CONV_2D: stem, stem pointwise, 2 transitions; depthwise: stem + 2 blur pools.

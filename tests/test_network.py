@@ -13,6 +13,7 @@ from ubnas_tf.errors import UserError
 from ubnas_tf.search_space.genotype import Genotype, published
 from ubnas_tf.network.genotype_network import (DropPath, build_from_config, build_network, inference_model,
                               reduction_cells, set_drop_path_rate)
+from ubnas_tf.network.transition import quicknet_transition, set_blur_kernels
 
 # A binary genotype using every op of the binary space, strided dilated convs included.
 BINARY_GENOTYPE = Genotype.from_dict({
@@ -191,6 +192,72 @@ def test_data_the_network_cannot_take_is_refused(shape, auxiliary, message):
     with pytest.raises(UserError, match=message):
         build_network(BINARY_GENOTYPE, input_shape=shape, num_classes=10, cells=5, channels=8,
                       auxiliary=auxiliary)
+
+
+def _cell_layers(model, index):
+    return sorted(layer.name for layer in model.layers if layer.name.startswith(f"cell{index}_"))
+
+
+def test_quicknet_reduction_puts_float_transitions_where_the_reduction_cells_were():
+    size = dict(input_shape=(28, 28, 1), num_classes=10, cells=5, channels=8)
+    searched = build_network(BINARY_GENOTYPE, **size)
+    template = build_network(BINARY_GENOTYPE, reduction="quicknet", **size)
+    assert reduction_cells(5) == (1, 3)
+    for index in (0, 2, 4):  # the normal cells are the genotype's, as before
+        assert _cell_layers(template, index) == _cell_layers(searched, index)
+    for index, (side, channels) in ((1, (14, 16)), (3, (7, 32))):
+        assert _cell_layers(template, index) == sorted(
+            f"cell{index}_transition_{part}" for part in ("relu", "pool", "blur", "conv", "bn"))
+        assert template.get_layer(f"cell{index}_transition_bn").output.shape[1:] == (
+            side, side, channels)
+        blur = template.get_layer(f"cell{index}_transition_blur")
+        np.testing.assert_allclose(blur.get_weights()[0][:, :, 0, 0],
+                                   np.outer([1, 2, 1], [1, 2, 1]) / 16.0)
+        assert not blur.trainable
+    # The cell after a transition takes the full-resolution cell before it at stride 2 (its
+    # 4 nodes x C channels) and the transition's C channels.
+    assert template.get_layer("cell2_pre0").input.shape[1:] == (28, 28, 32)
+    assert template.get_layer("cell2_pre1").input.shape[1:] == (14, 14, 16)
+    # Float MACs by hand: blur 9 x channels in x output pixels, 1x1 conv in x out x pixels
+    # (cell 2 concatenates 4 nodes of 16 channels).
+    rows = {row.name: row for row in profile(template).layers}
+    assert rows["cell1_transition_blur"].macs_float == 9 * 32 * 14 * 14
+    assert rows["cell1_transition_conv"].macs_float == 32 * 16 * 14 * 14
+    assert rows["cell3_transition_blur"].macs_float == 9 * 64 * 7 * 7
+    assert rows["cell3_transition_conv"].macs_float == 64 * 32 * 7 * 7
+    assert rows["cell1_transition_conv"].macs_binary == 0
+
+
+def test_the_quicknet_transition_is_relu_maxpool_blur_conv_bn():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 9, 9, 3)).astype(np.float32)
+    inputs = tf.keras.Input((9, 9, 3))
+    y, blur = quicknet_transition(inputs, 4, "t")
+    model = tf.keras.Model(inputs, y)
+    set_blur_kernels([blur])
+    kernel = rng.standard_normal((1, 1, 3, 4)).astype(np.float32)
+    gamma, beta, mean = (rng.standard_normal(4).astype(np.float32) for _ in range(3))
+    variance = rng.uniform(0.5, 2.0, 4).astype(np.float32)
+    model.get_layer("t_conv").set_weights([kernel])
+    model.get_layer("t_bn").set_weights([gamma, beta, mean, variance])
+    relu = np.maximum(x, 0)
+    pooled = np.max([relu[:, i:i + 8, j:j + 8] for i in (0, 1) for j in (0, 1)], axis=0)  # 8x8
+    # 'same' padding of 8 pixels for a 3x3 kernel at stride 2: 4 outputs, one zero row and
+    # column after the image, none before.
+    padded = np.pad(pooled, ((0, 0), (0, 1), (0, 1), (0, 0)))
+    weights = np.outer([1, 2, 1], [1, 2, 1]) / 16.0
+    blurred = sum(weights[u, v] * padded[:, u:u + 8:2, v:v + 8:2]
+                  for u in range(3) for v in range(3))
+    conv = blurred @ kernel[0, 0]
+    expected = (conv - mean) / np.sqrt(variance + 1e-5) * gamma + beta
+    np.testing.assert_allclose(model(x, training=False), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_an_unknown_reduction_is_refused_naming_the_choices():
+    info = DatasetInfo("x", 10, (28, 28, 1), 10, 10, tuple("abcdefghij"), (0.0,), (1.0,))
+    config = config_lib.load("train", overrides=["cells=5", "channels=8", "reduction=cells"])
+    with pytest.raises(UserError, match="reduction must be one of searched, quicknet, got 'cells'"):
+        build_from_config(BINARY_GENOTYPE, info, config)
 
 
 def test_drop_path_drops_whole_examples_and_is_not_a_weight():

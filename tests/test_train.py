@@ -386,3 +386,10 @@ def test_cli_refuses_a_genotype_of_another_space(tmp_path):
                                                               "space 'darts'")
     assert "--set space=darts" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_reduction_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(UserError, match="reduction must be one of searched, quicknet"):
+        run_training(tiny_config(reduction="float"), dataset="demo", output_dir=tmp_path / "bad",
+                     model="bireal")
+    assert not (tmp_path / "bad").exists()

@@ -22,10 +22,10 @@ from __future__ import annotations
 import dataclasses
 
 import larq as lq
-import numpy as np
 import tensorflow as tf
 
 from ubnas_tf.errors import UserError
+from ubnas_tf.network.transition import quicknet_transition, set_blur_kernels
 from ubnas_tf.search_space import BinaryConvModule, SearchSpace, get_space
 from ubnas_tf.search_space.layers import Conv2D, register
 
@@ -87,13 +87,6 @@ def bireal(info, *, width: int = 64, blocks=(4, 4, 4, 4), name: str = "bireal") 
 
 # --- QuickNet --------------------------------------------------------------------------------
 
-def _blur_kernel(channels: int) -> np.ndarray:
-    """The 3x3 binomial blur of anti-aliased pooling (Zhang, ICML 2019), one per channel."""
-    row = np.array([1.0, 2.0, 1.0])
-    kernel = np.outer(row, row) / 16.0
-    return np.repeat(kernel[:, :, None, None], channels, axis=2).astype(np.float32)
-
-
 def quicknet(info, *, filters=(64, 128, 256, 512), blocks=(4, 4, 4, 4),
              name: str = "quicknet") -> tf.keras.Model:
     """QuickNet-style binary network for small images (see the module docstring)."""
@@ -121,17 +114,8 @@ def quicknet(info, *, filters=(64, 128, 256, 512), blocks=(4, 4, 4, 4),
         for block in range(count):
             prefix = f"section{section}_block{block}"
             if width != x.shape[-1]:
-                x = tf.keras.layers.ReLU(name=f"{prefix}_transition_relu")(x)
-                x = tf.keras.layers.MaxPool2D(2, strides=1, name=f"{prefix}_transition_pool")(x)
-                blur = tf.keras.layers.DepthwiseConv2D(3, strides=2, padding="same",
-                                                       use_bias=False, trainable=False,
-                                                       name=f"{prefix}_transition_blur")
-                x = blur(x)
+                x, blur = quicknet_transition(x, width, f"{prefix}_transition")
                 blur_layers.append(blur)
-                x = tf.keras.layers.Conv2D(width, 1, use_bias=False,
-                                           kernel_initializer="glorot_normal",
-                                           name=f"{prefix}_transition_conv")(x)
-                x = _bn(f"{prefix}_transition_bn")(x)
             residual = x
             x = lq.layers.QuantConv2D(
                 width, 3, padding="same", pad_values=1.0, use_bias=False, activation="relu",
@@ -146,9 +130,7 @@ def quicknet(info, *, filters=(64, 128, 256, 512), blocks=(4, 4, 4, 4),
     outputs = tf.keras.layers.Dense(info.num_classes, kernel_initializer="glorot_normal",
                                     name="classifier")(x)
     model = tf.keras.Model(inputs, outputs, name=name)
-    # The blur is a fixed weight, saved with the model: no custom initializer to register.
-    for blur in blur_layers:
-        blur.set_weights([_blur_kernel(int(blur.depthwise_kernel.shape[2]))])
+    set_blur_kernels(blur_layers)
     return model
 
 

@@ -8,7 +8,10 @@ PC-DARTS, EBNAS and UBNAS:
            three stride-2 convs (ubnas_tf.search_space.stems), whose first cell takes s0 at
            twice s1's resolution (reduction_prev=True)
     cells: `cells` cells, reductions (stride 2, channels x2) at cells//3 and 2*cells//3
-           (`search_space.reduction_cells`: the supernet's rule too, 5 cells or more);
+           (`search_space.reduction_cells`: the supernet's rule too, 5 cells or more); with
+           `reduction="quicknet"` each reduction is QuickNet's float transition to 2C' channels
+           (ubnas_tf.network.transition) instead of the searched reduction cell, and only the
+           normal cell comes from the genotype;
            cell k takes the outputs of cells k-2 and k-1, projects them with the space's
            preprocess (the first after a reduction halves the resolution), and each node sums
            two ops of the genotype; the cell's output concatenates the genotype's `concat` nodes
@@ -36,6 +39,7 @@ import zlib
 import tensorflow as tf
 
 from ubnas_tf.errors import UserError
+from ubnas_tf.network.transition import quicknet_transition, set_blur_kernels
 from ubnas_tf.search_space.genotype import Genotype
 from ubnas_tf.search_space import ModuleStructure, SearchSpace, get_space, reduction_cells
 from ubnas_tf.search_space.layers import Identity, register
@@ -45,8 +49,10 @@ __all__ = [
     "AUXILIARY_PREFIX",
     "DropPath",
     "NetworkSpec",
+    "REDUCTIONS",
     "build_network",
     "build_from_config",
+    "check_reduction",
     "check_space",
     "inference_model",
     "reduction_cells",
@@ -54,6 +60,9 @@ __all__ = [
 ]
 
 AUXILIARY_PREFIX = "auxiliary"
+# What sits at the reduction positions: the genotype's reduction cell, or QuickNet's float
+# transition (ReLU, max pool, blur, float 1x1 conv, BN) to the stage's C channels.
+REDUCTIONS = ("searched", "quicknet")
 
 
 @register
@@ -136,13 +145,21 @@ class NetworkSpec:
     auxiliary: bool = False
     drop_path: float = 0.0
     stem: str = "auto"
+    reduction: str = "searched"
 
     def __post_init__(self):
         for field in ("cells", "channels", "stem_multiplier"):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"{field} must be a positive integer, got {value!r}")
+        check_reduction(self.reduction)
         reduction_cells(self.cells)  # refuses counts that cannot keep DARTS's layout
+
+
+def check_reduction(reduction) -> str:
+    if reduction not in REDUCTIONS:
+        raise UserError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    return reduction
 
 
 def _check_input(input_shape, num_classes, auxiliary: bool, stride: int = 1) -> tuple:
@@ -228,6 +245,7 @@ def build_network(
     auxiliary: bool = False,
     drop_path: float = 0.0,
     stem: str = "auto",
+    reduction: str = "searched",
     name: str = "network",
 ) -> tf.keras.Model:
     """The network of `genotype` as a functional Keras model that outputs logits.
@@ -245,6 +263,9 @@ def build_network(
         stem: `cifar`, `imagenet` (DARTS's NetworkImageNet: stride 8, C channels),
             `ebnas_imagenet` (EBNAS's grouped variant) or `auto` (by input size; see
             `ubnas_tf.search_space.stems`).
+        reduction: `searched` (the genotype's reduction cells) or `quicknet` (QuickNet's float
+            transition at each reduction position, to that stage's C channels; the
+            genotype's reduction cell is not built).
 
     # Raises
         UserError: for a genotype of another space, or data the network cannot take.
@@ -253,7 +274,8 @@ def build_network(
         space = get_space(genotype.space)
     elif isinstance(space, str):
         space = get_space(space)
-    spec = NetworkSpec(cells, channels, stem_multiplier, module, auxiliary, drop_path, stem)
+    spec = NetworkSpec(cells, channels, stem_multiplier, module, auxiliary, drop_path, stem,
+                       reduction)
     _check_input(tuple(input_shape), num_classes, False)  # one fixed size, before the stem
     stem_kind = resolve_stem(spec.stem, input_shape)
     structure = ModuleStructure.from_config(module or space.network_module)
@@ -271,12 +293,18 @@ def build_network(
     reduction_prev = stem_kind != "cifar"
     reductions = reduction_cells(spec.cells)
     aux_logits = None
+    blur_layers = []
     for index in range(spec.cells):
         reduction = index in reductions
         if reduction:
             current *= 2
-        s0, s1 = s1, _cell(space, genotype, structure, s0, s1, current, reduction,
+        if reduction and spec.reduction == "quicknet":
+            output, blur = quicknet_transition(s1, current, f"cell{index}_transition")
+            blur_layers.append(blur)
+        else:
+            output = _cell(space, genotype, structure, s0, s1, current, reduction,
                            reduction_prev, index, spec.drop_path)
+        s0, s1 = s1, output
         reduction_prev = reduction
         if auxiliary and index == reductions[1]:
             aux_logits = _auxiliary_head(s1, num_classes, 3 if stem_kind == "cifar" else 2)
@@ -284,7 +312,9 @@ def build_network(
     x = tf.keras.layers.GlobalAveragePooling2D(name="global_pool")(s1)
     logits = tf.keras.layers.Dense(num_classes, name="classifier")(x)
     outputs = [logits, aux_logits] if auxiliary else logits
-    return tf.keras.Model(inputs, outputs, name=name)
+    model = tf.keras.Model(inputs, outputs, name=name)
+    set_blur_kernels(blur_layers)
+    return model
 
 
 def _stem(inputs, kind: str, channels: int):
@@ -310,7 +340,7 @@ def check_space(genotype: Genotype, config_space: str | None, source: str = "gen
 def build_from_config(genotype: Genotype, info, config: dict, *, space=None,
                       module=None, name: str = "network") -> tf.keras.Model:
     """`build_network` sized by a train config (`cells`, `channels`, `stem_multiplier`,
-    `module`, `auxiliary`, `drop_path`, `stem`) for the data described by `info` (a
+    `module`, `auxiliary`, `drop_path`, `stem`, `reduction`) for the data described by `info` (a
     DatasetInfo).
 
     `space` and `module` override the config's (the float baseline and two-stage training use
@@ -330,6 +360,7 @@ def build_from_config(genotype: Genotype, info, config: dict, *, space=None,
         auxiliary=bool(auxiliary.get("enabled", False)),
         drop_path=float(config.get("drop_path") or 0.0),
         stem=config.get("stem", "auto"),
+        reduction=config.get("reduction", "searched"),
         name=name,
     )
 

@@ -71,7 +71,7 @@ from ubnas_tf import config as config_lib
 from ubnas_tf.distribute import is_chief
 from ubnas_tf.errors import UserError
 from ubnas_tf.io_utils import atomic_write_json, atomic_write_text
-from ubnas_tf.network.genotype_network import build_from_config, check_space
+from ubnas_tf.network.genotype_network import build_from_config, check_reduction, check_space
 from ubnas_tf.search_space import get_space
 from ubnas_tf.search_space.genotype import Genotype
 from ubnas_tf.train.evaluate import check_model_fits, evaluate, load_model
@@ -151,6 +151,7 @@ def _validate_config(config: dict) -> None:
         raise UserError(f"data.validation_fraction must be in [0, 1) (0: no validation split), "
                         f"got {fraction!r}")
     resolve_stem(config.get("stem", "auto"), (1, 1))  # a bad stem kind fails before any write
+    check_reduction(config.get("reduction", "searched"))
 
 
 # What a search run leaves in its folder (`ubnas_tf.search.run`), and what a train run writes or
