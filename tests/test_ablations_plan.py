@@ -25,6 +25,17 @@ def _cache(folder, key, result, budget="full", spec=None):
         "result": result})
 
 
+def _supernet_row(tmp_path):
+    """Ablations whose supernet row has finished: search K found EBNAS's genotype (K = 0) or
+    UBNAS's Fashion-MNIST one (K = 1), DARTS-PT the other."""
+    runs = _ablations(tmp_path)
+    found = [published("EBNAS").to_dict(), published("UBNAS_FASHION_MNIST").to_dict()]
+    for seed in runs.seeds:
+        _cache(tmp_path / "r", f"images-18000_search-{seed}", {"genotype": found[seed]})
+        _cache(tmp_path / "r", f"images-18000_pt-{seed}", {"genotype": found[1 - seed]})
+    return runs, found
+
+
 def _sets(unit):
     return unit.spec()["sets"]
 
@@ -207,11 +218,7 @@ def test_supernet_random_draws_once_in_the_window_around_the_rows_mean_ops(tmp_p
     from experiments.ops_matching import genotype_cost_model
     from ubnas_tf.search_space.genotype import Genotype
 
-    runs = _ablations(tmp_path)
-    found = [published("EBNAS").to_dict(), published("UBNAS_FASHION_MNIST").to_dict()]
-    for seed in runs.seeds:  # alphas and DARTS-PT genotypes of the supernet row
-        _cache(tmp_path / "r", f"images-18000_search-{seed}", {"genotype": found[seed]})
-        _cache(tmp_path / "r", f"images-18000_pt-{seed}", {"genotype": found[1 - seed]})
+    runs, found = _supernet_row(tmp_path)
     search, train = runs.exp.configs()
     model = genotype_cost_model(search, train, runs.exp.dataset_info())
     target = sum(model.genotype_ops(Genotype.from_dict(g)) for g in found) / 2
@@ -239,11 +246,7 @@ def test_supernet_baselines_train_quicknet_at_the_random_networks_target(tmp_pat
     from ubnas_tf.network.baselines import build_baseline
     from ubnas_tf.network.cost import profile
 
-    runs = _ablations(tmp_path)
-    found = [published("EBNAS").to_dict(), published("UBNAS_FASHION_MNIST").to_dict()]
-    for seed in runs.seeds:
-        _cache(tmp_path / "r", f"images-18000_search-{seed}", {"genotype": found[seed]})
-        _cache(tmp_path / "r", f"images-18000_pt-{seed}", {"genotype": found[1 - seed]})
+    runs, found = _supernet_row(tmp_path)
     units = runs.stages()["supernet_baselines"]()
     assert [u.key for u in units] == ["images-18000-quicknet_seed-0",
                                       "images-18000-quicknet_seed-1"]
@@ -281,11 +284,7 @@ def test_versus_random_compares_network_means_by_hand(tmp_path):
 
 def test_transitions_retrain_the_rows_genotypes_and_random_networks_with_quicknet_reductions(
         tmp_path):
-    runs = _ablations(tmp_path)
-    found = [published("EBNAS").to_dict(), published("UBNAS_FASHION_MNIST").to_dict()]
-    for seed in runs.seeds:
-        _cache(tmp_path / "r", f"images-18000_search-{seed}", {"genotype": found[seed]})
-        _cache(tmp_path / "r", f"images-18000_pt-{seed}", {"genotype": found[1 - seed]})
+    runs, found = _supernet_row(tmp_path)
     units = runs.stages()["transitions"]()
     random = ablations.TRANSITIONS_RANDOM
     # Search K's genotype retrained with seed K, then every random network's seed 0 before any
