@@ -34,6 +34,8 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   normal cell differs between them. QuickNet spends most of its OPs on float stem and
   transitions; does a searched normal cell still beat random ones under that template, and
   does the template close the gap to QuickNet?
+- supernet_long: the budget check on the supernet row: its alphas genotypes, QuickNet at its
+  OPs and 4 of its random networks retrained for the budget's long epochs (4).
 
 A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
 runs one seed's search and retraining per process.
@@ -53,7 +55,8 @@ from ubnas_tf import cli  # noqa: E402
 
 flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | "
                     "supernet | supernet_pt | supernet_random | supernet_baselines | "
-                    "supernet_nostop | transitions | report | all; NAME:K runs the K-th part "
+                    "supernet_nostop | transitions | supernet_long | report | all; NAME:K "
+                    "runs the K-th part "
                     "of a stage, "
                     "NAME@K/N its K-th share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
@@ -76,6 +79,7 @@ SUPERNET_RANDOM = 8  # random networks at the supernet row's OPs (as compare.py 
 SUPERNET_BASELINES = ("quicknet",)  # hand-designed networks sized to the same OPs (issue 14's)
 TRANSITIONS = "quicknet"  # the `reduction` of the transitions stage
 TRANSITIONS_RANDOM = 4  # the first random networks of the supernet row, retrained under it
+LONG_RANDOM = 4  # the first random networks of the supernet row, retrained at the long budget
 MODULES = {  # the reference genotype retrained under each; ebnas_retrain is the reference
     "ebnas_retrain": None,
     "bireal": "bireal",
@@ -181,6 +185,7 @@ class Ablations:
                     (f"max_examples={self.supernet_images()}", *early_stop_off()), ())},
                 continues=self.supernet_label()),
             "transitions": self.transitions,
+            "supernet_long": self.supernet_long,
         }
 
     def supernet_pt(self) -> list:
@@ -240,13 +245,20 @@ class Ablations:
             record = grown
         return record
 
+    def _alphas(self, seed: int):
+        """The genotype of the supernet row's search `seed`, read when a unit needs it."""
+        return lambda: self.exp.result(f"{self.supernet_label()}_search-{seed}")["genotype"]
+
+    def _random(self, j: int):
+        """The supernet row's random network `j`, read when a unit needs it."""
+        return lambda: self.supernet_random_genotypes()["genotypes"][j]["genotype"]
+
     def supernet_random(self) -> list:
         """Random networks at the supernet row's OPs, each retrained with every seed."""
         label = f"{self.supernet_label()}-random"
-        return [self.exp.train_unit(
-            f"{label}-{j}_seed-{seed}", "genotype", seed,
-            genotype=lambda j=j: self.supernet_random_genotypes()["genotypes"][j]["genotype"])
-            for j in range(SUPERNET_RANDOM) for seed in self.seeds]
+        return [self.exp.train_unit(f"{label}-{j}_seed-{seed}", "genotype", seed,
+                                    genotype=self._random(j))
+                for j in range(SUPERNET_RANDOM) for seed in self.seeds]
 
     def supernet_baseline_sizes(self) -> dict:
         """SUPERNET_BASELINES sized to the random networks' target (the supernet row's mean
@@ -276,17 +288,33 @@ class Ablations:
         """The supernet row's alphas genotypes (search K retrained with seed K) and its random
         networks (seed by seed: every network's seed 0 before any seed 1) retrained with
         QuickNet's float transitions at the reduction positions."""
-        label, exp = self.supernet_label(), self.exp
+        label, exp = f"{self.supernet_label()}-transitions", self.exp
         sets = (f"reduction={TRANSITIONS}",)
-        searched = [exp.train_unit(
-            f"{label}-transitions_seed-{seed}", "genotype", seed, sets=sets,
-            genotype=lambda seed=seed: exp.result(f"{label}_search-{seed}")["genotype"])
-            for seed in self.seeds]
-        random = [exp.train_unit(
-            f"{label}-transitions-random-{j}_seed-{seed}", "genotype", seed, sets=sets,
-            genotype=lambda j=j: self.supernet_random_genotypes()["genotypes"][j]["genotype"])
-            for seed in self.seeds for j in range(TRANSITIONS_RANDOM)]
+        searched = [exp.train_unit(f"{label}_seed-{seed}", "genotype", seed, sets=sets,
+                                   genotype=self._alphas(seed)) for seed in self.seeds]
+        random = [exp.train_unit(f"{label}-random-{j}_seed-{seed}", "genotype", seed, sets=sets,
+                                 genotype=self._random(j))
+                  for seed in self.seeds for j in range(TRANSITIONS_RANDOM)]
         return searched + random
+
+    def supernet_long(self) -> list:
+        """The budget check on the supernet row: its alphas genotypes (search K, seed K),
+        QuickNet at its OPs (every seed) and its first LONG_RANDOM random networks (seed 0)
+        retrained for the budget's long epochs. Does QuickNet's lead hold at a longer budget?"""
+        from experiments.ops_matching import settings_as_sets
+
+        label, exp = f"{self.supernet_label()}-long", self.exp
+        sets = (f"epochs={exp.budget.budget_epochs[1]}",)
+        searched = [exp.train_unit(f"{label}_seed-{seed}", "genotype", seed, sets=sets,
+                                   genotype=self._alphas(seed)) for seed in self.seeds]
+        baselines = [exp.train_unit(
+            f"{label}-{name}_seed-{seed}", name, seed, model=name, sets=sets,
+            late_sets=lambda name=name: settings_as_sets(
+                name, self.supernet_baseline_sizes()[name]["settings"]))
+            for name in SUPERNET_BASELINES for seed in self.seeds]
+        random = [exp.train_unit(f"{label}-random-{j}_seed-0", "genotype", 0, sets=sets,
+                                 genotype=self._random(j)) for j in range(LONG_RANDOM)]
+        return searched + baselines + random
 
     # --- the report -------------------------------------------------------------------------
 
@@ -348,6 +376,13 @@ class Ablations:
             ("DARTS-PT selection", f"images-{images}-pt", True),
             ("run to the end", f"images-{images}-nostop", True),
             *((name, f"images-{images}-{name}", False) for name in SUPERNET_BASELINES)))
+
+    def long_versus_random(self, images: int) -> list:
+        """At the long budget: the searched cells and QuickNet against random ones."""
+        return self.versus_random(f"images-{images}-long-random", (
+            ("alphas", f"images-{images}-long", True),
+            *((name, f"images-{images}-long-{name}", False) for name in SUPERNET_BASELINES)),
+            LONG_RANDOM)
 
     def transitions_versus_random(self, images: int) -> list:
         """Under the float-transition template: the searched normal cells against random
@@ -426,6 +461,12 @@ class Ablations:
                 self._row(f"random networks of the {images:,} rows",
                           *(f"images-{images}-transitions-random-{j}"
                             for j in range(TRANSITIONS_RANDOM)))],
+            f"the {images:,} rows at {self.exp.budget.budget_epochs[1]} epochs (budget check)": [
+                self._row(f"{images:,}, alphas", f"images-{images}-long"),
+                self._row(f"random networks of the {images:,} rows",
+                          *(f"images-{images}-long-random-{j}" for j in range(LONG_RANDOM))),
+                *(self._row(f"{name} at the {images:,} rows' OPs",
+                            f"images-{images}-long-{name}") for name in SUPERNET_BASELINES)],
         }
         lines = [f"Budget `{self.exp.budget.name}` on `{self.exp.budget.dataset}`, "
                  f"{self.exp.budget.seeds} seeds per row (`runs`: more where `--seeds` added "
@@ -459,18 +500,23 @@ class Ablations:
         supernet_pairs = self.early_stop_pairs((f"images-{images}", f"images-{images}-nostop"))
         versus = self.supernet_versus_random(images)
         transitions = self.transitions_versus_random(images)
+        long = self.long_versus_random(images)
         lines += self._versus_random_markdown(
             versus, f"Against the random networks at the {images:,} rows' OPs")
         lines += self._versus_random_markdown(
             transitions, f"With {TRANSITIONS} float transitions, the searched normal cells "
                          "against the random networks' (same template)")
+        lines += self._versus_random_markdown(
+            long, f"At {self.exp.budget.budget_epochs[1]} epochs, against the random networks "
+                  f"at the {images:,} rows' OPs")
         lines += self._pairs_markdown(pairs, "reference searches")
         lines += self._pairs_markdown(supernet_pairs, f"searches on {images:,} images")
         lines += ["Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures)]
         atomic_write_json(out / "results.json", {**tables, "early_stop_pairs": pairs,
                                                  "supernet_early_stop_pairs": supernet_pairs,
                                                  "supernet_versus_random": versus,
-                                                 "transitions_versus_random": transitions})
+                                                 "transitions_versus_random": transitions,
+                                                 "long_versus_random": long})
         atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
         print("\n".join(lines), flush=True)
         return tables

@@ -377,10 +377,12 @@ class Experiment:
                                                 "flags": [str(flag) for flag in sets]}, run)
 
     def train_unit(self, key: str, kind: str, seed: int, *, genotype=None, model=None,
-                   sets=(), convert: bool = False) -> Unit:
+                   sets=(), late_sets=None, convert: bool = False) -> Unit:
         """Retrain one network: a genotype (dict), a baseline `model` name, or both (`float`).
         `genotype` and `sets` may be callables giving them at run time (they may need an
-        earlier stage's results). `convert`: also lce_convert it (.tflite size)."""
+        earlier stage's results); `late_sets`, a callable, gives sets that follow `sets` (the
+        unit's epochs are then still known before it runs). `convert`: also lce_convert it
+        (.tflite size)."""
         from ubnas_tf import config as config_lib
 
         budget = self.budget
@@ -391,6 +393,8 @@ class Experiment:
         def spec():
             resolved = genotype() if callable(genotype) else genotype
             extra = tuple(sets()) if callable(sets) else static
+            if late_sets is not None:
+                extra += tuple(late_sets())
             return {"tool": "train", "model": model, "sets": list(base + extra),
                     "genotype": resolved}
 

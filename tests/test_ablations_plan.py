@@ -77,8 +77,10 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # retraining) x 2 seeds each; seven module rows (the reference's included): retraining x 2
     # seeds; supernet_pt: (selection + retraining) x 2 seeds and the reference's 2
     # retrainings; supernet_random: 8 random networks x 2 seeds; supernet_baselines: QuickNet
-    # x 2 seeds; transitions: the row's 2 genotypes and the first 4 random networks x 2 seeds.
-    assert len(keys) == len(set(keys)) == 7 * 2 * 2 + 7 * 2 + 3 * 2 + 8 * 2 + 2 + 2 + 4 * 2
+    # x 2 seeds; transitions: the row's 2 genotypes and the first 4 random networks x 2 seeds;
+    # supernet_long: the row's 2 genotypes, QuickNet x 2 seeds and 4 random networks.
+    assert len(keys) == len(set(keys)) == (7 * 2 * 2 + 7 * 2 + 3 * 2 + 8 * 2 + 2 + 2 + 4 * 2
+                                           + 2 + 2 + 4)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -305,3 +307,32 @@ def test_transitions_retrain_the_rows_genotypes_and_random_networks_with_quickne
             assert spec["genotype"] == drawn[index]["genotype"]
         else:
             assert spec["genotype"] == found[seed]
+
+
+def test_supernet_long_retrains_the_row_quicknet_and_random_networks_at_the_long_budget(
+        tmp_path):
+    from ubnas_tf.network.baselines import build_baseline
+    from ubnas_tf.network.cost import profile
+
+    runs, found = _supernet_row(tmp_path)
+    units = runs.stages()["supernet_long"]()
+    assert [u.key for u in units] == (
+        ["images-18000-long_seed-0", "images-18000-long_seed-1",
+         "images-18000-long-quicknet_seed-0", "images-18000-long-quicknet_seed-1"]
+        + [f"images-18000-long-random-{j}_seed-0" for j in range(ablations.LONG_RANDOM)])
+    long_epochs = runs.exp.budget.budget_epochs[1]
+    assert long_epochs > runs.exp.budget.train_epochs()
+    drawn = runs.supernet_random_genotypes()
+    for unit in units:
+        spec = unit.spec()
+        config = config_lib.load("train", [protocol.ROOT / runs.exp.budget.train_config],
+                                 spec["sets"])
+        assert config["epochs"] == unit.epochs == long_epochs  # the ETA knows it too
+        if "-random-" in unit.key:
+            index = int(unit.key.split("-random-")[1].split("_")[0])
+            assert spec["genotype"] == drawn["genotypes"][index]["genotype"]
+        elif spec["model"]:  # the same QuickNet as supernet_baselines', only longer
+            ops = profile(build_baseline("quicknet", runs.exp.dataset_info(), config)).ops
+            assert abs(ops / drawn["target_ops"] - 1) <= runs.exp.budget.ops_tolerance
+        else:
+            assert spec["genotype"] == found[config["seed"]]
