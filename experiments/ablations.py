@@ -345,9 +345,9 @@ class Ablations:
 
     def versus_random(self, random_label: str, rows, networks: int = SUPERNET_RANDOM) -> list:
         """Rows (name, label, networks_are_seeds) against the random networks
-        `<random_label>-J`, J < `networks` (each the mean over its seeds): a row whose networks are seeds
-        counts each search's genotype as one network, else the row is one network (the mean
-        of its runs); the difference of the means of network means, with an exact
+        `<random_label>-J`, J < `networks` (each the mean over its seeds): a row whose networks
+        are seeds counts each search's genotype as one network, else the row is one network
+        (the mean of its runs); the difference of the means of network means, with an exact
         permutation test where there are several networks on both sides."""
         random = [mean_std([r["train"]["test_top1"] for r in runs])[0] for runs in (
             self._runs(f"{random_label}-{j}") for j in range(networks)) if runs]

@@ -9,9 +9,9 @@ PC-DARTS, EBNAS and UBNAS:
            twice s1's resolution (reduction_prev=True)
     cells: `cells` cells, reductions (stride 2, channels x2) at cells//3 and 2*cells//3
            (`search_space.reduction_cells`: the supernet's rule too, 5 cells or more); with
-           `reduction="quicknet"` each reduction is QuickNet's float transition to 2C' channels
-           (ubnas_tf.network.transition) instead of the searched reduction cell, and only the
-           normal cell comes from the genotype;
+           `reduction="quicknet"` each reduction is QuickNet's float transition to the new
+           stage's channels (ubnas_tf.network.transition) instead of the searched reduction
+           cell, and only the normal cell comes from the genotype;
            cell k takes the outputs of cells k-2 and k-1, projects them with the space's
            preprocess (the first after a reduction halves the resolution), and each node sums
            two ops of the genotype; the cell's output concatenates the genotype's `concat` nodes
@@ -340,8 +340,8 @@ def check_space(genotype: Genotype, config_space: str | None, source: str = "gen
 def build_from_config(genotype: Genotype, info, config: dict, *, space=None,
                       module=None, name: str = "network") -> tf.keras.Model:
     """`build_network` sized by a train config (`cells`, `channels`, `stem_multiplier`,
-    `module`, `auxiliary`, `drop_path`, `stem`, `reduction`) for the data described by `info` (a
-    DatasetInfo).
+    `module`, `auxiliary`, `drop_path`, `stem`, `reduction`) for the data described by `info`
+    (a DatasetInfo).
 
     `space` and `module` override the config's (the float baseline and two-stage training use
     them); the genotype must come from the config's space.
