@@ -455,8 +455,7 @@ class Ablations:
                           *(f"images-{images}-random-{j}" for j in range(SUPERNET_RANDOM))),
                 *(self._row(f"{name} at the {images:,} rows' OPs", f"images-{images}-{name}")
                   for name in SUPERNET_BASELINES)],
-            f"{TRANSITIONS} float transitions in place of the reduction cells "
-            f"(`reduction: {TRANSITIONS}`)": [
+            f"float transitions in place of the reduction cells (`reduction: {TRANSITIONS}`)": [
                 self._row(f"{images:,}, alphas", f"images-{images}-transitions"),
                 self._row(f"random networks of the {images:,} rows",
                           *(f"images-{images}-transitions-random-{j}"
@@ -504,8 +503,9 @@ class Ablations:
         lines += self._versus_random_markdown(
             versus, f"Against the random networks at the {images:,} rows' OPs")
         lines += self._versus_random_markdown(
-            transitions, f"With {TRANSITIONS} float transitions, the searched normal cells "
-                         "against the random networks' (same template)")
+            transitions, f"With float transitions at the reductions (`reduction: {TRANSITIONS}`), "
+                         "the searched normal cells against the random networks' under the same "
+                         "template")
         lines += self._versus_random_markdown(
             long, f"At {self.exp.budget.budget_epochs[1]} epochs, against the random networks "
                   f"at the {images:,} rows' OPs")
