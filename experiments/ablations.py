@@ -79,7 +79,8 @@ SUPERNET_RANDOM = 8  # random networks at the supernet row's OPs (as compare.py 
 SUPERNET_BASELINES = ("quicknet",)  # hand-designed networks sized to the same OPs (issue 14's)
 TRANSITIONS = "quicknet"  # the `reduction` of the transitions stage
 TRANSITIONS_RANDOM = 4  # the first random networks of the supernet row, retrained under it
-LONG_RANDOM = 4  # the first random networks of the supernet row, retrained at the long budget
+LONG_RANDOM = 2  # the first random networks of the supernet row, retrained at the long budget
+#                 (2 so that the stage fits one session of this CPU; raise it to grow the stage)
 MODULES = {  # the reference genotype retrained under each; ebnas_retrain is the reference
     "ebnas_retrain": None,
     "bireal": "bireal",
