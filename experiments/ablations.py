@@ -215,16 +215,15 @@ class Ablations:
         from ubnas_tf.io_utils import atomic_write_json
         from ubnas_tf.search_space.genotype import Genotype
 
-        search, train = self.exp.configs()
-        info = self.exp.dataset_info()
-
         def draw(target, seed=0):
-            return random_genotypes_record(search, train, info, count=SUPERNET_RANDOM,
-                                           target=target, seed=seed,
+            search, train = self.exp.configs()
+            return random_genotypes_record(search, train, self.exp.dataset_info(),
+                                           count=SUPERNET_RANDOM, target=target, seed=seed,
                                            tolerance=self.exp.budget.ops_tolerance)
 
         def make():
-            model = genotype_cost_model(search, train, info)
+            search, train = self.exp.configs()
+            model = genotype_cost_model(search, train, self.exp.dataset_info())
             label = self.supernet_label()
             genotypes = [self.exp.result(f"{label}_{kind}-{seed}")["genotype"]
                          for kind in ("search", "pt") for seed in self.seeds]

@@ -184,7 +184,10 @@ class Experiment:
         return (config_lib.load("search", [ROOT / budget.search_config], budget.search_sets),
                 config_lib.load("train", [ROOT / budget.train_config], budget.train_sets))
 
+    @functools.cache
     def dataset_info(self):
+        """The budget's dataset's info (loaded once: the random draws and baseline sizes of
+        many units ask for it)."""
         from ubnas_tf.data import load_dataset
 
         return load_dataset(self.budget.dataset).info
