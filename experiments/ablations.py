@@ -35,7 +35,7 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   transitions; does a searched normal cell still beat random ones under that template, and
   does the template close the gap to QuickNet?
 - supernet_long: the budget check on the supernet row: its alphas genotypes, QuickNet at its
-  OPs and 4 of its random networks retrained for the budget's long epochs (4).
+  OPs and its first LONG_RANDOM random networks retrained for the budget's long epochs (4).
 
 A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
 runs one seed's search and retraining per process.
@@ -56,9 +56,7 @@ from ubnas_tf import cli  # noqa: E402
 flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | "
                     "supernet | supernet_pt | supernet_random | supernet_baselines | "
                     "supernet_nostop | transitions | supernet_long | report | all; NAME:K "
-                    "runs the K-th part "
-                    "of a stage, "
-                    "NAME@K/N its K-th share of N processes.")
+                    "runs the K-th part of a stage, NAME@K/N its K-th share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
 flags.DEFINE_string("work_dir", "experiments/ablations_run", "Tools' outputs (not committed).")
