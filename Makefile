@@ -14,8 +14,10 @@ $(STAMP): setup.py constraints.txt
 
 install: $(STAMP)
 
+# One pytest worker per core (at most 4), a test file per worker: files share their module
+# fixtures, and most tests wait on one-threaded tool start-ups and Python, not on the cores.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile tests
 
 demo: $(STAMP)
 	$(PY) tools/demo.py

@@ -35,6 +35,6 @@ setuptools.setup(
     package_data={"ubnas_tf": ["data/demo/*"]},
     include_package_data=True,
     install_requires=INSTALL_REQUIRES,
-    extras_require={"test": ["pytest>=8,<10"]},
+    extras_require={"test": ["pytest>=8,<10", "pytest-xdist>=3.6,<4"]},
     entry_points={"console_scripts": ["lce_convert=ubnas_tf.export.cli:console_main"]},
 )
