@@ -36,6 +36,10 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   does the template close the gap to QuickNet?
 - supernet_long: the budget check on the supernet row: its alphas genotypes, QuickNet at its
   OPs and its first LONG_RANDOM random networks retrained for the budget's long epochs (4).
+- templates: fewer, wider binary ops per cell (TEMPLATES: 2 nodes at C = 12, 3 at C = 10, both
+  with a 2C stem) at the supernet row's OPs: TEMPLATE_RANDOM random networks of each, every
+  seed, against the row's random networks (4 nodes, C = 8). A template whose random cells beat
+  those by far (or reach QuickNet) is the one to search next; no search runs here.
 
 A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
 runs one seed's search and retraining per process.
@@ -55,8 +59,8 @@ from ubnas_tf import cli  # noqa: E402
 
 flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | "
                     "supernet | supernet_pt | supernet_random | supernet_baselines | "
-                    "supernet_nostop | transitions | supernet_long | report | all; NAME:K "
-                    "runs the K-th part of a stage, NAME@K/N its K-th share of N processes.")
+                    "supernet_nostop | transitions | supernet_long | templates | report | all; "
+                    "NAME:K runs the K-th part of a stage, NAME@K/N its K-th share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
 flags.DEFINE_string("work_dir", "experiments/ablations_run", "Tools' outputs (not committed).")
@@ -79,6 +83,15 @@ TRANSITIONS = "quicknet"  # the `reduction` of the transitions stage
 TRANSITIONS_RANDOM = 4  # the first random networks of the supernet row, retrained under it
 LONG_RANDOM = 2  # the first random networks of the supernet row, retrained at the long budget
 #                 (2 so that the stage fits one session of this CPU; raise it to grow the stage)
+# Fewer, wider binary ops per cell at the supernet row's OPs (issue 14): each template's
+# random networks against the row's (4 nodes, C = 8, stem 3C). Two nodes at C = 12 give 4
+# binary ops per cell that see 12, 24, 48 channels (QuickNet's see 16, 32, 64) where 8 ops
+# see 8, 16, 32; a 2C stem keeps the stem's float OPs (24 channels) as they were.
+TEMPLATES = {
+    "nodes2-c12": {"nodes": 2, "channels": 12, "stem_multiplier": 2},
+    "nodes3-c10": {"nodes": 3, "channels": 10, "stem_multiplier": 2},
+}
+TEMPLATE_RANDOM = 4  # random networks per template, every seed each
 MODULES = {  # the reference genotype retrained under each; ebnas_retrain is the reference
     "ebnas_retrain": None,
     "bireal": "bireal",
@@ -185,6 +198,7 @@ class Ablations:
                 continues=self.supernet_label()),
             "transitions": self.transitions,
             "supernet_long": self.supernet_long,
+            "templates": self.templates,
         }
 
     def supernet_pt(self) -> list:
@@ -314,6 +328,39 @@ class Ablations:
                                  genotype=self._random(j)) for j in range(LONG_RANDOM)]
         return searched + baselines + random
 
+    def template_random_genotypes(self, name: str) -> dict:
+        """TEMPLATE_RANDOM random genotypes of template `name` (TEMPLATES) in the window of
+        the supernet row's random networks (same target, tolerance and seed), written once as
+        template_<name>_random_genotypes.json."""
+        from experiments.ops_matching import random_genotypes_record
+
+        def make():
+            search, train = self.exp.configs()
+            template = TEMPLATES[name]
+            nodes, stem = template["nodes"], template["stem_multiplier"]
+            return random_genotypes_record(
+                {**search, "nodes": nodes, "multiplier": nodes, "stem_multiplier": stem},
+                {**train, "channels": template["channels"], "stem_multiplier": stem},
+                self.exp.dataset_info(), count=TEMPLATE_RANDOM,
+                target=self.supernet_random_genotypes()["target_ops"],
+                tolerance=self.exp.budget.ops_tolerance)
+
+        return self.exp.written_once(f"template_{name}_random_genotypes.json", make)
+
+    def templates(self) -> list:
+        """Every template's random networks (seed by seed: all networks' seed 0 first),
+        retrained at the template's channels and stem."""
+        exp, units = self.exp, []
+        for seed in self.seeds:
+            for name, template in TEMPLATES.items():
+                sets = (f"channels={template['channels']}",
+                        f"stem_multiplier={template['stem_multiplier']}")
+                units += [exp.train_unit(
+                    f"{self.supernet_label()}-{name}-random-{j}_seed-{seed}", "genotype", seed,
+                    sets=sets, genotype=(lambda name=name, j=j: self.template_random_genotypes(
+                        name)["genotypes"][j]["genotype"])) for j in range(TEMPLATE_RANDOM)]
+        return units
+
     # --- the report -------------------------------------------------------------------------
 
     def _runs(self, label: str) -> list:
@@ -341,52 +388,75 @@ class Ablations:
             "epochs_run": [s["epochs_run"] for s in searches],
         }
 
+    def _network_means(self, labels) -> list:
+        """Each label with runs as one network: the mean test top-1 over its seeds."""
+        return [mean_std([r["train"]["test_top1"] for r in runs])[0]
+                for runs in map(self._runs, labels) if runs]
+
+    def _seed_networks(self, label: str) -> list:
+        """A row whose seed K retrained search K's genotype: each run one network."""
+        return [r["train"]["test_top1"] for r in self._runs(label)]
+
     def versus_random(self, random_label: str, rows, networks: int = SUPERNET_RANDOM) -> list:
-        """Rows (name, label, networks_are_seeds) against the random networks
-        `<random_label>-J`, J < `networks` (each the mean over its seeds): a row whose networks
-        are seeds counts each search's genotype as one network, else the row is one network
-        (the mean of its runs); the difference of the means of network means, with an exact
-        permutation test where there are several networks on both sides."""
-        random = [mean_std([r["train"]["test_top1"] for r in runs])[0] for runs in (
-            self._runs(f"{random_label}-{j}") for j in range(networks)) if runs]
+        """Rows (name, network accuracies) against the random networks `<random_label>-J`,
+        J < `networks` (each the mean over its seeds): the difference of the means of network
+        means, with an exact permutation test where there are several networks on both
+        sides. A search's genotype is one network (`_seed_networks`), so is QuickNet or a
+        random network (`_network_means`)."""
+        random = self._network_means(f"{random_label}-{j}" for j in range(networks))
         if not random:
             return []
         random_mean = mean_std(random)[0]
         table = [{"row": "random", "networks": random, "mean": random_mean,
                   "minus_random": 0.0, "p": None}]
-        for name, label, networks_are_seeds in rows:
-            runs = [r["train"]["test_top1"] for r in self._runs(label)]
-            if not runs:
+        for name, row_networks in rows:
+            if not row_networks:
                 continue
-            networks = runs if networks_are_seeds else [mean_std(runs)[0]]
-            mean = mean_std(networks)[0]
-            table.append({"row": name, "networks": networks, "mean": mean,
+            mean = mean_std(row_networks)[0]
+            table.append({"row": name, "networks": row_networks, "mean": mean,
                           "minus_random": mean - random_mean,
-                          "p": (permutation_p(networks, random)
-                                if len(networks) > 1 and len(random) > 1 else None)})
+                          "p": (permutation_p(row_networks, random)
+                                if len(row_networks) > 1 and len(random) > 1 else None)})
         return table if len(table) > 1 else []
+
+    def _baselines(self, label: str) -> tuple:
+        """(name, [its mean over seeds]) of each of SUPERNET_BASELINES as `<label>-<name>`."""
+        return tuple((name, self._network_means([f"{label}-{name}"]))
+                     for name in SUPERNET_BASELINES)
 
     def supernet_versus_random(self, images: int) -> list:
         """The supernet row's genotypes and QuickNet against the random networks at their
         OPs."""
-        return self.versus_random(f"images-{images}-random", (
-            ("alphas", f"images-{images}", True),
-            ("DARTS-PT selection", f"images-{images}-pt", True),
-            ("run to the end", f"images-{images}-nostop", True),
-            *((name, f"images-{images}-{name}", False) for name in SUPERNET_BASELINES)))
+        label = f"images-{images}"
+        return self.versus_random(f"{label}-random", (
+            ("alphas", self._seed_networks(label)),
+            ("DARTS-PT selection", self._seed_networks(f"{label}-pt")),
+            ("run to the end", self._seed_networks(f"{label}-nostop")),
+            *self._baselines(label)))
 
     def long_versus_random(self, images: int) -> list:
         """At the long budget: the searched cells and QuickNet against random ones."""
-        return self.versus_random(f"images-{images}-long-random", (
-            ("alphas", f"images-{images}-long", True),
-            *((name, f"images-{images}-long-{name}", False) for name in SUPERNET_BASELINES)),
-            LONG_RANDOM)
+        label = f"images-{images}-long"
+        return self.versus_random(f"{label}-random", (
+            ("alphas", self._seed_networks(label)), *self._baselines(label)), LONG_RANDOM)
 
     def transitions_versus_random(self, images: int) -> list:
         """Under the float-transition template: the searched normal cells against random
         ones."""
-        return self.versus_random(f"images-{images}-transitions-random", (
-            ("alphas", f"images-{images}-transitions", True),), TRANSITIONS_RANDOM)
+        label = f"images-{images}-transitions"
+        return self.versus_random(f"{label}-random", (
+            ("alphas", self._seed_networks(label)),), TRANSITIONS_RANDOM)
+
+    def templates_versus_random(self, images: int) -> list:
+        """Each template's random networks and QuickNet against the supernet row's random
+        networks (4 nodes, C = 8) at the same OPs."""
+        label = f"images-{images}"
+        return self.versus_random(f"{label}-random", (
+            *((f"random, {name}", self._network_means(
+                f"{label}-{name}-random-{j}" for j in range(TEMPLATE_RANDOM)))
+              for name in TEMPLATES),
+            ("alphas (4 nodes, C = 8)", self._seed_networks(label)),
+            *self._baselines(label)))
 
     @staticmethod
     def _versus_random_markdown(rows: list, title: str) -> list:
@@ -464,6 +534,14 @@ class Ablations:
                           *(f"images-{images}-long-random-{j}" for j in range(LONG_RANDOM))),
                 *(self._row(f"{name} at the {images:,} rows' OPs",
                             f"images-{images}-long-{name}") for name in SUPERNET_BASELINES)],
+            f"fewer, wider binary ops per cell at the {images:,} rows' OPs (random networks)": [
+                self._row(f"4 nodes, C = 8, stem 3C (the {images:,} rows' random networks)",
+                          *(f"images-{images}-random-{j}" for j in range(SUPERNET_RANDOM))),
+                *(self._row(f"{t['nodes']} nodes, C = {t['channels']}, stem "
+                            f"{t['stem_multiplier']}C",
+                            *(f"images-{images}-{name}-random-{j}"
+                              for j in range(TEMPLATE_RANDOM)))
+                  for name, t in TEMPLATES.items())],
         }
         lines = [f"Budget `{self.exp.budget.name}` on `{self.exp.budget.dataset}`, "
                  f"{self.exp.budget.seeds} seeds per row (`runs`: more where `--seeds` added "
@@ -498,6 +576,7 @@ class Ablations:
         versus = self.supernet_versus_random(images)
         transitions = self.transitions_versus_random(images)
         long = self.long_versus_random(images)
+        templates = self.templates_versus_random(images)
         lines += self._versus_random_markdown(
             versus, f"Against the random networks at the {images:,} rows' OPs")
         lines += self._versus_random_markdown(
@@ -507,6 +586,9 @@ class Ablations:
         lines += self._versus_random_markdown(
             long, f"At {self.exp.budget.budget_epochs[1]} epochs, against the random networks "
                   f"at the {images:,} rows' OPs")
+        lines += self._versus_random_markdown(
+            templates, f"Random networks of fewer, wider cells against the {images:,} rows' "
+                       "random networks (4 nodes, C = 8) at the same OPs")
         lines += self._pairs_markdown(pairs, "reference searches")
         lines += self._pairs_markdown(supernet_pairs, f"searches on {images:,} images")
         lines += ["Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures)]
@@ -514,7 +596,8 @@ class Ablations:
                                                  "supernet_early_stop_pairs": supernet_pairs,
                                                  "supernet_versus_random": versus,
                                                  "transitions_versus_random": transitions,
-                                                 "long_versus_random": long})
+                                                 "long_versus_random": long,
+                                                 "templates_versus_random": templates})
         atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
         print("\n".join(lines), flush=True)
         return tables

@@ -65,10 +65,13 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
             tool = "search" if unit.kind == "search" else "train"
             config = budget.search_config if tool == "search" else budget.train_config
             config_lib.load(tool, [protocol.ROOT / config], _sets(unit))
-            if "-random-" in unit.key:  # each random network of the supernet_random row
-                index = int(unit.key.split("-random-")[1].split("_")[0])
-                drawn = runs.supernet_random_genotypes()["genotypes"][index]["genotype"]
-                assert unit.spec()["genotype"] == drawn
+            if "-random-" in unit.key:  # each random network of its record
+                family, rest = unit.key.split("-random-")
+                template = family.removeprefix("images-18000-")
+                record = (runs.template_random_genotypes(template)
+                          if template in ablations.TEMPLATES else runs.supernet_random_genotypes())
+                index = int(rest.split("_")[0])
+                assert unit.spec()["genotype"] == record["genotypes"][index]["genotype"]
             elif tool == "train" and unit.spec()["model"]:  # the supernet row's QuickNet
                 assert unit.spec()["model"] in ablations.SUPERNET_BASELINES
             elif tool == "train":
@@ -78,9 +81,11 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # seeds; supernet_pt: (selection + retraining) x 2 seeds and the reference's 2
     # retrainings; supernet_random: 8 random networks x 2 seeds; supernet_baselines: QuickNet
     # x 2 seeds; transitions: the row's 2 genotypes and the first 4 random networks x 2 seeds;
-    # supernet_long: the row's 2 genotypes, QuickNet x 2 seeds and LONG_RANDOM random networks.
+    # supernet_long: the row's 2 genotypes, QuickNet x 2 seeds and LONG_RANDOM random networks;
+    # templates: each template's random networks x 2 seeds.
     assert len(keys) == len(set(keys)) == (7 * 2 * 2 + 7 * 2 + 3 * 2 + 8 * 2 + 2 + 2 + 4 * 2
-                                           + 2 + 2 + ablations.LONG_RANDOM)
+                                           + 2 + 2 + ablations.LONG_RANDOM
+                                           + len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -336,3 +341,50 @@ def test_supernet_long_retrains_the_row_quicknet_and_random_networks_at_the_long
             assert abs(ops / drawn["target_ops"] - 1) <= runs.exp.budget.ops_tolerance
         else:
             assert spec["genotype"] == found[config["seed"]]
+
+
+def test_templates_retrain_random_networks_of_fewer_wider_cells_in_the_rows_window(tmp_path):
+    from ubnas_tf.network.cost import profile
+    from ubnas_tf.network.genotype_network import build_from_config
+    from ubnas_tf.search_space.genotype import Genotype
+
+    runs, _ = _supernet_row(tmp_path)
+    units = runs.stages()["templates"]()
+    random, names = ablations.TEMPLATE_RANDOM, list(ablations.TEMPLATES)
+    # Every template's networks with seed 0 before any seed 1.
+    assert [u.key for u in units] == [f"images-18000-{name}-random-{j}_seed-{seed}"
+                                      for seed in (0, 1) for name in names for j in range(random)]
+    target = runs.supernet_random_genotypes()["target_ops"]
+    for unit in units[:len(names) * random]:
+        name = unit.key.split("-random-")[0].removeprefix("images-18000-")
+        template = ablations.TEMPLATES[name]
+        spec = unit.spec()
+        config = config_lib.load("train", [protocol.ROOT / runs.exp.budget.train_config],
+                                 spec["sets"])
+        assert (config["channels"], config["stem_multiplier"]) == (
+            template["channels"], template["stem_multiplier"])
+        genotype = Genotype.from_dict(spec["genotype"])
+        assert len(genotype.normal) == len(genotype.reduce) == 2 * template["nodes"]
+        # The network the retraining builds, not the draw's cost model, is in the window.
+        ops = profile(build_from_config(genotype, runs.exp.dataset_info(), config)).ops
+        assert abs(ops / target - 1) <= runs.exp.budget.ops_tolerance
+
+
+def test_templates_versus_random_compares_each_templates_network_means(tmp_path):
+    runs = _ablations(tmp_path)
+    name = list(ablations.TEMPLATES)[0]
+    results = {"images-18000-random-0": (0.80, 0.82), "images-18000-random-1": (0.84, 0.84),
+               f"images-18000-{name}-random-0": (0.86, 0.84),
+               f"images-18000-{name}-random-1": (0.87,), "images-18000-quicknet": (0.88, 0.86)}
+    for label, values in results.items():
+        for seed, value in enumerate(values):
+            _cache(tmp_path / "r", f"{label}_seed-{seed}", {"test_top1": value})
+    rows = {row["row"]: row for row in runs.templates_versus_random(18000)}
+    assert list(rows) == ["random", f"random, {name}", "quicknet"]
+    # Each random network is one network, whatever its seeds: 0.85 and 0.87 against 0.81 and
+    # 0.84; of the 6 splits into pairs, 2 (this one and its mirror) differ by 0.035 or more.
+    template = rows[f"random, {name}"]
+    assert template["networks"] == pytest.approx([0.85, 0.87])
+    assert template["minus_random"] == pytest.approx(0.86 - 0.825)
+    assert template["p"] == pytest.approx(1 / 3)
+    assert rows["quicknet"]["networks"] == pytest.approx([0.87])
