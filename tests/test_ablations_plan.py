@@ -83,9 +83,9 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # x 2 seeds; transitions: the row's 2 genotypes and the first 4 random networks x 2 seeds;
     # supernet_long: the row's 2 genotypes, QuickNet x 2 seeds and LONG_RANDOM random networks;
     # templates: each template's random networks x 2 seeds.
+    templates = len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2
     assert len(keys) == len(set(keys)) == (7 * 2 * 2 + 7 * 2 + 3 * 2 + 8 * 2 + 2 + 2 + 4 * 2
-                                           + 2 + 2 + ablations.LONG_RANDOM
-                                           + len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2)
+                                           + 2 + 2 + ablations.LONG_RANDOM + templates)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
