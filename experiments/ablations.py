@@ -40,6 +40,10 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   with a 2C stem) at the supernet row's OPs: TEMPLATE_RANDOM random networks of each, every
   seed, against the row's random networks (4 nodes, C = 8). A template whose random cells beat
   those by far (or reach QuickNet) is the one to search next; no search runs here.
+- projection: the supernet row's alphas genotypes and its first PROJECTION_RANDOM random
+  networks retrained with a real-valued shortcut on every cell-input projection
+  (`module.projection_shortcut`: the mean of each group of input channels, no MACs), as
+  `transitions` does with float transitions.
 
 A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
 runs one seed's search and retraining per process.
@@ -59,7 +63,8 @@ from ubnas_tf import cli  # noqa: E402
 
 flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | "
                     "supernet | supernet_pt | supernet_random | supernet_baselines | "
-                    "supernet_nostop | transitions | supernet_long | templates | report | all; "
+                    "supernet_nostop | transitions | supernet_long | templates | projection | "
+                    "report | all; "
                     "NAME:K runs the K-th part of a stage, NAME@K/N its K-th share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
@@ -92,6 +97,12 @@ TEMPLATES = {
     "nodes3-c10": {"nodes": 3, "channels": 10, "stem_multiplier": 2},
 }
 TEMPLATE_RANDOM = 4  # random networks per template, every seed each
+# The cells' 1x1 input projections are plain binary convs (DARTS, EBNAS): every cell boundary
+# binarizes all that crosses it, where QuickNet and Bi-Real keep a real-valued path through
+# every block. This retrains the row's networks with a group-mean shortcut on each projection
+# (no MACs).
+PROJECTION_MODULE = "{preset: ebnas_retrain, projection_shortcut: true}"
+PROJECTION_RANDOM = 4  # the first random networks of the supernet row, retrained with it
 MODULES = {  # the reference genotype retrained under each; ebnas_retrain is the reference
     "ebnas_retrain": None,
     "bireal": "bireal",
@@ -199,6 +210,7 @@ class Ablations:
             "transitions": self.transitions,
             "supernet_long": self.supernet_long,
             "templates": self.templates,
+            "projection": self.projection,
         }
 
     def supernet_pt(self) -> list:
@@ -296,18 +308,28 @@ class Ablations:
                 name, self.supernet_baseline_sizes()[name]["settings"]))
             for name in SUPERNET_BASELINES for seed in self.seeds]
 
-    def transitions(self) -> list:
-        """The supernet row's alphas genotypes (search K retrained with seed K) and its random
-        networks (seed by seed: every network's seed 0 before any seed 1) retrained with
-        QuickNet's float transitions at the reduction positions."""
-        label, exp = f"{self.supernet_label()}-transitions", self.exp
-        sets = (f"reduction={TRANSITIONS}",)
+    def _row_and_random(self, family: str, sets: tuple, random: int) -> list:
+        """The supernet row's alphas genotypes (search K retrained with seed K) and its first
+        `random` random networks (seed by seed: every network's seed 0 before any seed 1),
+        retrained with `sets`, as `<row>-<family>_seed-K` and `<row>-<family>-random-J_...`."""
+        label, exp = f"{self.supernet_label()}-{family}", self.exp
         searched = [exp.train_unit(f"{label}_seed-{seed}", "genotype", seed, sets=sets,
                                    genotype=self._alphas(seed)) for seed in self.seeds]
-        random = [exp.train_unit(f"{label}-random-{j}_seed-{seed}", "genotype", seed, sets=sets,
-                                 genotype=self._random(j))
-                  for seed in self.seeds for j in range(TRANSITIONS_RANDOM)]
-        return searched + random
+        return searched + [exp.train_unit(f"{label}-random-{j}_seed-{seed}", "genotype", seed,
+                                          sets=sets, genotype=self._random(j))
+                           for seed in self.seeds for j in range(random)]
+
+    def transitions(self) -> list:
+        """The supernet row's genotypes and random networks with QuickNet's float transitions
+        at the reduction positions."""
+        return self._row_and_random("transitions", (f"reduction={TRANSITIONS}",),
+                                    TRANSITIONS_RANDOM)
+
+    def projection(self) -> list:
+        """The supernet row's genotypes and random networks with a real-valued shortcut on
+        every cell-input projection (`module.projection_shortcut`)."""
+        return self._row_and_random("projection", (f"module={PROJECTION_MODULE}",),
+                                    PROJECTION_RANDOM)
 
     def supernet_long(self) -> list:
         """The budget check on the supernet row: its alphas genotypes (search K, seed K),
@@ -440,12 +462,17 @@ class Ablations:
         return self.versus_random(f"{label}-random", (
             ("alphas", self._seed_networks(label)), *self._baselines(label)), LONG_RANDOM)
 
-    def transitions_versus_random(self, images: int) -> list:
-        """Under the float-transition template: the searched normal cells against random
-        ones."""
-        label = f"images-{images}-transitions"
+    def family_versus_random(self, images: int, family: str, random: int) -> list:
+        """A `_row_and_random` family (transitions, projection): the searched cells against
+        the random ones under the same change."""
+        label = f"images-{images}-{family}"
         return self.versus_random(f"{label}-random", (
-            ("alphas", self._seed_networks(label)),), TRANSITIONS_RANDOM)
+            ("alphas", self._seed_networks(label)),), random)
+
+    def _family_rows(self, images: int, family: str, random: int) -> list:
+        return [self._row(f"{images:,}, alphas", f"images-{images}-{family}"),
+                self._row(f"random networks of the {images:,} rows",
+                          *(f"images-{images}-{family}-random-{j}" for j in range(random)))]
 
     def templates_versus_random(self, images: int) -> list:
         """Each template's random networks and QuickNet against the supernet row's random
@@ -523,11 +550,11 @@ class Ablations:
                           *(f"images-{images}-random-{j}" for j in range(SUPERNET_RANDOM))),
                 *(self._row(f"{name} at the {images:,} rows' OPs", f"images-{images}-{name}")
                   for name in SUPERNET_BASELINES)],
-            f"float transitions in place of the reduction cells (`reduction: {TRANSITIONS}`)": [
-                self._row(f"{images:,}, alphas", f"images-{images}-transitions"),
-                self._row(f"random networks of the {images:,} rows",
-                          *(f"images-{images}-transitions-random-{j}"
-                            for j in range(TRANSITIONS_RANDOM)))],
+            f"float transitions in place of the reduction cells (`reduction: {TRANSITIONS}`)":
+                self._family_rows(images, "transitions", TRANSITIONS_RANDOM),
+            "real-valued shortcuts on the cell-input projections "
+            "(`module.projection_shortcut`)":
+                self._family_rows(images, "projection", PROJECTION_RANDOM),
             f"the {images:,} rows at {self.exp.budget.budget_epochs[1]} epochs (budget check)": [
                 self._row(f"{images:,}, alphas", f"images-{images}-long"),
                 self._row(f"random networks of the {images:,} rows",
@@ -574,7 +601,8 @@ class Ablations:
         pairs = self.early_stop_pairs()
         supernet_pairs = self.early_stop_pairs((f"images-{images}", f"images-{images}-nostop"))
         versus = self.supernet_versus_random(images)
-        transitions = self.transitions_versus_random(images)
+        transitions = self.family_versus_random(images, "transitions", TRANSITIONS_RANDOM)
+        projection = self.family_versus_random(images, "projection", PROJECTION_RANDOM)
         long = self.long_versus_random(images)
         templates = self.templates_versus_random(images)
         lines += self._versus_random_markdown(
@@ -587,6 +615,9 @@ class Ablations:
             long, f"At {self.exp.budget.budget_epochs[1]} epochs, against the random networks "
                   f"at the {images:,} rows' OPs")
         lines += self._versus_random_markdown(
+            projection, "With real-valued shortcuts on the cell-input projections, the searched "
+                        "cells against the random networks' under the same change")
+        lines += self._versus_random_markdown(
             templates, f"Random networks of fewer, wider cells against the {images:,} rows' "
                        "random networks (4 nodes, C = 8) at the same OPs")
         lines += self._pairs_markdown(pairs, "reference searches")
@@ -597,7 +628,8 @@ class Ablations:
                                                  "supernet_versus_random": versus,
                                                  "transitions_versus_random": transitions,
                                                  "long_versus_random": long,
-                                                 "templates_versus_random": templates})
+                                                 "templates_versus_random": templates,
+                                                 "projection_versus_random": projection})
         atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
         print("\n".join(lines), flush=True)
         return tables

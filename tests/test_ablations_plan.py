@@ -2,6 +2,7 @@
 tools' config schema, the STE rows use the STE in search and retraining, the module mappings
 build the module they name, K rows differ from the reference, early_stop rows run to the end,
 the supernet row trains on 3x the reference's images."""
+import dataclasses
 import json
 
 import pytest
@@ -82,10 +83,12 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # retrainings; supernet_random: 8 random networks x 2 seeds; supernet_baselines: QuickNet
     # x 2 seeds; transitions: the row's 2 genotypes and the first 4 random networks x 2 seeds;
     # supernet_long: the row's 2 genotypes, QuickNet x 2 seeds and LONG_RANDOM random networks;
-    # templates: each template's random networks x 2 seeds.
+    # templates: each template's random networks x 2 seeds; projection: as transitions.
     templates = len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2
+    projection = 2 + ablations.PROJECTION_RANDOM * 2
     assert len(keys) == len(set(keys)) == (7 * 2 * 2 + 7 * 2 + 3 * 2 + 8 * 2 + 2 + 2 + 4 * 2
-                                           + 2 + 2 + ablations.LONG_RANDOM + templates)
+                                           + 2 + 2 + ablations.LONG_RANDOM + templates
+                                           + projection)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -289,23 +292,28 @@ def test_versus_random_compares_network_means_by_hand(tmp_path):
     assert line == "| alphas | 85.00, 87.00 | 86.00 | +3.50 | 0.333 |"
 
 
-def test_transitions_retrain_the_rows_genotypes_and_random_networks_with_quicknet_reductions(
-        tmp_path):
+@pytest.mark.parametrize("family,random,changed", [
+    ("transitions", ablations.TRANSITIONS_RANDOM, lambda config: config["reduction"] == "quicknet"),
+    ("projection", ablations.PROJECTION_RANDOM,
+     lambda config: ModuleStructure.from_config(config["module"]) == dataclasses.replace(
+         ModuleStructure.from_config("ebnas_retrain"), projection_shortcut=True)),
+])
+def test_a_family_retrains_the_rows_genotypes_and_random_networks_with_its_change(
+        tmp_path, family, random, changed):
     runs, found = _supernet_row(tmp_path)
-    units = runs.stages()["transitions"]()
-    random = ablations.TRANSITIONS_RANDOM
+    units = runs.stages()[family]()
     # Search K's genotype retrained with seed K, then every random network's seed 0 before any
     # seed 1 (a stage stopped half-way has one run of each network).
     assert [u.key for u in units] == (
-        ["images-18000-transitions_seed-0", "images-18000-transitions_seed-1"]
-        + [f"images-18000-transitions-random-{j}_seed-{seed}"
+        [f"images-18000-{family}_seed-0", f"images-18000-{family}_seed-1"]
+        + [f"images-18000-{family}-random-{j}_seed-{seed}"
            for seed in (0, 1) for j in range(random)])
     drawn = runs.supernet_random_genotypes()["genotypes"]
     for unit in units:
         spec = unit.spec()
         config = config_lib.load("train", [protocol.ROOT / runs.exp.budget.train_config],
                                  spec["sets"])
-        assert config["reduction"] == "quicknet"
+        assert changed(config)
         seed = config["seed"]
         if "-random-" in unit.key:
             index = int(unit.key.split("-random-")[1].split("_")[0])

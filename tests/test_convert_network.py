@@ -36,9 +36,9 @@ EVERY_OP = Genotype.from_dict({
 INPUTS = np.random.default_rng(3).standard_normal((16, 28, 28, 1)).astype(np.float32)
 
 
-def network(space=None, reduction="searched"):
+def network(space=None, reduction="searched", module=None):
     return build_network(EVERY_OP, input_shape=INFO.input_shape, num_classes=INFO.num_classes,
-                         space=space, cells=5, channels=16, reduction=reduction)
+                         space=space, cells=5, channels=16, reduction=reduction, module=module)
 
 
 # name -> (builder, binary convs, LceBconv2d, float CONV_2D, DEPTHWISE_CONV_2D)
@@ -48,6 +48,10 @@ CASES = {
     # QuickNet's transitions at the 2 reductions: 3 normal cells x (2 preprocess + 5 binary
     # ops); CONV_2D: stem + 2 transitions; depthwise: 2 blur pools.
     "genotype_quicknet_reduction": (lambda: network(reduction="quicknet"), 3 * 7, 3 * 7, 3, 2),
+    # Real-valued group-mean shortcuts on the 10 projections: reshapes and means, still fused.
+    "genotype_projection_shortcut": (
+        lambda: network(module={"preset": "ebnas_retrain", "projection_shortcut": True}),
+        5 * 7, 5 * 7, 1, 0),
     # 3 stages x 2 blocks; CONV_2D: stem + 2 downsampling shortcuts.
     "bireal": (lambda: baselines.bireal(INFO, width=16, blocks=(2, 2, 2)), 6, 6, 3, 0),
     # CONV_2D: stem, stem pointwise, 2 transitions; depthwise: stem + 2 blur pools.

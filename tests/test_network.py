@@ -162,6 +162,31 @@ def test_binary_network_parameter_split_matches_a_hand_count():
     assert model.get_layer("cell1_edge5_bin_dil_conv_3x3").output.shape[1:] == (16, 16, 32)
 
 
+def test_projection_shortcuts_cost_nothing_and_carry_real_values_across_cell_boundaries():
+    from ubnas_tf.search_space import BinaryConvModule
+
+    def model(**module):
+        return build_network(BINARY_GENOTYPE, input_shape=(32, 32, 3), num_classes=10, cells=5,
+                             channels=16, module={"preset": "ebnas_retrain", **module})
+
+    plain, shortcut = model(), model(projection_shortcut=True)
+    costs = [profile(m) for m in (plain, shortcut)]
+    assert [(c.params_binary, c.params_float, c.macs_binary, c.macs_float) for c in costs] == \
+        [binary_split_by_hand() + (binary_macs_by_hand(), 32 * 32 * 27 * 48 + 256 * 10)] * 2
+    images = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype(np.float32)
+    for network in (plain, shortcut):
+        # Every binary branch silenced (its BN's scale and offset 0): what still reaches the
+        # classifier went through real-valued paths only.
+        for layer in network.layers:
+            if isinstance(layer, BinaryConvModule):
+                layer.norm.gamma.assign(tf.zeros_like(layer.norm.gamma))
+                layer.norm.beta.assign(tf.zeros_like(layer.norm.beta))
+    first, second = plain(images, training=False).numpy()
+    np.testing.assert_allclose(first, second)  # each cell boundary cut the image off
+    first, second = shortcut(images, training=False).numpy()
+    assert np.abs(first - second).max() > 1e-3  # the group means carried it through
+
+
 def test_sizes_come_from_the_data_not_constants():
     info = DatasetInfo("x", 7, (20, 24, 2), 10, 10, tuple("abcdefg"), (0.0, 0.0), (1.0, 1.0))
     config = config_lib.load("train", overrides=["cells=5", "channels=8"])

@@ -133,6 +133,39 @@ def test_no_shortcut_module_changes_channels():
         BinaryConvModule(12, 3)(tf.zeros([1, 4, 4, 5]))
 
 
+@pytest.mark.parametrize("inputs,channels,stride", [(24, 8, 1), (24, 16, 2), (12, 8, 1)])
+def test_projection_shortcut_adds_the_group_means_of_the_input(inputs, channels, stride):
+    """projection_shortcut: the cell-input projection is y = BN(Conv1x1(sign(x))) + the mean of
+    each group of input channels (AvgPool(2) first on stride 2); a channel split between two
+    groups counts in each by its share (12 -> 8: output 0 = (x0 + x0 + x1) / 3)."""
+    from ubnas_tf.search_space.module import channel_group_mean
+
+    x = RNG.normal(size=(3, 8, 8, inputs)).astype(np.float32)
+    plain = BinaryConvModule(channels, 1, strides=stride, structure={"shortcut": False})
+    projection = binary.preprocess(channels, stride == 2,
+                                   ModuleStructure(projection_shortcut=True), name="pre")
+    plain(x), projection(x)  # built
+    projection.conv.kernel.assign(plain.conv.kernel)
+    pooled = x if stride == 1 else x.reshape(3, 4, 2, 4, 2, inputs).mean(axis=(2, 4))
+    # Hand-made weights: share of input channel i in output channel j, where output j covers
+    # the input interval [j * inputs / channels, (j + 1) * inputs / channels).
+    share = np.zeros((inputs, channels))
+    for j in range(channels):
+        low, high = j * inputs / channels, (j + 1) * inputs / channels
+        for i in range(inputs):
+            share[i, j] = max(0.0, min(high, i + 1) - max(low, i))
+    means = pooled @ (share / share.sum(axis=0))
+    np.testing.assert_allclose(channel_group_mean(tf.constant(pooled), channels), means,
+                               atol=1e-6)
+    y = projection(x, training=True).numpy()
+    np.testing.assert_allclose(y, plain(x, training=True).numpy() + means, atol=1e-5)
+    # Without the flag the projection is the plain binary conv, as in DARTS and EBNAS.
+    default = binary.preprocess(channels, stride == 2, ModuleStructure(), name="pre")
+    default(x)
+    default.conv.kernel.assign(plain.conv.kernel)
+    np.testing.assert_allclose(default(x, training=True), plain(x, training=True), atol=1e-6)
+
+
 def test_unknown_op_and_space_name_the_fix():
     with pytest.raises(UserError, match=r"unknown op 'bin_conv_7x7'.*did you mean.*bin_conv_3x3"):
         get_space("binary").build_op("bin_conv_7x7", 8, 1)

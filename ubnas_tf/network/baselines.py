@@ -27,6 +27,7 @@ import tensorflow as tf
 from ubnas_tf.errors import UserError
 from ubnas_tf.network.transition import quicknet_transition, set_blur_kernels
 from ubnas_tf.search_space import BinaryConvModule, SearchSpace, get_space
+from ubnas_tf.search_space.module import projection_structure
 from ubnas_tf.search_space.layers import Conv2D, register
 
 __all__ = ["BASELINES", "FloatConvModule", "bireal", "quicknet", "float_space", "build_baseline"]
@@ -172,7 +173,7 @@ def _float_conv(kernel_size, dilation):
 
 def _float_preprocess(channels, reduction_prev, structure, name):
     return FloatConvModule(channels, 1, strides=2 if reduction_prev else 1,
-                           structure={**structure.to_config(), "shortcut": False}, name=name)
+                           structure=projection_structure(structure), name=name)
 
 
 def float_space(space: SearchSpace | str) -> SearchSpace:

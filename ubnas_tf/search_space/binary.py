@@ -7,7 +7,7 @@ Parameter-free ops: 3x3 pools, and skip (AvgPool(2) on stride 2: the module's po
 where DARTS would use a parametric FactorizedReduce).
 """
 from ubnas_tf.search_space.layers import Identity, Zero, pool
-from ubnas_tf.search_space.module import BinaryConvModule
+from ubnas_tf.search_space.module import BinaryConvModule, projection_structure
 import tensorflow as tf
 
 PRIMITIVES = (
@@ -51,11 +51,12 @@ PARAMETER_FREE = frozenset({"none", "skip_connect", "max_pool_3x3", "avg_pool_3x
 
 
 def preprocess(channels, reduction_prev, structure, name):
-    """The 1x1 cell-input projection: a binary 1x1 conv (stride 2 after a reduction cell)."""
+    """The 1x1 cell-input projection: a binary 1x1 conv (stride 2 after a reduction cell), with
+    a real-valued group-mean shortcut when `structure.projection_shortcut`."""
     return BinaryConvModule(
         channels,
         1,
         strides=2 if reduction_prev else 1,
-        structure={**structure.to_config(), "shortcut": False},
+        structure=projection_structure(structure),
         name=name,
     )

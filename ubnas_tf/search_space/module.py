@@ -43,6 +43,11 @@ class ModuleStructure:
     sign_width:  half-width of the gradient window (ApproxSign's triangle, STE's clip).
     groups:      grouped binary conv (LCE needs a multiple of 32 input channels per group).
     weight_clip: clip latent binary weights to [-c, c] (None: no clip).
+    projection_shortcut: the cells' 1x1 input projections (fewer output than input channels)
+                 add a real-valued shortcut too, the mean of each group of input channels
+                 (`channel_group_mean`), pooled on stride 2; else (DARTS, EBNAS) the
+                 projection is a plain binary conv and every cell boundary binarizes all
+                 that crosses it. No MACs either way.
     """
 
     pre_bn: bool = False
@@ -55,6 +60,7 @@ class ModuleStructure:
     sign_width: float = 1.0
     groups: int = 1
     weight_clip: float | None = 1.0
+    projection_shortcut: bool = False
 
     def __post_init__(self):
         for field, allowed in (
@@ -116,6 +122,29 @@ def input_quantizer(structure: ModuleStructure):
     if structure.sign == "ste":
         return lq.quantizers.SteSign(clip_value=structure.sign_width)
     return ApproxSign(structure.sign_width)
+
+
+def projection_structure(structure: ModuleStructure) -> dict:
+    """The structure of a cell-input projection: a shortcut only with `projection_shortcut`."""
+    return {**structure.to_config(), "shortcut": structure.projection_shortcut}
+
+
+def channel_group_mean(x, channels: int):
+    """`x` (N, H, W, C_in) to `channels` channels without weights: output channel j is the mean
+    of input channels j * C_in / channels ... (j + 1) * C_in / channels, a channel split across
+    two groups counting in each by its share (each input channel repeated channels / gcd times,
+    then means of C_in / gcd). Reshape and mean only: no MACs, and TFLite builtins."""
+    import math
+
+    inputs = int(x.shape[-1])
+    common = math.gcd(inputs, channels)
+    if channels // common > 1:
+        x = tf.repeat(x, channels // common, axis=-1)
+    height, width = x.shape[1], x.shape[2]
+    spatial = [height, width] if height is not None and width is not None else \
+        tf.unstack(tf.shape(x)[1:3])
+    grouped = tf.reshape(x, [-1, *spatial, channels, inputs // common])
+    return tf.reduce_mean(grouped, axis=-1)
 
 
 def _activation(kind: str, name: str):
@@ -181,7 +210,9 @@ class BinaryConvModule(tf.keras.layers.Layer):
         self.activation = _activation(s.activation, name="act")
 
     def build(self, input_shape):
-        if self.structure.shortcut and input_shape[-1] != self.filters:
+        # A projection's shortcut maps its channels by group means; an op's must not need to.
+        self.group_mean = self.structure.shortcut and input_shape[-1] != self.filters
+        if self.group_mean and not self.structure.projection_shortcut:
             raise ValueError(
                 f"a residual binary module needs as many input as output channels "
                 f"({input_shape[-1]} != {self.filters}); use shortcut=False"
@@ -196,6 +227,8 @@ class BinaryConvModule(tf.keras.layers.Layer):
             x = self.subsample(x)
         if self.structure.shortcut:
             shortcut = inputs if self.shortcut_pool is None else self.shortcut_pool(inputs)
+            if self.group_mean:
+                shortcut = channel_group_mean(shortcut, self.filters)
             x = x + shortcut
         if self.activation is not None:
             x = self.activation(x)
