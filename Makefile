@@ -14,8 +14,9 @@ $(STAMP): setup.py constraints.txt
 
 install: $(STAMP)
 
-# One pytest worker per core (at most 4), a test file per worker: files share their module
-# fixtures, and most tests wait on one-threaded tool start-ups and Python, not on the cores.
+# One pytest worker per core (at most 4), a test file per worker (its module fixtures built
+# once). On the 2-core CPU beside two experiment processes: 548 tests in 1,521 s, against
+# 2,180-2,201 s one test at a time (README: the idle figure).
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile tests
 
