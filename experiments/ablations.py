@@ -64,8 +64,8 @@ from ubnas_tf import cli  # noqa: E402
 flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | "
                     "supernet | supernet_pt | supernet_random | supernet_baselines | "
                     "supernet_nostop | transitions | supernet_long | templates | projection | "
-                    "report | all; "
-                    "NAME:K runs the K-th part of a stage, NAME@K/N its K-th share of N processes.")
+                    "report | all; NAME:K runs the K-th part of a stage, NAME@K/N its K-th "
+                    "share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
 flags.DEFINE_string("work_dir", "experiments/ablations_run", "Tools' outputs (not committed).")
@@ -470,6 +470,7 @@ class Ablations:
             ("alphas", self._seed_networks(label)),), random)
 
     def _family_rows(self, images: int, family: str, random: int) -> list:
+        """The report's rows of a `_row_and_random` family: its alphas, its random networks."""
         return [self._row(f"{images:,}, alphas", f"images-{images}-{family}"),
                 self._row(f"random networks of the {images:,} rows",
                           *(f"images-{images}-{family}-random-{j}" for j in range(random)))]
