@@ -15,8 +15,8 @@ $(STAMP): setup.py constraints.txt
 install: $(STAMP)
 
 # One pytest worker per core (at most 4), a test file per worker (its module fixtures built
-# once). On the 2-core CPU beside two experiment processes: 548 tests in 1,521 s, against
-# 2,180-2,201 s one test at a time (README: the idle figure).
+# once). On the idle 2-core CPU: 556 tests in 933 s (548 took 1,226 s one test at a time);
+# beside two experiment processes 548 took 1,521 s, against 2,180-2,201 s one at a time.
 test: $(STAMP)
 	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile tests
 
