@@ -372,13 +372,13 @@ class Ablations:
     def templates(self) -> list:
         """Every template's random networks (seed by seed: all networks' seed 0 first),
         retrained at the template's channels and stem."""
-        exp, units = self.exp, []
+        exp, label, units = self.exp, self.supernet_label(), []
         for seed in self.seeds:
             for name, template in TEMPLATES.items():
                 sets = (f"channels={template['channels']}",
                         f"stem_multiplier={template['stem_multiplier']}")
                 units += [exp.train_unit(
-                    f"{self.supernet_label()}-{name}-random-{j}_seed-{seed}", "genotype", seed,
+                    f"{label}-{name}-random-{j}_seed-{seed}", "genotype", seed,
                     sets=sets, genotype=(lambda name=name, j=j: self.template_random_genotypes(
                         name)["genotypes"][j]["genotype"])) for j in range(TEMPLATE_RANDOM)]
         return units

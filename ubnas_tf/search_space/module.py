@@ -15,6 +15,7 @@ Larq Compute Engine fuses; the convolution pads with +1 (`pad_values=1`) so that
 LceBconv2d on every target.
 """
 import dataclasses
+import math
 
 import larq as lq
 import tensorflow as tf
@@ -134,8 +135,6 @@ def channel_group_mean(x, channels: int):
     of input channels j * C_in / channels ... (j + 1) * C_in / channels, a channel split across
     two groups counting in each by its share (each input channel repeated channels / gcd times,
     then means of C_in / gcd). Reshape and mean only: no MACs, and TFLite builtins."""
-    import math
-
     inputs = int(x.shape[-1])
     common = math.gcd(inputs, channels)
     if channels // common > 1:
