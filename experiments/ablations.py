@@ -40,14 +40,18 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   with a 2C stem) at the supernet row's OPs: TEMPLATE_RANDOM random networks of each, every
   seed, against the row's random networks (4 nodes, C = 8). A template whose random cells beat
   those by far (or reach QuickNet) is the one to search next; no search runs here.
-- projection: the supernet row's alphas genotypes and its first PROJECTION_RANDOM random
+- projection: the supernet row's alphas genotypes and its first 4 random
   networks retrained with a real-valued shortcut on every cell-input projection
   (`module.projection_shortcut`: the mean of each group of input channels, no MACs), as
   `transitions` does with float transitions.
+- quicknet_block: the same with QuickNet's block as every binary conv module (`module:
+  quicknet`: x + BN(ReLU(Conv_b(sign(x)))), SteSign at 1.25 on activations and weights, sign
+  weights clipped at 1.25): is QuickNet's lead its block rather than its topology?
 
 A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
 runs one seed's search and retraining per process.
 """
+import dataclasses
 import functools
 import pathlib
 import sys
@@ -64,7 +68,7 @@ from ubnas_tf import cli  # noqa: E402
 flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | "
                     "supernet | supernet_pt | supernet_random | supernet_baselines | "
                     "supernet_nostop | transitions | supernet_long | templates | projection | "
-                    "report | all; NAME:K runs the K-th part of a stage, NAME@K/N its K-th "
+                    "quicknet_block | report | all; NAME:K runs the K-th part of a stage, NAME@K/N its K-th "
                     "share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
@@ -85,7 +89,6 @@ SUPERNET_RANDOM = 8  # random networks at the supernet row's OPs (as compare.py 
 #                     the first 4 were drawn and trained on 2026-12-06, the record then grown)
 SUPERNET_BASELINES = ("quicknet",)  # hand-designed networks sized to the same OPs (issue 14's)
 TRANSITIONS = "quicknet"  # the `reduction` of the transitions stage
-TRANSITIONS_RANDOM = 4  # the first random networks of the supernet row, retrained under it
 LONG_RANDOM = 2  # the first random networks of the supernet row, retrained at the long budget
 #                 (2 so that the stage fits one session of this CPU; raise it to grow the stage)
 # Fewer, wider binary ops per cell at the supernet row's OPs (issue 14): each template's
@@ -97,12 +100,41 @@ TEMPLATES = {
     "nodes3-c10": {"nodes": 3, "channels": 10, "stem_multiplier": 2},
 }
 TEMPLATE_RANDOM = 4  # random networks per template, every seed each
-# The cells' 1x1 input projections are plain binary convs (DARTS, EBNAS): every cell boundary
-# binarizes all that crosses it, where QuickNet and Bi-Real keep a real-valued path through
-# every block. This retrains the row's networks with a group-mean shortcut on each projection
-# (no MACs).
-PROJECTION_MODULE = "{preset: ebnas_retrain, projection_shortcut: true}"
-PROJECTION_RANDOM = 4  # the first random networks of the supernet row, retrained with it
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """The supernet row's alphas genotypes and its first `random` random networks retrained
+    with one change (`sets`): does the searched cell still lead, and does the change close
+    the gap to QuickNet? One record serves the stage, its table and its comparison."""
+
+    sets: tuple
+    random: int  # the first random networks of the supernet row, every seed each
+    title: str  # the report's table
+    versus: str  # the report's comparison with the random networks under the same change
+
+
+FAMILIES = {
+    "transitions": Family(
+        (f"reduction={TRANSITIONS}",), 4,
+        f"float transitions in place of the reduction cells (`reduction: {TRANSITIONS}`)",
+        f"With float transitions at the reductions (`reduction: {TRANSITIONS}`), the searched "
+        "normal cells against the random networks' under the same template"),
+    # The cells' 1x1 input projections are plain binary convs (DARTS, EBNAS): every cell
+    # boundary binarizes all that crosses it, where QuickNet and Bi-Real keep a real-valued
+    # path through every block. A group-mean shortcut on each projection (no MACs).
+    "projection": Family(
+        ("module={preset: ebnas_retrain, projection_shortcut: true}",), 4,
+        "real-valued shortcuts on the cell-input projections (`module.projection_shortcut`)",
+        "With real-valued shortcuts on the cell-input projections, the searched cells against "
+        "the random networks' under the same change"),
+    # QuickNet's block in place of EBNAS's retraining module, every op and projection.
+    "quicknet_block": Family(
+        ("module=quicknet",), 4,
+        "QuickNet's block as every binary conv module (`module: quicknet`)",
+        "With QuickNet's block as every binary conv module, the searched cells against the "
+        "random networks' under the same change"),
+}
 MODULES = {  # the reference genotype retrained under each; ebnas_retrain is the reference
     "ebnas_retrain": None,
     "bireal": "bireal",
@@ -207,10 +239,9 @@ class Ablations:
                 {f"{self.supernet_label()}-nostop": (
                     (f"max_examples={self.supernet_images()}", *early_stop_off()), ())},
                 continues=self.supernet_label()),
-            "transitions": self.transitions,
             "supernet_long": self.supernet_long,
             "templates": self.templates,
-            "projection": self.projection,
+            **{name: functools.partial(self.family, name) for name in FAMILIES},
         }
 
     def supernet_pt(self) -> list:
@@ -308,28 +339,18 @@ class Ablations:
                 name, self.supernet_baseline_sizes()[name]["settings"]))
             for name in SUPERNET_BASELINES for seed in self.seeds]
 
-    def _row_and_random(self, family: str, sets: tuple, random: int) -> list:
-        """The supernet row's alphas genotypes (search K retrained with seed K) and its first
-        `random` random networks (seed by seed: every network's seed 0 before any seed 1),
-        retrained with `sets`, as `<row>-<family>_seed-K` and `<row>-<family>-random-J_...`."""
-        label, exp = f"{self.supernet_label()}-{family}", self.exp
+    def family(self, name: str) -> list:
+        """FAMILIES[name]: the supernet row's alphas genotypes (search K retrained with seed K)
+        and its first `random` random networks (seed by seed: every network's seed 0 before
+        any seed 1), retrained with its `sets`, as `<row>-<name>_seed-K` and
+        `<row>-<name>-random-J_seed-K`."""
+        sets, random = FAMILIES[name].sets, FAMILIES[name].random
+        label, exp = f"{self.supernet_label()}-{name}", self.exp
         searched = [exp.train_unit(f"{label}_seed-{seed}", "genotype", seed, sets=sets,
                                    genotype=self._alphas(seed)) for seed in self.seeds]
         return searched + [exp.train_unit(f"{label}-random-{j}_seed-{seed}", "genotype", seed,
                                           sets=sets, genotype=self._random(j))
                            for seed in self.seeds for j in range(random)]
-
-    def transitions(self) -> list:
-        """The supernet row's genotypes and random networks with QuickNet's float transitions
-        at the reduction positions."""
-        return self._row_and_random("transitions", (f"reduction={TRANSITIONS}",),
-                                    TRANSITIONS_RANDOM)
-
-    def projection(self) -> list:
-        """The supernet row's genotypes and random networks with a real-valued shortcut on
-        every cell-input projection (`module.projection_shortcut`)."""
-        return self._row_and_random("projection", (f"module={PROJECTION_MODULE}",),
-                                    PROJECTION_RANDOM)
 
     def supernet_long(self) -> list:
         """The budget check on the supernet row: its alphas genotypes (search K, seed K),
@@ -462,18 +483,19 @@ class Ablations:
         return self.versus_random(f"{label}-random", (
             ("alphas", self._seed_networks(label)), *self._baselines(label)), LONG_RANDOM)
 
-    def family_versus_random(self, images: int, family: str, random: int) -> list:
-        """A `_row_and_random` family (transitions, projection): the searched cells against
-        the random ones under the same change."""
-        label = f"images-{images}-{family}"
+    def family_versus_random(self, images: int, name: str) -> list:
+        """A family (FAMILIES): the searched cells against the random ones under the same
+        change."""
+        label = f"images-{images}-{name}"
         return self.versus_random(f"{label}-random", (
-            ("alphas", self._seed_networks(label)),), random)
+            ("alphas", self._seed_networks(label)),), FAMILIES[name].random)
 
-    def _family_rows(self, images: int, family: str, random: int) -> list:
-        """The report's rows of a `_row_and_random` family: its alphas, its random networks."""
-        return [self._row(f"{images:,}, alphas", f"images-{images}-{family}"),
+    def _family_rows(self, images: int, name: str) -> list:
+        """The report's rows of a family (FAMILIES): its alphas, its random networks."""
+        return [self._row(f"{images:,}, alphas", f"images-{images}-{name}"),
                 self._row(f"random networks of the {images:,} rows",
-                          *(f"images-{images}-{family}-random-{j}" for j in range(random)))]
+                          *(f"images-{images}-{name}-random-{j}"
+                            for j in range(FAMILIES[name].random)))]
 
     def templates_versus_random(self, images: int) -> list:
         """Each template's random networks and QuickNet against the supernet row's random
@@ -551,11 +573,8 @@ class Ablations:
                           *(f"images-{images}-random-{j}" for j in range(SUPERNET_RANDOM))),
                 *(self._row(f"{name} at the {images:,} rows' OPs", f"images-{images}-{name}")
                   for name in SUPERNET_BASELINES)],
-            f"float transitions in place of the reduction cells (`reduction: {TRANSITIONS}`)":
-                self._family_rows(images, "transitions", TRANSITIONS_RANDOM),
-            "real-valued shortcuts on the cell-input projections "
-            "(`module.projection_shortcut`)":
-                self._family_rows(images, "projection", PROJECTION_RANDOM),
+            **{family.title: self._family_rows(images, name)
+               for name, family in FAMILIES.items()},
             f"the {images:,} rows at {self.exp.budget.budget_epochs[1]} epochs (budget check)": [
                 self._row(f"{images:,}, alphas", f"images-{images}-long"),
                 self._row(f"random networks of the {images:,} rows",
@@ -602,22 +621,16 @@ class Ablations:
         pairs = self.early_stop_pairs()
         supernet_pairs = self.early_stop_pairs((f"images-{images}", f"images-{images}-nostop"))
         versus = self.supernet_versus_random(images)
-        transitions = self.family_versus_random(images, "transitions", TRANSITIONS_RANDOM)
-        projection = self.family_versus_random(images, "projection", PROJECTION_RANDOM)
+        families = {name: self.family_versus_random(images, name) for name in FAMILIES}
         long = self.long_versus_random(images)
         templates = self.templates_versus_random(images)
         lines += self._versus_random_markdown(
             versus, f"Against the random networks at the {images:,} rows' OPs")
         lines += self._versus_random_markdown(
-            transitions, f"With float transitions at the reductions (`reduction: {TRANSITIONS}`), "
-                         "the searched normal cells against the random networks' under the same "
-                         "template")
-        lines += self._versus_random_markdown(
             long, f"At {self.exp.budget.budget_epochs[1]} epochs, against the random networks "
                   f"at the {images:,} rows' OPs")
-        lines += self._versus_random_markdown(
-            projection, "With real-valued shortcuts on the cell-input projections, the searched "
-                        "cells against the random networks' under the same change")
+        for name, rows in families.items():
+            lines += self._versus_random_markdown(rows, FAMILIES[name].versus)
         lines += self._versus_random_markdown(
             templates, f"Random networks of fewer, wider cells against the {images:,} rows' "
                        "random networks (4 nodes, C = 8) at the same OPs")
@@ -627,10 +640,10 @@ class Ablations:
         atomic_write_json(out / "results.json", {**tables, "early_stop_pairs": pairs,
                                                  "supernet_early_stop_pairs": supernet_pairs,
                                                  "supernet_versus_random": versus,
-                                                 "transitions_versus_random": transitions,
                                                  "long_versus_random": long,
                                                  "templates_versus_random": templates,
-                                                 "projection_versus_random": projection})
+                                                 **{f"{name}_versus_random": rows
+                                                    for name, rows in families.items()}})
         atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
         print("\n".join(lines), flush=True)
         return tables

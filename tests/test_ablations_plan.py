@@ -83,12 +83,14 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # retrainings; supernet_random: 8 random networks x 2 seeds; supernet_baselines: QuickNet
     # x 2 seeds; transitions: the row's 2 genotypes and the first 4 random networks x 2 seeds;
     # supernet_long: the row's 2 genotypes, QuickNet x 2 seeds and LONG_RANDOM random networks;
-    # templates: each template's random networks x 2 seeds; projection: as transitions.
+    # templates: each template's random networks x 2 seeds; projection and quicknet_block: as
+    # transitions.
     templates = len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2
-    projection = 2 + ablations.PROJECTION_RANDOM * 2
+    families = sum(2 + family.random * 2 for name, family in ablations.FAMILIES.items()
+                   if name != "transitions")
     assert len(keys) == len(set(keys)) == (7 * 2 * 2 + 7 * 2 + 3 * 2 + 8 * 2 + 2 + 2 + 4 * 2
                                            + 2 + 2 + ablations.LONG_RANDOM + templates
-                                           + projection)
+                                           + families)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -292,14 +294,19 @@ def test_versus_random_compares_network_means_by_hand(tmp_path):
     assert line == "| alphas | 85.00, 87.00 | 86.00 | +3.50 | 0.333 |"
 
 
-@pytest.mark.parametrize("family,random,changed", [
-    ("transitions", ablations.TRANSITIONS_RANDOM, lambda config: config["reduction"] == "quicknet"),
-    ("projection", ablations.PROJECTION_RANDOM,
+@pytest.mark.parametrize("family,changed", [
+    ("transitions", lambda config: config["reduction"] == "quicknet"),
+    ("projection",
      lambda config: ModuleStructure.from_config(config["module"]) == dataclasses.replace(
          ModuleStructure.from_config("ebnas_retrain"), projection_shortcut=True)),
+    ("quicknet_block",
+     lambda config: ModuleStructure.from_config(config["module"]) == ModuleStructure(
+         weights="sign", conv_activation="relu", norm="batch_norm", affine=True, sign="ste",
+         sign_width=1.25, weight_clip=1.25)),
 ])
 def test_a_family_retrains_the_rows_genotypes_and_random_networks_with_its_change(
-        tmp_path, family, random, changed):
+        tmp_path, family, changed):
+    random = ablations.FAMILIES[family].random
     runs, found = _supernet_row(tmp_path)
     units = runs.stages()[family]()
     # Search K's genotype retrained with seed K, then every random network's seed 0 before any

@@ -20,7 +20,7 @@ TOLERANCE = 1e-3
 SPACE = get_space("binary")
 BINARY_OPS = sorted(op for op in SPACE.ops if op.startswith("bin_"))
 PARAMETER_FREE_OPS = sorted(op for op in SPACE.ops if not op.startswith("bin_"))
-STRUCTURES = ("ebnas_retrain", "bireal")
+STRUCTURES = ("ebnas_retrain", "bireal", "quicknet")
 
 
 def randomize(model, seed=0):

@@ -140,7 +140,7 @@ def quicknet(info, *, filters=(64, 128, 256, 512), blocks=(4, 4, 4, 4),
 @register
 class FloatConvModule(BinaryConvModule):
     """`BinaryConvModule` with its binary conv replaced by a full-precision one: same wiring
-    (pre-BN, BN, shortcut, activation), real weights and real activations."""
+    (pre-BN, conv activation, BN, shortcut, activation), real weights and real activations."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -157,6 +157,7 @@ class FloatConvModule(BinaryConvModule):
             dilation_rate=binary_conv.dilation_rate,
             padding="same",
             groups=self.structure.groups,
+            activation=binary_conv.activation,
             use_bias=False,
             kernel_initializer="he_normal",
             name="conv",

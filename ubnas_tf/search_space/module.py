@@ -28,6 +28,7 @@ WEIGHT_MODES = ("real", "sign", "scaled_sign")
 ACTIVATIONS = ("none", "prelu", "relu")
 NORMS = ("batch_stats", "batch_norm")
 SIGNS = ("approx", "ste")
+CONV_ACTIVATIONS = ("none", "relu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,13 +38,17 @@ class ModuleStructure:
     pre_bn:      BN before the sign (Bi-Real/EBNAS retraining) or not (EBNAS search).
     weights:     'real' latent weights, 'sign' (+-1), 'scaled_sign' (+-mean|w| per out channel).
     activation:  applied after the residual add ('prelu' as EBNAS, 'none' as Bi-Real).
+    conv_activation: applied to the binary conv's output, before its BN ('relu' as QuickNet:
+                 x + BN(ReLU(Conv_b(sign(x))))), or 'none'.
     shortcut:    residual shortcut (pooled on stride 2) or a plain conv block.
     norm:        'batch_stats' (search: no moving statistics) or 'batch_norm'.
     affine:      learn BN scale and offset.
     sign:        activation binarizer: 'approx' (ApproxSign, UBNAS) or 'ste' (clipped STE).
     sign_width:  half-width of the gradient window (ApproxSign's triangle, STE's clip).
     groups:      grouped binary conv (LCE needs a multiple of 32 input channels per group).
-    weight_clip: clip latent binary weights to [-c, c] (None: no clip).
+    weight_clip: clip latent binary weights to [-c, c] (None: no clip); 'sign' weights pass
+                 their gradient on the same window (larq's SteSign(clip_value=c), QuickNet's
+                 1.25; ste_sign's 1 without a clip).
     projection_shortcut: the cells' 1x1 input projections (fewer output than input channels)
                  add a real-valued shortcut too, the mean of each group of input channels
                  (`channel_group_mean`), pooled on stride 2; else (DARTS, EBNAS) the
@@ -62,11 +67,13 @@ class ModuleStructure:
     groups: int = 1
     weight_clip: float | None = 1.0
     projection_shortcut: bool = False
+    conv_activation: str = "none"
 
     def __post_init__(self):
         for field, allowed in (
             ("weights", WEIGHT_MODES),
             ("activation", ACTIVATIONS),
+            ("conv_activation", CONV_ACTIVATIONS),
             ("norm", NORMS),
             ("sign", SIGNS),
         ):
@@ -110,12 +117,24 @@ PRESETS = {
     ),
 }
 
+# QuickNet's block (larq-zoo sota.QuickNet, our baselines.quicknet): x + BN(ReLU(Conv_b(sign(x))))
+# with SteSign at 1.25 on activations and weights, weights clipped at 1.25, no scaling.
+PRESETS["quicknet"] = ModuleStructure(
+    weights="sign", conv_activation="relu", norm="batch_norm", affine=True, sign="ste",
+    sign_width=1.25, weight_clip=1.25,
+)
+
 # The sign ablation (experiments/ablations.py) needs the STE in the search too, whose config
 # takes a preset name only.
 PRESETS["ebnas_search_ste"] = dataclasses.replace(PRESETS["ebnas_search"], sign="ste")
 PRESETS["ebnas_retrain_ste"] = dataclasses.replace(PRESETS["ebnas_retrain"], sign="ste")
 
-_KERNEL_QUANTIZERS = {"real": None, "sign": "ste_sign", "scaled_sign": "magnitude_aware_sign"}
+def kernel_quantizer(structure: ModuleStructure):
+    """The weight binarizer: none (real), SteSign passing gradients inside the weight clip, or
+    larq's magnitude-aware sign."""
+    if structure.weights == "sign":
+        return lq.quantizers.SteSign(clip_value=structure.weight_clip or 1.0)
+    return {"real": None, "scaled_sign": "magnitude_aware_sign"}[structure.weights]
 
 
 def input_quantizer(structure: ModuleStructure):
@@ -190,11 +209,12 @@ class BinaryConvModule(tf.keras.layers.Layer):
             pad_values=1.0,
             groups=s.groups,
             input_quantizer=input_quantizer(s),
-            kernel_quantizer=_KERNEL_QUANTIZERS[s.weights],
+            kernel_quantizer=kernel_quantizer(s),
             kernel_constraint=lq.constraints.WeightClip(s.weight_clip)
             if binary_weights and s.weight_clip
             else None,
             kernel_initializer="glorot_normal",
+            activation=None if s.conv_activation == "none" else s.conv_activation,
             use_bias=False,
             name="conv",
         )
