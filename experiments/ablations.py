@@ -47,6 +47,9 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
 - quicknet_block: the same with QuickNet's block as every binary conv module (`module:
   quicknet`: x + BN(ReLU(Conv_b(sign(x)))), SteSign at 1.25 on activations and weights, sign
   weights clipped at 1.25): is QuickNet's lead its block rather than its topology?
+- quicknet_search: the supernet row's searches with QuickNet's block in the supernet too
+  (`module: quicknet_search`: EBNAS's search module with the ReLU before the BN and SteSign at
+  1.25), each genotype retrained with `module: quicknet`; reported beside quicknet_block.
 
 A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
 runs one seed's search and retraining per process.
@@ -68,7 +71,7 @@ from ubnas_tf import cli  # noqa: E402
 flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | "
                     "supernet | supernet_pt | supernet_random | supernet_baselines | "
                     "supernet_nostop | transitions | supernet_long | templates | projection | "
-                    "quicknet_block | report | all; NAME:K runs the K-th part of a stage, NAME@K/N its K-th "
+                    "quicknet_block | quicknet_search | report | all; NAME:K runs the K-th part of a stage, NAME@K/N its K-th "
                     "share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
@@ -112,6 +115,7 @@ class Family:
     random: int  # the first random networks of the supernet row, every seed each
     title: str  # the report's table
     versus: str  # the report's comparison with the random networks under the same change
+    searched_with: str | None = None  # the stage whose searches ran with the change too
 
 
 FAMILIES = {
@@ -133,8 +137,13 @@ FAMILIES = {
         ("module=quicknet",), 4,
         "QuickNet's block as every binary conv module (`module: quicknet`)",
         "With QuickNet's block as every binary conv module, the searched cells against the "
-        "random networks' under the same change"),
+        "random networks' under the same change", searched_with="quicknet_search"),
 }
+# The supernet row's searches with QuickNet's block in the supernet too (`quicknet_search`),
+# their genotypes retrained with it: does a search under the module it retrains with pick
+# cells that suit it?
+SEARCHED_WITH = {"quicknet_search": (("module=quicknet_search",), ("module=quicknet",))}
+
 MODULES = {  # the reference genotype retrained under each; ebnas_retrain is the reference
     "ebnas_retrain": None,
     "bireal": "bireal",
@@ -242,6 +251,7 @@ class Ablations:
             "supernet_long": self.supernet_long,
             "templates": self.templates,
             **{name: functools.partial(self.family, name) for name in FAMILIES},
+            **{name: functools.partial(self.searched_with, name) for name in SEARCHED_WITH},
         }
 
     def supernet_pt(self) -> list:
@@ -351,6 +361,14 @@ class Ablations:
         return searched + [exp.train_unit(f"{label}-random-{j}_seed-{seed}", "genotype", seed,
                                           sets=sets, genotype=self._random(j))
                            for seed in self.seeds for j in range(random)]
+
+    def searched_with(self, name: str) -> list:
+        """SEARCHED_WITH[name]: the supernet row's searches (its images, every seed) with the
+        search overrides, each genotype retrained with the retraining's, as
+        `<row>-<name>_search-K` and `<row>-<name>_seed-K`."""
+        search_sets, train_sets = SEARCHED_WITH[name]
+        return self._rows({f"{self.supernet_label()}-{name}": (
+            (f"max_examples={self.supernet_images()}", *search_sets), train_sets)})
 
     def supernet_long(self) -> list:
         """The budget check on the supernet row: its alphas genotypes (search K, seed K),
@@ -486,13 +504,19 @@ class Ablations:
     def family_versus_random(self, images: int, name: str) -> list:
         """A family (FAMILIES): the searched cells against the random ones under the same
         change."""
-        label = f"images-{images}-{name}"
+        label, searched_with = f"images-{images}-{name}", FAMILIES[name].searched_with
         return self.versus_random(f"{label}-random", (
-            ("alphas", self._seed_networks(label)),), FAMILIES[name].random)
+            ("alphas", self._seed_networks(label)),
+            *(((f"alphas, searched with it ({searched_with})",
+                self._seed_networks(f"images-{images}-{searched_with}")),)
+              if searched_with else ())), FAMILIES[name].random)
 
     def _family_rows(self, images: int, name: str) -> list:
         """The report's rows of a family (FAMILIES): its alphas, its random networks."""
+        searched_with = FAMILIES[name].searched_with
         return [self._row(f"{images:,}, alphas", f"images-{images}-{name}"),
+                *([self._row(f"{images:,}, alphas of searches with it ({searched_with})",
+                             f"images-{images}-{searched_with}")] if searched_with else []),
                 self._row(f"random networks of the {images:,} rows",
                           *(f"images-{images}-{name}-random-{j}"
                             for j in range(FAMILIES[name].random)))]

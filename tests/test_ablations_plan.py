@@ -48,7 +48,7 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     genotype = published("EBNAS").to_dict()  # of the binary space (the random row costs it)
     k_labels = [f"k-{normal}-{reduce}" for normal, reduce in runs.k_settings()[1:]]
     for label in ("default", "sign-ste", *k_labels, "nostop", "images-18000",
-                  "images-18000-nostop"):
+                  "images-18000-nostop", "images-18000-quicknet_search"):
         for seed in runs.seeds:
             _cache(tmp_path / "r", f"{label}_search-{seed}", {"genotype": genotype})
     for seed in runs.seeds:  # the selections: the supernet row's, compare.py's
@@ -84,13 +84,13 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # x 2 seeds; transitions: the row's 2 genotypes and the first 4 random networks x 2 seeds;
     # supernet_long: the row's 2 genotypes, QuickNet x 2 seeds and LONG_RANDOM random networks;
     # templates: each template's random networks x 2 seeds; projection and quicknet_block: as
-    # transitions.
+    # transitions; quicknet_search: (search + retraining) x 2 seeds.
     templates = len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2
     families = sum(2 + family.random * 2 for name, family in ablations.FAMILIES.items()
                    if name != "transitions")
     assert len(keys) == len(set(keys)) == (7 * 2 * 2 + 7 * 2 + 3 * 2 + 8 * 2 + 2 + 2 + 4 * 2
                                            + 2 + 2 + ablations.LONG_RANDOM + templates
-                                           + families)
+                                           + families + 2 * 2)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -174,6 +174,28 @@ def test_supernet_row_searches_on_three_times_the_images_and_shards_by_seed(tmp_
                                       "images-18000_seed-0", "images-18000_seed-1"]
     assert [u.key for u in units[0::2]] == ["images-18000_search-0", "images-18000_seed-0"]
     assert [u.key for u in units[1::2]] == ["images-18000_search-1", "images-18000_seed-1"]
+
+
+def test_quicknet_search_searches_the_row_with_quicknets_block_and_retrains_with_it(tmp_path):
+    runs = _ablations(tmp_path)
+    units = runs.stages()["quicknet_search"]()
+    assert [u.key for u in units] == [
+        "images-18000-quicknet_search_search-0", "images-18000-quicknet_search_search-1",
+        "images-18000-quicknet_search_seed-0", "images-18000-quicknet_search_seed-1"]
+    # The supernet row's search (its images) with QuickNet's block in the supernet: EBNAS's
+    # search module (real weights, BN on batch statistics) with ReLU -> BN and SteSign at 1.25.
+    row = _sets(runs.stages()["supernet"]()[0])
+    assert _sets(units[0]) == [*row, "module=quicknet_search"]
+    search = config_lib.load("search", [protocol.ROOT / runs.exp.budget.search_config],
+                             _sets(units[0]))
+    assert ModuleStructure.from_config(search["module"]) == ModuleStructure(
+        conv_activation="relu", sign="ste", sign_width=1.25)
+    _cache(tmp_path / "r", "images-18000-quicknet_search_search-0",
+           {"genotype": published("EBNAS").to_dict()})
+    train = config_lib.load("train", [protocol.ROOT / runs.exp.budget.train_config],
+                            _sets(units[2]))
+    assert train["module"] == "quicknet" and train["seed"] == 0
+    assert units[2].spec()["genotype"] == published("EBNAS").to_dict()
 
 
 def test_supernet_pt_selects_on_the_row_searches_and_retrains_compares_selections(tmp_path):
@@ -292,6 +314,28 @@ def test_versus_random_compares_network_means_by_hand(tmp_path):
     assert rows["quicknet"]["p"] is None
     line = runs._versus_random_markdown(list(rows.values()), "title")[5]
     assert line == "| alphas | 85.00, 87.00 | 86.00 | +3.50 | 0.333 |"
+
+
+def test_a_family_with_its_own_searches_compares_them_with_its_random_networks(tmp_path):
+    runs = _ablations(tmp_path)
+    results = {"images-18000-quicknet_block-random-0": (0.80, 0.82),
+               "images-18000-quicknet_block-random-1": (0.84, 0.84),
+               "images-18000-quicknet_block": (0.83, 0.81),
+               "images-18000-quicknet_search": (0.85, 0.87)}
+    for label, values in results.items():
+        for seed, value in enumerate(values):
+            _cache(tmp_path / "r", f"{label}_seed-{seed}", {"test_top1": value, "ops": 4e5})
+    rows = {row["row"]: row for row in runs.family_versus_random(18000, "quicknet_block")}
+    searched = "alphas, searched with it (quicknet_search)"
+    assert list(rows) == ["random", "alphas", searched]
+    # Random network means 0.81 and 0.84 (0.825); the row's genotypes 0.82, the searches with
+    # the block 0.86 (p = 1/3, as in the test above).
+    assert rows["alphas"]["minus_random"] == pytest.approx(-0.005)
+    assert rows[searched]["minus_random"] == pytest.approx(0.035)
+    assert rows[searched]["p"] == pytest.approx(1 / 3)
+    table = [row["row"] for row in runs._family_rows(18000, "quicknet_block")]
+    assert table == ["18,000, alphas", "18,000, alphas of searches with it (quicknet_search)",
+                     "random networks of the 18,000 rows"]
 
 
 @pytest.mark.parametrize("family,changed", [

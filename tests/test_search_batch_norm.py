@@ -48,15 +48,15 @@ def _record_norms(supernet):
 
 
 @pytest.mark.parametrize("module", [
-    "ebnas_search", "ebnas_retrain", "bireal",
+    "ebnas_search", "ebnas_retrain", "bireal", "quicknet", "quicknet_search",
     {"preset": "ebnas_search", "pre_bn": True, "norm": "batch_norm", "affine": True},
-], ids=["ebnas_search", "ebnas_retrain", "bireal", "mapping"])
+], ids=["ebnas_search", "ebnas_retrain", "bireal", "quicknet", "quicknet_search", "mapping"])
 def test_search_steps_normalise_with_batch_statistics(module):
     steps = _steps(module)
     supernet, architect = steps.supernet, steps.architect
     norms, records = _record_norms(supernet)
     moving = [layer for layer in norms if isinstance(layer, tf.keras.layers.BatchNormalization)]
-    assert bool(moving) == (module != "ebnas_search")
+    assert bool(moving) == (module not in ("ebnas_search", "quicknet_search"))
     initial = [v.numpy() for v in supernet.non_trainable_variables]
     images, labels = _batch(0)
     if moving:  # inference mode uses the moving statistics (and updates nothing)

@@ -128,6 +128,10 @@ PRESETS["quicknet"] = ModuleStructure(
 # takes a preset name only.
 PRESETS["ebnas_search_ste"] = dataclasses.replace(PRESETS["ebnas_search"], sign="ste")
 PRESETS["ebnas_retrain_ste"] = dataclasses.replace(PRESETS["ebnas_retrain"], sign="ste")
+# QuickNet's block in the supernet as EBNAS searches: real latent weights, BN without affine on
+# batch statistics; the ReLU before the BN and SteSign at 1.25 as `quicknet`.
+PRESETS["quicknet_search"] = dataclasses.replace(
+    PRESETS["ebnas_search"], conv_activation="relu", sign="ste", sign_width=1.25)
 
 def kernel_quantizer(structure: ModuleStructure):
     """The weight binarizer: none (real), SteSign passing gradients inside the weight clip, or
