@@ -40,13 +40,16 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   with a 2C stem) at the supernet row's OPs: TEMPLATE_RANDOM random networks of each, every
   seed, against the row's random networks (4 nodes, C = 8). A template whose random cells beat
   those by far (or reach QuickNet) is the one to search next; no search runs here.
-- projection: the supernet row's alphas genotypes and its first 4 random
-  networks retrained with a real-valued shortcut on every cell-input projection
-  (`module.projection_shortcut`: the mean of each group of input channels, no MACs), as
-  `transitions` does with float transitions.
+- projection: the supernet row's alphas genotypes and its first 4 random networks retrained
+  with a real-valued shortcut on every cell-input projection (`module.projection_shortcut`:
+  the mean of each group of input channels, no MACs), as `transitions` does with float
+  transitions.
 - quicknet_block: the same with QuickNet's block as every binary conv module (`module:
   quicknet`: x + BN(ReLU(Conv_b(sign(x)))), SteSign at 1.25 on activations and weights, sign
   weights clipped at 1.25): is QuickNet's lead its block rather than its topology?
+- retrain_module: the supernet row's searches with the retraining module in the supernet
+  (`module: ebnas_retrain`: pre-BN, scaled sign weights, PReLU, BN with moving statistics run
+  on batch statistics), retrained as the row; against the row's random networks and QuickNet.
 - quicknet_search: the supernet row's searches with QuickNet's block in the supernet too
   (`module: quicknet_search`: EBNAS's search module with the ReLU before the BN and SteSign at
   1.25), each genotype retrained with `module: quicknet`; reported beside quicknet_block.
@@ -71,8 +74,8 @@ from ubnas_tf import cli  # noqa: E402
 flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | "
                     "supernet | supernet_pt | supernet_random | supernet_baselines | "
                     "supernet_nostop | transitions | supernet_long | templates | projection | "
-                    "quicknet_block | quicknet_search | report | all; NAME:K runs the K-th part of a stage, NAME@K/N its K-th "
-                    "share of N processes.")
+                    "quicknet_block | quicknet_search | report | all; NAME:K runs the K-th part "
+                    "of a stage, NAME@K/N its K-th share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
 flags.DEFINE_string("work_dir", "experiments/ablations_run", "Tools' outputs (not committed).")
@@ -139,10 +142,13 @@ FAMILIES = {
         "With QuickNet's block as every binary conv module, the searched cells against the "
         "random networks' under the same change", searched_with="quicknet_search"),
 }
-# The supernet row's searches with QuickNet's block in the supernet too (`quicknet_search`),
-# their genotypes retrained with it: does a search under the module it retrains with pick
-# cells that suit it?
-SEARCHED_WITH = {"quicknet_search": (("module=quicknet_search",), ("module=quicknet",))}
+# The supernet row's searches with another module in the supernet, each genotype retrained as
+# given: does a search under the module it retrains with pick cells that suit it better?
+# EBNAS searches with real weights and no pre-BN (`ebnas_search`) and retrains with
+# `ebnas_retrain`; `retrain_module` searches with the retraining module itself;
+# `quicknet_search` with QuickNet's block, retrained with it.
+SEARCHED_WITH = {"retrain_module": (("module=ebnas_retrain",), ()),
+                 "quicknet_search": (("module=quicknet_search",), ("module=quicknet",))}
 
 MODULES = {  # the reference genotype retrained under each; ebnas_retrain is the reference
     "ebnas_retrain": None,
@@ -493,6 +499,8 @@ class Ablations:
             ("alphas", self._seed_networks(label)),
             ("DARTS-PT selection", self._seed_networks(f"{label}-pt")),
             ("run to the end", self._seed_networks(f"{label}-nostop")),
+            ("searched with the retraining module",
+             self._seed_networks(f"{label}-retrain_module")),
             *self._baselines(label)))
 
     def long_versus_random(self, images: int) -> list:
@@ -593,6 +601,8 @@ class Ablations:
                 self._row(f"{images:,}, DARTS-PT selection", f"images-{images}-pt"),
                 self._row(f"{images:,}, run to the end (no early stopping)",
                           f"images-{images}-nostop"),
+                self._row(f"{images:,}, searched with the retraining module (ebnas_retrain)",
+                          f"images-{images}-retrain_module"),
                 self._row(f"random networks at the {images:,} rows' OPs",
                           *(f"images-{images}-random-{j}" for j in range(SUPERNET_RANDOM))),
                 *(self._row(f"{name} at the {images:,} rows' OPs", f"images-{images}-{name}")

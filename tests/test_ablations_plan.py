@@ -48,7 +48,8 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     genotype = published("EBNAS").to_dict()  # of the binary space (the random row costs it)
     k_labels = [f"k-{normal}-{reduce}" for normal, reduce in runs.k_settings()[1:]]
     for label in ("default", "sign-ste", *k_labels, "nostop", "images-18000",
-                  "images-18000-nostop", "images-18000-quicknet_search"):
+                  "images-18000-nostop", "images-18000-quicknet_search",
+                  "images-18000-retrain_module"):
         for seed in runs.seeds:
             _cache(tmp_path / "r", f"{label}_search-{seed}", {"genotype": genotype})
     for seed in runs.seeds:  # the selections: the supernet row's, compare.py's
@@ -84,13 +85,13 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # x 2 seeds; transitions: the row's 2 genotypes and the first 4 random networks x 2 seeds;
     # supernet_long: the row's 2 genotypes, QuickNet x 2 seeds and LONG_RANDOM random networks;
     # templates: each template's random networks x 2 seeds; projection and quicknet_block: as
-    # transitions; quicknet_search: (search + retraining) x 2 seeds.
+    # transitions; retrain_module, quicknet_search: (search + retraining) x 2 seeds.
     templates = len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2
     families = sum(2 + family.random * 2 for name, family in ablations.FAMILIES.items()
                    if name != "transitions")
     assert len(keys) == len(set(keys)) == (7 * 2 * 2 + 7 * 2 + 3 * 2 + 8 * 2 + 2 + 2 + 4 * 2
                                            + 2 + 2 + ablations.LONG_RANDOM + templates
-                                           + families + 2 * 2)
+                                           + families + 2 * 2 * 2)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -196,6 +197,26 @@ def test_quicknet_search_searches_the_row_with_quicknets_block_and_retrains_with
                             _sets(units[2]))
     assert train["module"] == "quicknet" and train["seed"] == 0
     assert units[2].spec()["genotype"] == published("EBNAS").to_dict()
+
+
+def test_retrain_module_searches_the_row_with_the_retraining_module(tmp_path):
+    runs, _ = _supernet_row(tmp_path)
+    _cache(tmp_path / "r", "images-18000-retrain_module_search-0",
+           {"genotype": published("EBNAS").to_dict()})
+    units = runs.stages()["retrain_module"]()
+    assert [u.key for u in units] == [
+        "images-18000-retrain_module_search-0", "images-18000-retrain_module_search-1",
+        "images-18000-retrain_module_seed-0", "images-18000-retrain_module_seed-1"]
+    row = runs.stages()["supernet"]()
+    assert _sets(units[0]) == [*_sets(row[0]), "module=ebnas_retrain"]
+    search = config_lib.load("search", [protocol.ROOT / runs.exp.budget.search_config],
+                             _sets(units[0]))
+    train = config_lib.load("train", [protocol.ROOT / runs.exp.budget.train_config],
+                            _sets(units[2]))
+    # The supernet's module is the one the row retrains with; the retraining is the row's.
+    assert search["module"] == "ebnas_retrain" and _sets(units[2]) == _sets(row[2])
+    assert ModuleStructure.from_config(train["module"] or "ebnas_retrain") == \
+        ModuleStructure.from_config(search["module"])
 
 
 def test_supernet_pt_selects_on_the_row_searches_and_retrains_compares_selections(tmp_path):
