@@ -7,6 +7,10 @@ code (shared/reference/UBNAS.md):
 - `ebnas_search`:  y = x + BN(Conv(sign(x)))                  real weights, BN without affine
 - `ebnas_retrain`: y = PReLU(x + BN(Conv_b(sign(BN(x)))))    sign(w) * per-channel scale
 
+and QuickNet's block (larq-zoo), for comparing what the block does inside searched cells:
+
+- `quicknet`:      y = x + BN(ReLU(Conv_b(sign(x))))          sign(w), SteSign at 1.25
+
 On stride 2 the shortcut is AvgPool(2). The activation sign is ApproxSign (`sign: approx`,
 Bi-Real's gradient, as UBNAS) or the plain clipped straight-through estimator (`sign: ste`,
 larq's `ste_sign`: gradient 1 on |x| <= sign_width, 0 outside) for the ablation of the paper's
