@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from test_baselines import _batch_norm, _reference_conv
+from test_quantizers import gradient
 from ubnas_tf.errors import UserError
 from ubnas_tf.network import baselines
 from ubnas_tf.search_space import BinaryConvModule, ModuleStructure
@@ -64,14 +65,6 @@ def test_the_block_by_formula(module_class, stride):
     np.testing.assert_allclose(y, shortcut + _batch_norm(np.maximum(conv, 0.0)), atol=1e-4)
 
 
-def _gradient(quantizer, points):
-    x = tf.constant(points)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = quantizer(x)
-    return y.numpy(), tape.gradient(y, x).numpy()
-
-
 @pytest.mark.parametrize("structure,window", [
     ("quicknet", 1.25),
     # Sign weights without QuickNet's clip keep larq's ste_sign (window 1).
@@ -80,7 +73,7 @@ def _gradient(quantizer, points):
 def test_sign_weights_pass_gradients_inside_the_weight_clip(structure, window):
     module = BinaryConvModule(4, 3, structure=structure)
     module(tf.zeros([1, 5, 5, 4]))
-    forward, grad = _gradient(module.conv.kernel_quantizer, POINTS)
+    forward, grad = gradient(module.conv.kernel_quantizer, POINTS)
     np.testing.assert_array_equal(forward, _sign(POINTS))
     np.testing.assert_array_equal(grad, (np.abs(POINTS) <= window).astype(np.float32))
     clipped = module.conv.kernel_constraint(tf.constant(POINTS)).numpy()
@@ -90,7 +83,7 @@ def test_sign_weights_pass_gradients_inside_the_weight_clip(structure, window):
 def test_quicknet_activations_pass_gradients_inside_1_25():
     module = BinaryConvModule(4, 3, structure="quicknet")
     module(tf.zeros([1, 5, 5, 4]))
-    forward, grad = _gradient(module.conv.input_quantizer, POINTS)
+    forward, grad = gradient(module.conv.input_quantizer, POINTS)
     np.testing.assert_array_equal(forward, _sign(POINTS))
     np.testing.assert_array_equal(grad, (np.abs(POINTS) <= 1.25).astype(np.float32))
 
