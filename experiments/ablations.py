@@ -522,9 +522,10 @@ class Ablations:
     def _family_rows(self, images: int, name: str) -> list:
         """The report's rows of a family (FAMILIES): its alphas, its random networks."""
         searched_with = FAMILIES[name].searched_with
+        searched = [self._row(f"{images:,}, alphas of searches with it ({searched_with})",
+                              f"images-{images}-{searched_with}")] if searched_with else []
         return [self._row(f"{images:,}, alphas", f"images-{images}-{name}"),
-                *([self._row(f"{images:,}, alphas of searches with it ({searched_with})",
-                             f"images-{images}-{searched_with}")] if searched_with else []),
+                *(row for row in searched if row["runs"]),  # a stage not run is left out
                 self._row(f"random networks of the {images:,} rows",
                           *(f"images-{images}-{name}-random-{j}"
                             for j in range(FAMILIES[name].random)))]

@@ -357,6 +357,10 @@ def test_a_family_with_its_own_searches_compares_them_with_its_random_networks(t
     table = [row["row"] for row in runs._family_rows(18000, "quicknet_block")]
     assert table == ["18,000, alphas", "18,000, alphas of searches with it (quicknet_search)",
                      "random networks of the 18,000 rows"]
+    # Before its searches have run, the family's table leaves their row out.
+    empty = _ablations(tmp_path / "empty")
+    assert [row["row"] for row in empty._family_rows(18000, "quicknet_block")] == [
+        "18,000, alphas", "random networks of the 18,000 rows"]
 
 
 @pytest.mark.parametrize("family,changed", [
