@@ -116,6 +116,7 @@ def test_int8_io_of_a_quantization_aware_model_verifies():
     from ubnas_tf.export.report import io_types
     from ubnas_tf.export.verify import verify
 
+    tf.keras.utils.set_random_seed(0)
     inputs = tf.keras.Input((8, 8, 32))
     x = qconv(32, "bconv")(FakeQuant()(inputs))
     x = FakeQuant()(tf.keras.layers.BatchNormalization()(x))
@@ -127,6 +128,17 @@ def test_int8_io_of_a_quantization_aware_model_verifies():
     samples = np.random.default_rng(0).uniform(-3, 3, (8, 8, 8, 32)).astype(np.float32)
     result = verify(model, tflite_bytes, samples)
     assert result["passed"] and result["quantization_step"] == pytest.approx(8 / 255, rel=1e-3)
+
+
+def test_int8_outputs_within_one_step_of_kerass_first_class_agree():
+    """Int8 outputs round each logit by up to half a step: classes whose Keras logits are
+    closer than a step may swap without any disagreement, farther ones may not."""
+    from ubnas_tf.export.verify import compare
+
+    keras = np.array([[1.00, 1.02, -1.0], [1.00, 1.20, -1.0], [0.5, 0.1, 0.0]])
+    tflite = np.array([[1.0, 1.0, -1.0], [1.2, 1.2, -1.0], [0.5, 0.1, 0.0]])  # argmax 0, 0, 0
+    assert compare(keras, tflite, step=8 / 255)["top1_agreement"] == pytest.approx(2 / 3)
+    assert compare(keras, tflite, step=0.0)["top1_agreement"] == pytest.approx(1 / 3)
 
 
 def test_bad_target_is_a_user_error(mixed):
