@@ -74,8 +74,8 @@ from ubnas_tf import cli  # noqa: E402
 flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | "
                     "supernet | supernet_pt | supernet_random | supernet_baselines | "
                     "supernet_nostop | transitions | supernet_long | templates | projection | "
-                    "quicknet_block | quicknet_search | report | all; NAME:K runs the K-th part "
-                    "of a stage, NAME@K/N its K-th share of N processes.")
+                    "quicknet_block | retrain_module | quicknet_search | report | all; NAME:K "
+                    "runs the K-th part of a stage, NAME@K/N its K-th share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
 flags.DEFINE_string("work_dir", "experiments/ablations_run", "Tools' outputs (not committed).")
@@ -513,22 +513,24 @@ class Ablations:
         """A family (FAMILIES): the searched cells against the random ones under the same
         change."""
         label, searched_with = f"images-{images}-{name}", FAMILIES[name].searched_with
-        return self.versus_random(f"{label}-random", (
-            ("alphas", self._seed_networks(label)),
-            *(((f"alphas, searched with it ({searched_with})",
-                self._seed_networks(f"images-{images}-{searched_with}")),)
-              if searched_with else ())), FAMILIES[name].random)
+        rows = [("alphas", self._seed_networks(label))]
+        if searched_with:
+            rows.append((f"alphas, searched with it ({searched_with})",
+                         self._seed_networks(f"images-{images}-{searched_with}")))
+        return self.versus_random(f"{label}-random", rows, FAMILIES[name].random)
 
     def _family_rows(self, images: int, name: str) -> list:
         """The report's rows of a family (FAMILIES): its alphas, its random networks."""
+        rows = [self._row(f"{images:,}, alphas", f"images-{images}-{name}")]
         searched_with = FAMILIES[name].searched_with
-        searched = [self._row(f"{images:,}, alphas of searches with it ({searched_with})",
-                              f"images-{images}-{searched_with}")] if searched_with else []
-        return [self._row(f"{images:,}, alphas", f"images-{images}-{name}"),
-                *(row for row in searched if row["runs"]),  # a stage not run is left out
-                self._row(f"random networks of the {images:,} rows",
-                          *(f"images-{images}-{name}-random-{j}"
-                            for j in range(FAMILIES[name].random)))]
+        if searched_with:
+            searched = self._row(f"{images:,}, alphas of searches with it ({searched_with})",
+                                 f"images-{images}-{searched_with}")
+            if searched["runs"]:  # a stage not run is left out
+                rows.append(searched)
+        return rows + [self._row(f"random networks of the {images:,} rows",
+                                 *(f"images-{images}-{name}-random-{j}"
+                                   for j in range(FAMILIES[name].random)))]
 
     def templates_versus_random(self, images: int) -> list:
         """Each template's random networks and QuickNet against the supernet row's random

@@ -13,7 +13,7 @@ from ubnas_tf.search_space.genotype import published
 
 from experiments import ablations, protocol
 from ubnas_tf import config as config_lib
-from ubnas_tf.search_space import ModuleStructure
+from ubnas_tf.search_space import PRESETS, ModuleStructure, get_space
 
 
 def _ablations(tmp_path, budget="full", reuse=()):
@@ -177,46 +177,37 @@ def test_supernet_row_searches_on_three_times_the_images_and_shards_by_seed(tmp_
     assert [u.key for u in units[1::2]] == ["images-18000_search-1", "images-18000_seed-1"]
 
 
-def test_quicknet_search_searches_the_row_with_quicknets_block_and_retrains_with_it(tmp_path):
-    runs = _ablations(tmp_path)
-    units = runs.stages()["quicknet_search"]()
-    assert [u.key for u in units] == [
-        "images-18000-quicknet_search_search-0", "images-18000-quicknet_search_search-1",
-        "images-18000-quicknet_search_seed-0", "images-18000-quicknet_search_seed-1"]
-    # The supernet row's search (its images) with QuickNet's block in the supernet: EBNAS's
-    # search module (real weights, BN on batch statistics) with ReLU -> BN and SteSign at 1.25.
-    row = _sets(runs.stages()["supernet"]()[0])
-    assert _sets(units[0]) == [*row, "module=quicknet_search"]
-    search = config_lib.load("search", [protocol.ROOT / runs.exp.budget.search_config],
-                             _sets(units[0]))
-    assert ModuleStructure.from_config(search["module"]) == ModuleStructure(
-        conv_activation="relu", sign="ste", sign_width=1.25)
-    _cache(tmp_path / "r", "images-18000-quicknet_search_search-0",
-           {"genotype": published("EBNAS").to_dict()})
-    train = config_lib.load("train", [protocol.ROOT / runs.exp.budget.train_config],
-                            _sets(units[2]))
-    assert train["module"] == "quicknet" and train["seed"] == 0
-    assert units[2].spec()["genotype"] == published("EBNAS").to_dict()
-
-
-def test_retrain_module_searches_the_row_with_the_retraining_module(tmp_path):
+@pytest.mark.parametrize("name,search_set,searched_with,train_sets,retrained_with", [
+    # EBNAS's search module (real weights, BN on batch statistics) with QuickNet's ReLU -> BN
+    # and SteSign at 1.25; its genotypes retrained with QuickNet's block.
+    ("quicknet_search", "module=quicknet_search",
+     ModuleStructure(conv_activation="relu", sign="ste", sign_width=1.25), ["module=quicknet"],
+     PRESETS["quicknet"]),
+    # The retraining module in the supernet; its genotypes retrained as the row's.
+    ("retrain_module", "module=ebnas_retrain", PRESETS["ebnas_retrain"], [],
+     PRESETS["ebnas_retrain"]),
+])
+def test_searched_with_stages_search_the_row_with_their_module_and_retrain_its_genotypes(
+        tmp_path, name, search_set, searched_with, train_sets, retrained_with):
     runs, _ = _supernet_row(tmp_path)
-    _cache(tmp_path / "r", "images-18000-retrain_module_search-0",
-           {"genotype": published("EBNAS").to_dict()})
-    units = runs.stages()["retrain_module"]()
-    assert [u.key for u in units] == [
-        "images-18000-retrain_module_search-0", "images-18000-retrain_module_search-1",
-        "images-18000-retrain_module_seed-0", "images-18000-retrain_module_seed-1"]
+    label = f"images-18000-{name}"
+    _cache(tmp_path / "r", f"{label}_search-0", {"genotype": published("EBNAS").to_dict()})
+    units = runs.stages()[name]()
+    assert [u.key for u in units] == [f"{label}_search-0", f"{label}_search-1",
+                                      f"{label}_seed-0", f"{label}_seed-1"]
+    # The supernet row's search (its images) with the module; the row's retraining with the
+    # retraining overrides, of the new search's genotype.
     row = runs.stages()["supernet"]()
-    assert _sets(units[0]) == [*_sets(row[0]), "module=ebnas_retrain"]
+    assert _sets(units[0]) == [*_sets(row[0]), search_set]
+    assert _sets(units[2]) == [*_sets(row[2]), *train_sets]
+    assert units[2].spec()["genotype"] == published("EBNAS").to_dict()
     search = config_lib.load("search", [protocol.ROOT / runs.exp.budget.search_config],
                              _sets(units[0]))
     train = config_lib.load("train", [protocol.ROOT / runs.exp.budget.train_config],
                             _sets(units[2]))
-    # The supernet's module is the one the row retrains with; the retraining is the row's.
-    assert search["module"] == "ebnas_retrain" and _sets(units[2]) == _sets(row[2])
-    assert ModuleStructure.from_config(train["module"] or "ebnas_retrain") == \
-        ModuleStructure.from_config(search["module"])
+    assert ModuleStructure.from_config(search["module"]) == searched_with
+    assert train["seed"] == 0 and ModuleStructure.from_config(
+        train["module"] or get_space(train["space"]).network_module) == retrained_with
 
 
 def test_supernet_pt_selects_on_the_row_searches_and_retrains_compares_selections(tmp_path):

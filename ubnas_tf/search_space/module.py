@@ -121,21 +121,22 @@ PRESETS = {
     ),
 }
 
+# The sign ablation (experiments/ablations.py) needs the STE in the search too, whose config
+# takes a preset name only.
+PRESETS["ebnas_search_ste"] = dataclasses.replace(PRESETS["ebnas_search"], sign="ste")
+PRESETS["ebnas_retrain_ste"] = dataclasses.replace(PRESETS["ebnas_retrain"], sign="ste")
+
 # QuickNet's block (larq-zoo sota.QuickNet, our baselines.quicknet): x + BN(ReLU(Conv_b(sign(x))))
 # with SteSign at 1.25 on activations and weights, weights clipped at 1.25, no scaling.
 PRESETS["quicknet"] = ModuleStructure(
     weights="sign", conv_activation="relu", norm="batch_norm", affine=True, sign="ste",
     sign_width=1.25, weight_clip=1.25,
 )
-
-# The sign ablation (experiments/ablations.py) needs the STE in the search too, whose config
-# takes a preset name only.
-PRESETS["ebnas_search_ste"] = dataclasses.replace(PRESETS["ebnas_search"], sign="ste")
-PRESETS["ebnas_retrain_ste"] = dataclasses.replace(PRESETS["ebnas_retrain"], sign="ste")
 # QuickNet's block in the supernet as EBNAS searches: real latent weights, BN without affine on
 # batch statistics; the ReLU before the BN and SteSign at 1.25 as `quicknet`.
 PRESETS["quicknet_search"] = dataclasses.replace(
     PRESETS["ebnas_search"], conv_activation="relu", sign="ste", sign_width=1.25)
+
 
 def kernel_quantizer(structure: ModuleStructure):
     """The weight binarizer: none (real), SteSign passing gradients inside the weight clip, or
