@@ -1,4 +1,5 @@
 """OPs-aware search: the cost model against built networks, the penalty, the fitted derivation."""
+import dataclasses
 import json
 import random
 import types
@@ -67,6 +68,28 @@ def test_ops_of_a_genotype_are_those_of_its_built_network(cost_model):
         assert cost_model.genotype_ops(genotype) == pytest.approx(built, rel=1e-9)
 
 
+def test_with_float_transitions_the_budget_costs_the_normal_cells_and_the_transitions():
+    """`reduction: quicknet` builds QuickNet's float transitions where the reduction cells were:
+    the budget's network is that one, whatever the genotype's reduction cell holds."""
+    transitions = NetworkCostModel("binary", primitives=PRIMITIVES, nodes=NODES, multiplier=4,
+                                   cells=5, channels=8, input_shape=(12, 12, 1),
+                                   num_classes=10, reduction="quicknet")
+    assert not transitions.costs["reduce"].any()
+    rng = random.Random(1)
+    first, second = random_genotype(rng), random_genotype(rng)
+    mixed = dataclasses.replace(first, reduce=second.reduce)
+    for genotype in (first, second, mixed):
+        model = transitions._build(genotype)
+        names = {layer.name for layer in model.layers}
+        # Cells 1 and 3 of 5 are the reductions: transitions, no cell.
+        assert {"cell1_transition_conv", "cell3_transition_conv"} <= names
+        assert not any(name.startswith(("cell1_", "cell3_")) and "transition" not in name
+                       for name in names)
+        assert transitions.genotype_ops(genotype) == pytest.approx(profile(model).ops, rel=1e-9)
+    # Another reduction cell under the same normal cell costs the same.
+    assert transitions.genotype_ops(mixed) == transitions.genotype_ops(first)
+
+
 def test_edge_costs_are_bops_over_64_of_the_binary_convolutions(cost_model):
     # Cells [N, R, N, R, N]: normal cells at 12x12 (C=8), 6x6 (C=16) and 3x3 (C=32), each
     # summed into the 'normal' table; a 3x3 binary conv is H*W*C*C*9 BOPs; pools and skips
@@ -120,6 +143,15 @@ def test_fitted_genotype_lands_within_tolerance(cost_model, factor):
     assert Genotype.from_dict(json.loads(fitted.to_json())) == fitted  # plain ints: it saves
     # A genotype already within the band is left as it is.
     assert fit_genotype(fitted, weights, cost_model, target, tolerance=0.05) == fitted
+
+
+def test_an_unknown_budget_reduction_is_refused_naming_the_key():
+    from ubnas_tf.search.config import check_config
+
+    config = config_lib.load("search", overrides=["ops_budget.reduction=float"])
+    with pytest.raises(UserError, match="'ops_budget.reduction' must be one of searched, "
+                                        "quicknet, got 'float'"):
+        check_config(config)
 
 
 def test_unreachable_or_bad_targets_are_user_errors():

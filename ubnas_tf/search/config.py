@@ -18,6 +18,7 @@ from ubnas_tf.search.channels import check_channels_per_op, resolve_partial
 from ubnas_tf.search.early_stop import check_early_stop
 from ubnas_tf.search.schedule import check_schedule, comparable_schedule
 from ubnas_tf.search.supernet import GRAPH_MODES, SupernetConfig
+from ubnas_tf.network.genotype_network import REDUCTIONS
 from ubnas_tf.search_space import reduction_cells
 from ubnas_tf.search_space.stems import STEM_KINDS
 
@@ -86,6 +87,9 @@ def check_config(config: dict) -> None:
     reduction_cells(config["cells"])
     if config["ops_budget"]["cells"] is not None:
         reduction_cells(config["ops_budget"]["cells"], key="ops_budget.cells")
+    _require(config["ops_budget"]["reduction"] in REDUCTIONS,
+             f"config key 'ops_budget.reduction' must be one of {', '.join(REDUCTIONS)}, "
+             f"got {config['ops_budget']['reduction']!r}")
     _require(config["stem"] in STEM_KINDS,
              f"config key 'stem' must be one of {', '.join(STEM_KINDS)}, got {config['stem']!r}")
     primitives = config["primitives"]

@@ -67,11 +67,15 @@ class NetworkCostModel:
         module: the module structure of the retrained ops (None: the space's default).
         stem: the network's stem kind (`auto` resolves it from `input_shape`, as
             `build_network` does): the cells' sizes start at the stem's stride.
+        reduction: the network's reductions, `searched` (the genotype's reduction cells) or
+            `quicknet` (QuickNet's float transitions, a fixed cost: the reduction cell's edges
+            then cost nothing, whatever the genotype holds there).
     """
 
     def __init__(self, space, *, primitives, nodes: int, multiplier: int, cells: int,
                  channels: int, input_shape, num_classes: int, stem_multiplier: int = 3,
-                 module=None, stem: str = "auto"):
+                 module=None, stem: str = "auto", reduction: str = "searched"):
+        from ubnas_tf.network.genotype_network import check_reduction
         from ubnas_tf.search_space import get_space, reduction_cells
         from ubnas_tf.search_space.stems import resolve_stem, stem_stride
 
@@ -83,6 +87,7 @@ class NetworkCostModel:
         self.stem_multiplier = int(stem_multiplier)
         self.module = module
         self.stem = resolve_stem(stem, self.input_shape)
+        self.reduction = check_reduction(reduction)
         # Edge e of node n is `starts[n] + source`; the derivation never picks `none`.
         self.starts = [int(start) for start in np.cumsum([0] + [n + 2 for n in range(self.nodes)])]
         self.pickable = [i for i, name in enumerate(self.primitives) if name != "none"]
@@ -98,8 +103,9 @@ class NetworkCostModel:
             reduction = index in reductions
             if reduction:
                 current *= 2
-            self._add_cell(self.costs["reduce" if reduction else "normal"], current,
-                           (height, width), reduction)
+            if not (reduction and self.reduction == "quicknet"):
+                self._add_cell(self.costs["reduce" if reduction else "normal"], current,
+                               (height, width), reduction)
             if reduction:
                 height, width = -(-height // 2), -(-width // 2)
         self.fixed = self._fixed_part()
@@ -131,7 +137,7 @@ class NetworkCostModel:
         return build_network(genotype, input_shape=self.input_shape,
                              num_classes=self.num_classes, space=self.space, cells=self.cells,
                              channels=self.channels, stem_multiplier=self.stem_multiplier,
-                             module=self.module, stem=self.stem)
+                             module=self.module, stem=self.stem, reduction=self.reduction)
 
     def _cheapest_genotype(self) -> Genotype:
         """Every node's first two inputs with the cheapest pickable op (to measure `fixed`)."""
@@ -278,7 +284,8 @@ class BudgetPenalty:
 def cost_model_from_config(config: dict, info) -> NetworkCostModel:
     """The cost model of a search config for the data described by `info` (its `input_shape`
     and `num_classes`): the supernet's ops, and the network of `ops_budget.cells`/`channels`/
-    `module` (null: the search's own cells and channels, the space's retraining module)."""
+    `module`/`reduction` (null: the search's own cells and channels, the space's retraining
+    module; `reduction` defaults to the searched reduction cells)."""
     from ubnas_tf.search.config import supernet_config
 
     budget = config["ops_budget"]
@@ -287,7 +294,8 @@ def cost_model_from_config(config: dict, info) -> NetworkCostModel:
         nodes=config["nodes"], multiplier=config["multiplier"],
         cells=budget["cells"] or config["cells"], channels=budget["channels"] or config["channels"],
         input_shape=info.input_shape, num_classes=info.num_classes,
-        stem_multiplier=config["stem_multiplier"], module=budget["module"], stem=config["stem"])
+        stem_multiplier=config["stem_multiplier"], module=budget["module"], stem=config["stem"],
+        reduction=budget["reduction"])
 
 
 def budget_from_config(config: dict, info) -> BudgetPenalty | None:
