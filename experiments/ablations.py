@@ -53,12 +53,18 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
 - quicknet_search: the supernet row's searches with QuickNet's block in the supernet too
   (`module: quicknet_search`: EBNAS's search module with the ReLU before the BN and SteSign at
   1.25), each genotype retrained with `module: quicknet`; reported beside quicknet_block.
+- quicknet_ops: QuickNet's template at the supernet row's OPs (its sized filters and blocks)
+  with each block an op of the binary space drawn uniformly (`baselines.quicknet.ops`; the
+  binary convs QuickNet's block itself), QUICKNET_OPS_RANDOM networks in the row's OPs window,
+  every seed each, against QuickNet: the random baseline of a block-level search, and how far
+  other blocks move QuickNet (no search runs here).
 
 A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
 runs one seed's search and retraining per process.
 """
 import dataclasses
 import functools
+import json
 import pathlib
 import sys
 
@@ -74,7 +80,8 @@ from ubnas_tf import cli  # noqa: E402
 flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | "
                     "supernet | supernet_pt | supernet_random | supernet_baselines | "
                     "supernet_nostop | transitions | supernet_long | templates | projection | "
-                    "quicknet_block | retrain_module | quicknet_search | report | all; NAME:K "
+                    "quicknet_block | retrain_module | quicknet_search | quicknet_ops | report | "
+                    "all; NAME:K "
                     "runs the K-th part of a stage, NAME@K/N its K-th share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
@@ -106,6 +113,7 @@ TEMPLATES = {
     "nodes3-c10": {"nodes": 3, "channels": 10, "stem_multiplier": 2},
 }
 TEMPLATE_RANDOM = 4  # random networks per template, every seed each
+QUICKNET_OPS_RANDOM = 8  # QuickNets of random blocks at the supernet row's OPs, every seed each
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,6 +264,7 @@ class Ablations:
                 continues=self.supernet_label()),
             "supernet_long": self.supernet_long,
             "templates": self.templates,
+            "quicknet_ops": self.quicknet_ops,
             **{name: functools.partial(self.family, name) for name in FAMILIES},
             **{name: functools.partial(self.searched_with, name) for name in SEARCHED_WITH},
         }
@@ -428,6 +437,34 @@ class Ablations:
                         name)["genotypes"][j]["genotype"])) for j in range(TEMPLATE_RANDOM)]
         return units
 
+    def quicknet_ops_record(self) -> dict:
+        """QUICKNET_OPS_RANDOM QuickNets of the supernet row's QuickNet size with random blocks,
+        in the window of the row's random networks, written once as quicknet_ops_random.json."""
+        def make():
+            from experiments.ops_matching import random_block_ops_record
+
+            return random_block_ops_record(
+                self.supernet_baseline_sizes()["quicknet"]["settings"], self.exp.dataset_info(),
+                count=QUICKNET_OPS_RANDOM, target=self.supernet_random_genotypes()["target_ops"],
+                tolerance=self.exp.budget.ops_tolerance)
+
+        return self.exp.written_once("quicknet_ops_random.json", make)
+
+    def quicknet_ops(self) -> list:
+        """Each QuickNet of random blocks retrained with every seed (seed by seed), as
+        `<row>-quicknet_ops-random-J_seed-K`."""
+        from experiments.ops_matching import settings_as_sets
+
+        def sets(j):
+            record = self.quicknet_ops_record()
+            return settings_as_sets("quicknet", {**record["settings"],
+                                                 "ops": record["networks"][j]["block_ops"]})
+
+        label = f"{self.supernet_label()}-quicknet_ops-random"
+        return [self.exp.train_unit(f"{label}-{j}_seed-{seed}", "quicknet", seed,
+                                    model="quicknet", sets=functools.partial(sets, j))
+                for seed in self.seeds for j in range(QUICKNET_OPS_RANDOM)]
+
     # --- the report -------------------------------------------------------------------------
 
     def _runs(self, label: str) -> list:
@@ -543,6 +580,31 @@ class Ablations:
             ("alphas (4 nodes, C = 8)", self._seed_networks(label)),
             *self._baselines(label)))
 
+    def quicknet_ops_versus_random(self, images: int) -> list:
+        """QuickNet (its own block at every position) and the row's searched cells against
+        the QuickNets of random blocks, at the same OPs."""
+        label = f"images-{images}"
+        return self.versus_random(f"{label}-quicknet_ops-random", (
+            *self._baselines(label), ("alphas (the row's cells)", self._seed_networks(label))),
+            networks=QUICKNET_OPS_RANDOM)
+
+    def _quicknet_ops_markdown(self, images: int) -> list:
+        """What each QuickNet of random blocks holds, its OPs and its mean over the seeds."""
+        path = self.exp.results_dir / "quicknet_ops_random.json"
+        if not path.is_file():
+            return []
+        lines = ["QuickNets of random blocks (`quicknet_ops_random.json`; blocks in order, "
+                 "two per stage):", "", "| network | blocks | OPs | runs | test top-1 (mean) |",
+                 "|---|---|---|---|---|"]
+        for j, network in enumerate(json.loads(path.read_text())["networks"]):
+            runs = self._runs(f"images-{images}-quicknet_ops-random-{j}")
+            stats = mean_std([r["train"]["test_top1"] for r in runs])
+            mean = percent(stats[0]) if stats else "-"
+            blocks = ", ".join(op.replace("bin_", "") for op in network["block_ops"])
+            lines.append(f"| {j} | {blocks} | {network['ops'] / 1e6:.3f}M | {len(runs)} | "
+                         f"{mean} |")
+        return lines + [""]
+
     @staticmethod
     def _versus_random_markdown(rows: list, title: str) -> list:
         if not rows:
@@ -626,6 +688,12 @@ class Ablations:
                             *(f"images-{images}-{name}-random-{j}"
                               for j in range(TEMPLATE_RANDOM)))
                   for name, t in TEMPLATES.items())],
+            f"QuickNet's template with random blocks at the {images:,} rows' OPs": [
+                *(self._row(f"{name} (its own block)", f"images-{images}-{name}")
+                  for name in SUPERNET_BASELINES),
+                self._row("random blocks of the binary space",
+                          *(f"images-{images}-quicknet_ops-random-{j}"
+                            for j in range(QUICKNET_OPS_RANDOM)))],
         }
         lines = [f"Budget `{self.exp.budget.name}` on `{self.exp.budget.dataset}`, "
                  f"{self.exp.budget.seeds} seeds per row (`runs`: more where `--seeds` added "
@@ -661,6 +729,7 @@ class Ablations:
         families = {name: self.family_versus_random(images, name) for name in FAMILIES}
         long = self.long_versus_random(images)
         templates = self.templates_versus_random(images)
+        blocks = self.quicknet_ops_versus_random(images)
         lines += self._versus_random_markdown(
             versus, f"Against the random networks at the {images:,} rows' OPs")
         lines += self._versus_random_markdown(
@@ -671,6 +740,10 @@ class Ablations:
         lines += self._versus_random_markdown(
             templates, f"Random networks of fewer, wider cells against the {images:,} rows' "
                        "random networks (4 nodes, C = 8) at the same OPs")
+        lines += self._versus_random_markdown(
+            blocks, "QuickNet against QuickNets of random blocks (`random`: the random "
+                    "baseline of a block-level search) at the same OPs")
+        lines += self._quicknet_ops_markdown(images)
         lines += self._pairs_markdown(pairs, "reference searches")
         lines += self._pairs_markdown(supernet_pairs, f"searches on {images:,} images")
         lines += ["Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures)]
@@ -679,6 +752,7 @@ class Ablations:
                                                  "supernet_versus_random": versus,
                                                  "long_versus_random": long,
                                                  "templates_versus_random": templates,
+                                                 "quicknet_ops_versus_random": blocks,
                                                  **{f"{name}_versus_random": rows
                                                     for name, rows in families.items()}})
         atomic_write_text(out / "results.md", "\n".join(lines) + "\n")

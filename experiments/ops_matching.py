@@ -5,7 +5,9 @@ Every OPs figure is the retrained network's (OPs = FLOPs + BOPs/64, `ubnas_tf.ne
   and module (exactly `cost.profile` of the built network, tested in tests/test_ops_budget.py),
   which takes milliseconds per genotype, so rejection sampling is cheap;
 - Bi-Real and QuickNet (network/baselines.py) are built and profiled for each candidate width
-  and depth; the one closest to the target (in ratio) is kept, and it must be within the window.
+  and depth; the one closest to the target (in ratio) is kept, and it must be within the window;
+- QuickNet's template with random blocks (`baselines.quicknet(ops=...)`) is built and
+  profiled for each draw (a few dozen: most land in a 10% window).
 """
 from __future__ import annotations
 
@@ -129,6 +131,30 @@ def baseline_sizes_record(names, info, *, target: float, tolerance: float) -> di
     return {"target_ops": target, "tolerance": tolerance,
             **{name: size_baseline(name, info, target=target, tolerance=tolerance)
                for name in names}}
+
+
+def random_block_ops_record(settings: dict, info, *, count: int, target: float,
+                            tolerance: float, seed: int = 0, max_tries: int = 500) -> dict:
+    """`count` QuickNets of `settings` (filters, blocks) whose blocks are ops drawn uniformly
+    from the binary space (`baselines.BLOCK_SPACE`, no `none`) and whose OPs are within
+    `tolerance` of `target`, in the order drawn from `seed`, as a results folder keeps them."""
+    from ubnas_tf.network.baselines import BLOCK_SPACE
+    from ubnas_tf.search_space import get_space
+
+    choices = [op for op in get_space(BLOCK_SPACE).primitives if op != "none"]
+    rng = np.random.default_rng(seed)
+    kept, tries = [], 0
+    while len(kept) < count:
+        if tries >= max_tries:
+            raise UserError(f"only {len(kept)} of {max_tries} random block choices had OPs "
+                            f"within {tolerance:.0%} of {target:,.0f}: widen the window")
+        tries += 1
+        ops = [choices[i] for i in rng.integers(len(choices), size=sum(settings["blocks"]))]
+        cost = _ops("quicknet", {**settings, "ops": ops}, info)
+        if abs(cost / target - 1.0) <= tolerance:
+            kept.append({"block_ops": ops, "ops": cost})
+    return {"target_ops": target, "tolerance": tolerance, "seed": seed, "drawn": tries,
+            "settings": dict(settings), "networks": kept}
 
 
 def settings_as_sets(name: str, settings: dict) -> tuple:

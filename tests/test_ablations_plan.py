@@ -67,7 +67,13 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
             tool = "search" if unit.kind == "search" else "train"
             config = budget.search_config if tool == "search" else budget.train_config
             config_lib.load(tool, [protocol.ROOT / config], _sets(unit))
-            if "-random-" in unit.key:  # each random network of its record
+            if "-quicknet_ops-random-" in unit.key:  # QuickNet of the record's blocks
+                index = int(unit.key.split("-random-")[1].split("_")[0])
+                config = config_lib.load(tool, [protocol.ROOT / config], _sets(unit))
+                assert unit.spec()["model"] == "quicknet"
+                assert config["baselines"]["quicknet"]["ops"] == \
+                    runs.quicknet_ops_record()["networks"][index]["block_ops"]
+            elif "-random-" in unit.key:  # each random network of its record
                 family, rest = unit.key.split("-random-")
                 template = family.removeprefix("images-18000-")
                 record = (runs.template_random_genotypes(template)
@@ -85,13 +91,15 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # x 2 seeds; transitions: the row's 2 genotypes and the first 4 random networks x 2 seeds;
     # supernet_long: the row's 2 genotypes, QuickNet x 2 seeds and LONG_RANDOM random networks;
     # templates: each template's random networks x 2 seeds; projection and quicknet_block: as
-    # transitions; retrain_module, quicknet_search: (search + retraining) x 2 seeds.
+    # transitions; retrain_module, quicknet_search: (search + retraining) x 2 seeds;
+    # quicknet_ops: QUICKNET_OPS_RANDOM QuickNets of random blocks x 2 seeds.
     templates = len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2
     families = sum(2 + family.random * 2 for name, family in ablations.FAMILIES.items()
                    if name != "transitions")
     assert len(keys) == len(set(keys)) == (7 * 2 * 2 + 7 * 2 + 3 * 2 + 8 * 2 + 2 + 2 + 4 * 2
                                            + 2 + 2 + ablations.LONG_RANDOM + templates
-                                           + families + 2 * 2 * 2)
+                                           + families + 2 * 2 * 2
+                                           + ablations.QUICKNET_OPS_RANDOM * 2)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -443,6 +451,58 @@ def test_templates_retrain_random_networks_of_fewer_wider_cells_in_the_rows_wind
         # The network the retraining builds, not the draw's cost model, is in the window.
         ops = profile(build_from_config(genotype, runs.exp.dataset_info(), config)).ops
         assert abs(ops / target - 1) <= runs.exp.budget.ops_tolerance
+
+
+def test_quicknet_ops_retrain_quicknets_of_random_blocks_in_the_rows_window(tmp_path):
+    from ubnas_tf.network.baselines import build_baseline
+    from ubnas_tf.network.cost import profile
+
+    runs, _ = _supernet_row(tmp_path)
+    units = runs.stages()["quicknet_ops"]()
+    count = ablations.QUICKNET_OPS_RANDOM
+    assert [u.key for u in units] == [f"images-18000-quicknet_ops-random-{j}_seed-{seed}"
+                                      for seed in (0, 1) for j in range(count)]
+    record = runs.quicknet_ops_record()
+    target = runs.supernet_random_genotypes()["target_ops"]
+    # QuickNet's size at the row's OPs, its blocks drawn: distinct networks, none `none`.
+    assert record["settings"] == runs.supernet_baseline_sizes()["quicknet"]["settings"]
+    assert record["target_ops"] == target and len(record["networks"]) == count
+    blocks = [tuple(network["block_ops"]) for network in record["networks"]]
+    assert len(set(blocks)) == count and all(len(b) == 6 and "none" not in b for b in blocks)
+    for j, unit in enumerate(units[:count]):
+        config = config_lib.load("train", [protocol.ROOT / runs.exp.budget.train_config],
+                                 _sets(unit))
+        assert unit.spec()["model"] == "quicknet" and config["seed"] == 0
+        model = build_baseline("quicknet", runs.exp.dataset_info(), config)
+        # The network the retraining builds has the record's blocks and OPs, in the window.
+        ops = profile(model).ops
+        assert ops == record["networks"][j]["ops"]
+        assert abs(ops / target - 1) <= runs.exp.budget.ops_tolerance
+        assert f"section2_block1_{blocks[j][-1]}" in {layer.name for layer in model.layers}
+
+
+def test_quicknet_ops_versus_random_and_listing_by_hand(tmp_path):
+    runs, _ = _supernet_row(tmp_path)
+    atomic_write_json(tmp_path / "r" / "quicknet_ops_random.json", {"networks": [
+        {"block_ops": ["bin_conv_5x5", "skip_connect"], "ops": 480000.0},
+        {"block_ops": ["avg_pool_3x3", "bin_dil_conv_3x3"], "ops": 500000.0}]})
+    results = {"images-18000-quicknet_ops-random-0": (0.86, 0.88),
+               "images-18000-quicknet_ops-random-1": (0.85,),
+               "images-18000-quicknet": (0.88, 0.86), "images-18000": (0.89, 0.90)}
+    for label, values in results.items():
+        for seed, value in enumerate(values):
+            _cache(tmp_path / "r", f"{label}_seed-{seed}", {"test_top1": value})
+    rows = {row["row"]: row for row in runs.quicknet_ops_versus_random(18000)}
+    assert list(rows) == ["random", "quicknet", "alphas (the row's cells)"]
+    assert rows["random"]["networks"] == pytest.approx([0.87, 0.85])
+    assert rows["quicknet"]["minus_random"] == pytest.approx(0.87 - 0.86)
+    # The row's two searches (0.89, 0.90) against the random blocks (0.87, 0.85): +0.035;
+    # of the 6 splits into pairs, 2 (this one and its mirror) differ by 0.035 or more.
+    assert rows["alphas (the row's cells)"]["minus_random"] == pytest.approx(0.035)
+    assert rows["alphas (the row's cells)"]["p"] == pytest.approx(1 / 3)
+    assert runs._quicknet_ops_markdown(18000)[4:6] == [
+        "| 0 | conv_5x5, skip_connect | 0.480M | 2 | 87.00 |",
+        "| 1 | avg_pool_3x3, dil_conv_3x3 | 0.500M | 1 | 85.00 |"]
 
 
 def test_templates_versus_random_compares_each_templates_network_means(tmp_path):

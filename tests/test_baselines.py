@@ -47,6 +47,54 @@ def test_quicknet_by_hand():
     assert model.get_layer("section1_block0_add").output.shape[1:] == (16, 16, 32)
 
 
+def _randomized(model, seed=0):
+    """`model` with random weights (BN statistics positive), the frozen blur kept."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([value if "blur" in weight.name else
+                       (rng.uniform(0.5, 1.5, value.shape) if "variance" in weight.name
+                        else rng.normal(0.0, 0.5, value.shape)).astype(np.float32)
+                       for weight, value in zip(model.weights, model.get_weights())])
+    return model
+
+
+def test_quicknet_with_its_own_block_as_ops_computes_quicknet():
+    """The binary space's bin_conv_3x3 under the `quicknet` module is QuickNet's block: a
+    network of it at every block is QuickNet, weight for weight."""
+    info = DatasetInfo("x", 4, (12, 12, 1), 10, 10, tuple("abcd"), (0.0,), (1.0,))
+    quicknet = _randomized(baselines.quicknet(info, filters=(8, 16), blocks=(1, 2)))
+    as_ops = baselines.quicknet(info, filters=(8, 16), blocks=(1, 2), ops=["bin_conv_3x3"] * 3)
+    as_ops.set_weights(quicknet.get_weights())
+    x = np.random.default_rng(1).normal(size=(4, 12, 12, 1)).astype(np.float32)
+    for training in (False, True):
+        np.testing.assert_allclose(as_ops(x, training=training).numpy(),
+                                   quicknet(x, training=training).numpy(), atol=1e-5)
+
+
+def test_quicknet_ops_cost_their_binary_macs_by_hand():
+    ops = ["bin_conv_5x5", "bin_dil_conv_3x3", "avg_pool_3x3", "skip_connect", "max_pool_3x3",
+           "bin_dil_conv_5x5"]
+    model = baselines.quicknet(CIFAR, filters=(8, 16, 32), blocks=(2, 2, 2), ops=ops)
+    # Blocks at 32x32x8, 32x32x8, 16x16x16 (two parameter-free), 8x8x32, 8x8x32; a dilated
+    # conv has the MACs of its kernel size.
+    macs = 32 * 32 * (25 + 9) * 8 * 8 + 8 * 8 * 25 * 32 * 32
+    assert profile(model).macs_binary == macs
+    assert profile(model).params_binary == (25 + 9) * 8 * 8 + 25 * 32 * 32
+    assert model.get_layer("section1_block0_avg_pool_3x3").pool_size == (3, 3)
+    module = model.get_layer("section2_block1_bin_dil_conv_5x5")
+    assert module.structure.conv_activation == "relu" and module.conv.dilation_rate == (2, 2)
+
+
+@pytest.mark.parametrize("ops, message", [
+    (["bin_conv_3x3"], "a list of 2 op names"),
+    ("bin_conv_3x3", "a list of 2 op names"),
+    (["bin_conv_3x3", "none"], "'none' is not a block op"),
+    (["bin_conv_3x3", "sep_conv_3x3"], "'sep_conv_3x3' is not a block op; use skip_connect"),
+])
+def test_bad_quicknet_ops_are_one_line_errors(ops, message):
+    with pytest.raises(UserError, match=message):
+        baselines.quicknet(CIFAR, filters=(8, 16), blocks=(1, 1), ops=ops)
+
+
 def test_float_version_keeps_the_genotype_and_makes_every_conv_float():
     space = baselines.float_space("binary")
     model = build_network(BINARY_GENOTYPE, input_shape=(32, 32, 3), num_classes=10, cells=5,
@@ -70,6 +118,9 @@ def test_baselines_reload_from_h5(tmp_path):
     x = np.random.default_rng(0).normal(size=(2, 12, 12, 1)).astype(np.float32)
     for model in (baselines.bireal(info, width=8, blocks=(1, 1)),
                   baselines.quicknet(info, filters=(8, 16), blocks=(1, 1)),
+                  baselines.build_baseline("quicknet", info, {"baselines": {"quicknet": {
+                      "filters": [8, 16], "blocks": [1, 1],
+                      "ops": ["bin_dil_conv_5x5", "avg_pool_3x3"]}}}),
                   baselines.build_baseline("float", info, config, BINARY_GENOTYPE)):
         path = tmp_path / f"{model.name}.h5"
         model.save(path)

@@ -59,6 +59,12 @@ CASES = {
     # CONV_2D: stem, stem pointwise, 2 transitions; depthwise: stem + 2 blur pools.
     "quicknet": (lambda: baselines.quicknet(INFO, filters=(16, 32, 64), blocks=(2, 2, 2)),
                  6, 6, 4, 3),
+    # QuickNet's template with other blocks of the binary space: 3 binary convs (5x5 and both
+    # dilated), the rest pools and a skip.
+    "quicknet_ops": (lambda: baselines.quicknet(
+        INFO, filters=(16, 32, 64), blocks=(2, 2, 2),
+        ops=["bin_conv_5x5", "bin_dil_conv_3x3", "avg_pool_3x3", "bin_dil_conv_5x5",
+             "max_pool_3x3", "skip_connect"]), 3, 3, 4, 3),
     # The float version of the genotype: every binary conv is a float CONV_2D.
     "float": (lambda: network(baselines.float_space("binary")), 0, 0, 5 * 7 + 1, 0),
 }

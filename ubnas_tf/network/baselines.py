@@ -10,6 +10,9 @@
   conv -> depthwise -> 1x1 form without its two stride-2 steps, residual blocks are
   x + BN(ReLU(Conv_b(sign(x)))) with sign weights clipped at 1.25, and transitions are
   ReLU -> MaxPool(2, stride 1) -> fixed blur-pool depthwise conv (stride 2) -> float Conv1x1 -> BN.
+  `ops` puts an op of the binary search space at each block instead (its binary convs with
+  the `quicknet` module, QuickNet's block itself; skip and pools as in the cells): QuickNet's
+  template with other blocks, the space of a block-level search.
 - `float`: the float version of any genotype: the same cells, every binary conv module with a
   full-precision conv and full-precision activations (`float_space`).
 
@@ -88,13 +91,15 @@ def bireal(info, *, width: int = 64, blocks=(4, 4, 4, 4), name: str = "bireal") 
 
 # --- QuickNet --------------------------------------------------------------------------------
 
-def quicknet(info, *, filters=(64, 128, 256, 512), blocks=(4, 4, 4, 4),
+def quicknet(info, *, filters=(64, 128, 256, 512), blocks=(4, 4, 4, 4), ops=None,
              name: str = "quicknet") -> tf.keras.Model:
-    """QuickNet-style binary network for small images (see the module docstring)."""
+    """QuickNet-style binary network for small images (see the module docstring); `ops`: one
+    op name of the binary space per block (None: QuickNet's own block everywhere)."""
     filters = _positive_ints(filters, "baselines.quicknet.filters")
     blocks = _positive_ints(blocks, "baselines.quicknet.blocks")
     if len(filters) != len(blocks):
         raise UserError("baselines.quicknet.filters and .blocks must have the same length")
+    ops = None if ops is None else _block_ops(ops, sum(blocks))
     if filters[0] % 4:
         raise UserError(f"baselines.quicknet.filters[0] must be a multiple of 4, got {filters[0]}")
     transitions = sum(1 for a, b in zip(filters, filters[1:]) if a != b)
@@ -117,6 +122,9 @@ def quicknet(info, *, filters=(64, 128, 256, 512), blocks=(4, 4, 4, 4),
             if width != x.shape[-1]:
                 x, blur = quicknet_transition(x, width, f"{prefix}_transition")
                 blur_layers.append(blur)
+            if ops is not None:
+                x = _block_op(ops.pop(0), width, prefix)(x)
+                continue
             residual = x
             x = lq.layers.QuantConv2D(
                 width, 3, padding="same", pad_values=1.0, use_bias=False, activation="relu",
@@ -133,6 +141,29 @@ def quicknet(info, *, filters=(64, 128, 256, 512), blocks=(4, 4, 4, 4),
     model = tf.keras.Model(inputs, outputs, name=name)
     set_blur_kernels(blur_layers)
     return model
+
+
+BLOCK_SPACE = "binary"  # the space whose ops `quicknet(ops=...)` puts at its blocks
+
+
+def _block_ops(ops, count: int) -> list:
+    """The op names of `quicknet(ops=...)`, checked: one per block, of the binary space, no
+    `none` (a block that outputs zero cuts the network)."""
+    space = get_space(BLOCK_SPACE)
+    if isinstance(ops, str) or not isinstance(ops, (list, tuple)) or len(ops) != count:
+        raise UserError(f"baselines.quicknet.ops must be a list of {count} op names (one per "
+                        f"block), got {ops!r}")
+    for op_name in ops:
+        if op_name == "none" or op_name not in space.primitives:
+            raise UserError(f"baselines.quicknet.ops: {op_name!r} is not a block op; use "
+                            f"{', '.join(p for p in space.primitives if p != 'none')}")
+    return list(ops)
+
+
+def _block_op(op_name: str, width: int, prefix: str) -> tf.keras.layers.Layer:
+    """The op of a block: the binary space's op at stride 1 with QuickNet's module."""
+    return get_space(BLOCK_SPACE).build_op(op_name, width, 1, structure="quicknet",
+                                           name=f"{prefix}_{op_name}")
 
 
 # --- the float version of a genotype ---------------------------------------------------------
