@@ -34,25 +34,35 @@ def genotype_cost_model(search_config: dict, train_config: dict, info):
     return cost_model_from_config(config, info)
 
 
+def _in_window(draw, cost, *, count: int, target: float, tolerance: float, seed: int,
+               max_tries: int, what: str) -> tuple:
+    """Rejection sampling: `count` draws (`draw(rng)`) whose `cost` is within `tolerance` of
+    `target`, in the order drawn from `seed`; returns (list of (draw, cost), draws made)."""
+    rng = np.random.default_rng(seed)
+    kept, tries = [], 0
+    while len(kept) < count:
+        if tries >= max_tries:
+            raise UserError(f"only {len(kept)} of {max_tries} {what} had OPs within "
+                            f"{tolerance:.0%} of {target:,.0f}: widen the window")
+        tries += 1
+        drawn = draw(rng)
+        ops = cost(drawn)
+        if abs(ops / target - 1.0) <= tolerance:
+            kept.append((drawn, ops))
+    return kept, tries
+
+
 def sample_in_window(cost_model, *, count: int, target: float, tolerance: float, seed: int,
                      nodes: int, multiplier: int, primitives=None, max_tries: int = 20000):
     """`count` random genotypes whose OPs are within `tolerance` of `target`, in the order
     drawn from `seed`; returns (list of (genotype, ops), number of genotypes drawn)."""
     from ubnas_tf.search_space.sampling import random_genotype
 
-    rng = np.random.default_rng(seed)
-    kept, tries = [], 0
-    while len(kept) < count:
-        if tries >= max_tries:
-            raise UserError(f"only {len(kept)} of {max_tries} random genotypes had OPs within "
-                            f"{tolerance:.0%} of {target:,.0f}: widen the window")
-        tries += 1
-        genotype = random_genotype(cost_model.space, nodes, rng, multiplier=multiplier,
-                                   primitives=primitives)
-        ops = cost_model.genotype_ops(genotype)
-        if abs(ops / target - 1.0) <= tolerance:
-            kept.append((genotype, ops))
-    return kept, tries
+    return _in_window(
+        lambda rng: random_genotype(cost_model.space, nodes, rng, multiplier=multiplier,
+                                    primitives=primitives),
+        cost_model.genotype_ops, count=count, target=target, tolerance=tolerance, seed=seed,
+        max_tries=max_tries, what="random genotypes")
 
 
 def random_genotypes_record(search: dict, train: dict, info, *, count: int, target: float,
@@ -142,19 +152,15 @@ def random_block_ops_record(settings: dict, info, *, count: int, target: float,
     from ubnas_tf.search_space import get_space
 
     choices = [op for op in get_space(BLOCK_SPACE).primitives if op != "none"]
-    rng = np.random.default_rng(seed)
-    kept, tries = [], 0
-    while len(kept) < count:
-        if tries >= max_tries:
-            raise UserError(f"only {len(kept)} of {max_tries} random block choices had OPs "
-                            f"within {tolerance:.0%} of {target:,.0f}: widen the window")
-        tries += 1
-        ops = [choices[i] for i in rng.integers(len(choices), size=sum(settings["blocks"]))]
-        cost = _ops("quicknet", {**settings, "ops": ops}, info)
-        if abs(cost / target - 1.0) <= tolerance:
-            kept.append({"block_ops": ops, "ops": cost})
+    blocks = sum(settings["blocks"])
+    kept, tries = _in_window(
+        lambda rng: [choices[i] for i in rng.integers(len(choices), size=blocks)],
+        lambda ops: _ops("quicknet", {**settings, "ops": ops}, info), count=count,
+        target=target, tolerance=tolerance, seed=seed, max_tries=max_tries,
+        what="random block choices")
     return {"target_ops": target, "tolerance": tolerance, "seed": seed, "drawn": tries,
-            "settings": dict(settings), "networks": kept}
+            "settings": dict(settings),
+            "networks": [{"block_ops": ops, "ops": cost} for ops, cost in kept]}
 
 
 def settings_as_sets(name: str, settings: dict) -> tuple:
