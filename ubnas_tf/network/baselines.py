@@ -99,7 +99,7 @@ def quicknet(info, *, filters=(64, 128, 256, 512), blocks=(4, 4, 4, 4), ops=None
     blocks = _positive_ints(blocks, "baselines.quicknet.blocks")
     if len(filters) != len(blocks):
         raise UserError("baselines.quicknet.filters and .blocks must have the same length")
-    ops = None if ops is None else _block_ops(ops, sum(blocks))
+    ops = None if ops is None else iter(_block_ops(ops, sum(blocks)))
     if filters[0] % 4:
         raise UserError(f"baselines.quicknet.filters[0] must be a multiple of 4, got {filters[0]}")
     transitions = sum(1 for a, b in zip(filters, filters[1:]) if a != b)
@@ -123,7 +123,7 @@ def quicknet(info, *, filters=(64, 128, 256, 512), blocks=(4, 4, 4, 4), ops=None
                 x, blur = quicknet_transition(x, width, f"{prefix}_transition")
                 blur_layers.append(blur)
             if ops is not None:
-                x = _block_op(ops.pop(0), width, prefix)(x)
+                x = _block_op(next(ops), width, prefix)(x)
                 continue
             residual = x
             x = lq.layers.QuantConv2D(
