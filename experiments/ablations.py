@@ -81,8 +81,8 @@ flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early
                     "supernet | supernet_pt | supernet_random | supernet_baselines | "
                     "supernet_nostop | transitions | supernet_long | templates | projection | "
                     "quicknet_block | retrain_module | quicknet_search | quicknet_ops | report | "
-                    "all; NAME:K "
-                    "runs the K-th part of a stage, NAME@K/N its K-th share of N processes.")
+                    "all; NAME:K runs the K-th part of a stage, NAME@K/N its K-th share of N "
+                    "processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
 flags.DEFINE_string("work_dir", "experiments/ablations_run", "Tools' outputs (not committed).")
@@ -114,6 +114,7 @@ TEMPLATES = {
 }
 TEMPLATE_RANDOM = 4  # random networks per template, every seed each
 QUICKNET_OPS_RANDOM = 8  # QuickNets of random blocks at the supernet row's OPs, every seed each
+QUICKNET_OPS_RECORD = "quicknet_ops_random.json"  # their blocks, drawn once
 
 
 @dataclasses.dataclass(frozen=True)
@@ -448,7 +449,7 @@ class Ablations:
                 count=QUICKNET_OPS_RANDOM, target=self.supernet_random_genotypes()["target_ops"],
                 tolerance=self.exp.budget.ops_tolerance)
 
-        return self.exp.written_once("quicknet_ops_random.json", make)
+        return self.exp.written_once(QUICKNET_OPS_RECORD, make)
 
     def quicknet_ops(self) -> list:
         """Each QuickNet of random blocks retrained with every seed (seed by seed), as
@@ -590,10 +591,11 @@ class Ablations:
 
     def _quicknet_ops_markdown(self, images: int) -> list:
         """What each QuickNet of random blocks holds, its OPs and its mean over the seeds."""
-        path = self.exp.results_dir / "quicknet_ops_random.json"
+        # Read, not drawn: the report never draws a record no stage has run on.
+        path = self.exp.results_dir / QUICKNET_OPS_RECORD
         if not path.is_file():
             return []
-        lines = ["QuickNets of random blocks (`quicknet_ops_random.json`; blocks in order, "
+        lines = [f"QuickNets of random blocks (`{QUICKNET_OPS_RECORD}`; blocks in order, "
                  "two per stage):", "", "| network | blocks | OPs | runs | test top-1 (mean) |",
                  "|---|---|---|---|---|"]
         for j, network in enumerate(json.loads(path.read_text())["networks"]):

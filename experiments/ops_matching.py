@@ -30,7 +30,8 @@ def genotype_cost_model(search_config: dict, train_config: dict, info):
 
     config = {**search_config, "ops_budget": {
         **search_config["ops_budget"], "cells": train_config["cells"],
-        "channels": train_config["channels"], "module": train_config["module"]}}
+        "channels": train_config["channels"], "module": train_config["module"],
+        "reduction": train_config["reduction"]}}
     return cost_model_from_config(config, info)
 
 

@@ -66,12 +66,11 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
                 continue
             tool = "search" if unit.kind == "search" else "train"
             config = budget.search_config if tool == "search" else budget.train_config
-            config_lib.load(tool, [protocol.ROOT / config], _sets(unit))
+            loaded = config_lib.load(tool, [protocol.ROOT / config], _sets(unit))
             if "-quicknet_ops-random-" in unit.key:  # QuickNet of the record's blocks
                 index = int(unit.key.split("-random-")[1].split("_")[0])
-                config = config_lib.load(tool, [protocol.ROOT / config], _sets(unit))
                 assert unit.spec()["model"] == "quicknet"
-                assert config["baselines"]["quicknet"]["ops"] == \
+                assert loaded["baselines"]["quicknet"]["ops"] == \
                     runs.quicknet_ops_record()["networks"][index]["block_ops"]
             elif "-random-" in unit.key:  # each random network of its record
                 family, rest = unit.key.split("-random-")

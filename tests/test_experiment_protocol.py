@@ -173,10 +173,11 @@ def test_a_run_of_another_experiment_with_the_same_spec_is_copied_not_rerun(tmp_
     assert full.reusable({"tool": "search", "sets": ["seed=0"]}) is None
 
 
-def test_random_genotypes_in_the_window_cost_what_the_built_network_costs():
+@pytest.mark.parametrize("reduction", ["searched", "quicknet"])
+def test_random_genotypes_in_the_window_cost_what_the_built_network_costs(reduction):
     info = load_dataset("demo").info
     search = config_lib.load("search", ["configs/search_demo.yaml"])
-    train = config_lib.load("train", ["configs/train_demo.yaml"])
+    train = config_lib.load("train", ["configs/train_demo.yaml"], [f"reduction={reduction}"])
     model = genotype_cost_model(search, train, info)
     low, high = model.range()
     target = (low * high) ** 0.5
