@@ -58,6 +58,11 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   binary convs QuickNet's block itself), QUICKNET_OPS_RANDOM networks in the row's OPs window,
   every seed each, against QuickNet: the random baseline of a block-level search, and how far
   other blocks move QuickNet (no search runs here).
+- block_search: the block-level search (tools/search_blocks.py: DARTS's bilevel search of one
+  op per block of that template, budgeted to the same OPs window) on the supernet row's
+  images, search K's blocks retrained with seed K; against the QuickNets of random blocks.
+  block_search_gumbel: the same with GDAS's hard Gumbel samples as the supernet's op weights;
+  block_search_qsearch: with the block in the supernet as EBNAS searches (`quicknet_search`).
 
 A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
 runs one seed's search and retraining per process.
@@ -80,8 +85,8 @@ from ubnas_tf import cli  # noqa: E402
 flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | "
                     "supernet | supernet_pt | supernet_random | supernet_baselines | "
                     "supernet_nostop | transitions | supernet_long | templates | projection | "
-                    "quicknet_block | retrain_module | quicknet_search | quicknet_ops | report | "
-                    "all; NAME:K runs the K-th part of a stage, NAME@K/N its K-th share of N "
+                    "quicknet_block | retrain_module | quicknet_search | quicknet_ops | block_search | "
+                    "block_search_gumbel | block_search_qsearch | report | all; NAME:K runs the K-th part of a stage, NAME@K/N its K-th share of N "
                     "processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
@@ -115,6 +120,11 @@ TEMPLATES = {
 TEMPLATE_RANDOM = 4  # random networks per template, every seed each
 QUICKNET_OPS_RANDOM = 8  # QuickNets of random blocks at the supernet row's OPs, every seed each
 QUICKNET_OPS_RECORD = "quicknet_ops_random.json"  # their blocks, drawn once
+# Block-level searches in that template and window (tools/search_blocks.py): DARTS's softmax
+# mixture of the retrained block (`module: quicknet`), GDAS's hard Gumbel samples, and the
+# block as EBNAS searches (`quicknet_search`: real latent weights, BN on batch statistics).
+BLOCK_SEARCHES = {"block_search": (), "block_search_gumbel": ("op_weights=gumbel_hard",),
+                  "block_search_qsearch": ("module=quicknet_search",)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,6 +276,7 @@ class Ablations:
             "supernet_long": self.supernet_long,
             "templates": self.templates,
             "quicknet_ops": self.quicknet_ops,
+            **{name: functools.partial(self.block_search, name) for name in BLOCK_SEARCHES},
             **{name: functools.partial(self.family, name) for name in FAMILIES},
             **{name: functools.partial(self.searched_with, name) for name in SEARCHED_WITH},
         }
@@ -466,6 +477,32 @@ class Ablations:
                                     model="quicknet", sets=functools.partial(sets, j))
                 for seed in self.seeds for j in range(QUICKNET_OPS_RANDOM)]
 
+    def block_search(self, name: str) -> list:
+        """A block-level search (tools/search_blocks.py with BLOCK_SEARCHES[name]) in the
+        QuickNets' template of quicknet_ops, budgeted to the same OPs window, on the supernet
+        row's images; each search K's blocks retrained with seed K as `<row>-NAME_seed-K`."""
+        from experiments.ops_matching import settings_as_sets
+
+        record = self.quicknet_ops_record()
+        settings = record["settings"]
+        search_sets = (f"max_examples={self.supernet_images()}",
+                       f"ops_budget.target={record['target_ops']}",
+                       f"ops_budget.tolerance={record['tolerance']}",
+                       *(f"template.{key}={value}".replace(" ", "")
+                         for key, value in settings.items()), *BLOCK_SEARCHES[name])
+        label = f"{self.supernet_label()}-{name}"
+
+        def sets(seed):
+            ops = self.exp.result(f"{label}_search-{seed}")["blocks"]["ops"]
+            return settings_as_sets("quicknet", {**settings, "ops": ops})
+
+        searches = [self.exp.block_search_unit(f"{label}_search-{seed}", seed, search_sets)
+                    for seed in self.seeds]
+        trains = [self.exp.train_unit(f"{label}_seed-{seed}", "quicknet", seed,
+                                      model="quicknet", sets=functools.partial(sets, seed))
+                  for seed in self.seeds]
+        return searches + trains
+
     # --- the report -------------------------------------------------------------------------
 
     def _runs(self, label: str) -> list:
@@ -586,8 +623,28 @@ class Ablations:
         the QuickNets of random blocks, at the same OPs."""
         label = f"images-{images}"
         return self.versus_random(f"{label}-quicknet_ops-random", (
-            *self._baselines(label), ("alphas (the row's cells)", self._seed_networks(label))),
+            *self._baselines(label), ("alphas (the row's cells)", self._seed_networks(label)),
+            *((f"{name} (its blocks)", self._seed_networks(f"{label}-{name}"))
+              for name in BLOCK_SEARCHES)),
             networks=QUICKNET_OPS_RANDOM)
+
+    def _block_search_markdown(self, images: int, name: str) -> list:
+        """What each block search of BLOCK_SEARCHES[name] returned, its OPs, time, and its
+        retraining."""
+        runs = self._runs(f"images-{images}-{name}")
+        if not runs:
+            return []
+        lines = [f"Block searches (`{name}`; blocks in order, two per stage; search K "
+                 "retrained with seed K):", "",
+                 "| search | blocks | OPs | search s | last change (epoch) | test top-1 |",
+                 "|---|---|---|---|---|---|"]
+        for run in runs:
+            search, blocks = run["search"], run["search"]["blocks"]
+            shown = ", ".join(op.replace("bin_", "") for op in blocks["ops"])
+            lines.append(f"| {run['seed']} | {shown} | {blocks['network_ops'] / 1e6:.3f}M | "
+                         f"{search['search_seconds']:.0f} | {search['last_change_epoch']} | "
+                         f"{percent(run['train']['test_top1'])} |")
+        return lines + [""]
 
     def _quicknet_ops_markdown(self, images: int) -> list:
         """What each QuickNet of random blocks holds, its OPs and its mean over the seeds."""
@@ -695,7 +752,9 @@ class Ablations:
                   for name in SUPERNET_BASELINES),
                 self._row("random blocks of the binary space",
                           *(f"images-{images}-quicknet_ops-random-{j}"
-                            for j in range(QUICKNET_OPS_RANDOM)))],
+                            for j in range(QUICKNET_OPS_RANDOM))),
+                *(self._row(f"blocks searched ({name})", f"images-{images}-{name}")
+                  for name in BLOCK_SEARCHES)],
         }
         lines = [f"Budget `{self.exp.budget.name}` on `{self.exp.budget.dataset}`, "
                  f"{self.exp.budget.seeds} seeds per row (`runs`: more where `--seeds` added "
@@ -746,6 +805,8 @@ class Ablations:
             blocks, "QuickNet against QuickNets of random blocks (`random`: the random "
                     "baseline of a block-level search) at the same OPs")
         lines += self._quicknet_ops_markdown(images)
+        for name in BLOCK_SEARCHES:
+            lines += self._block_search_markdown(images, name)
         lines += self._pairs_markdown(pairs, "reference searches")
         lines += self._pairs_markdown(supernet_pairs, f"searches on {images:,} images")
         lines += ["Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures)]

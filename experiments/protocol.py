@@ -69,6 +69,7 @@ class Budget:
     selection_flags: tuple = ("--batches", "8", "--tune_steps", "10")
     seconds_per_epoch: dict = dataclasses.field(default_factory=dict)
     overhead_s: float = 60.0
+    block_search_sets: tuple = ()  # tools/search_blocks.py's overrides (configs/search_blocks.yaml)
 
     def train_epochs(self) -> int:
         from ubnas_tf import config as config_lib
@@ -88,7 +89,10 @@ FULL = Budget(
                        "quicknet": 0.9 * 315.0, "float": 0.9 * 513.0,
                        # tools/derive.py --batches 8 --tune_steps 10: 1,852 s measured with
                        # four other jobs on the 2 cores (2026-12-06), about half alone
-                       "derive": 900.0},
+                       "derive": 900.0,
+                       # tools/search_blocks.py on 18,000 images: 48-52 s per warm-up epoch,
+                       # two searches side by side (2026-12-07)
+                       "search_blocks": 75.0},
 )
 
 # Seconds per stage on the shipped demo data, for the tests: tiny networks, one epoch.
@@ -108,8 +112,9 @@ SMOKE = Budget(
     convert_args=("--no-verify",), convert_groups=("searched",),  # one conversion path is enough
     selection_flags=("--batches", "1", "--tune_steps", "1"),
     seconds_per_epoch={"search": 20.0, "genotype": 10.0, "bireal": 10.0, "quicknet": 10.0,
-                       "float": 10.0, "derive": 10.0},
+                       "float": 10.0, "derive": 10.0, "search_blocks": 10.0},
     overhead_s=10.0,
+    block_search_sets=("epochs=2", "max_examples=128", "batch_size=32"),
 )
 
 BUDGETS = {budget.name: budget for budget in (FULL, SMOKE)}
@@ -343,6 +348,30 @@ class Experiment:
         spec = {"tool": "search", "sets": list(sets), **({"continues": continues} if continues
                                                           else {})}
         return Unit(key, "search", config["epochs"], lambda: spec, run, scale=scale)
+
+    def block_search_unit(self, key: str, seed: int, sets=()) -> Unit:
+        """tools/search_blocks.py with the budget's `block_search_sets`, `seed` and `sets`."""
+        from ubnas_tf import config as config_lib
+
+        sets = (*self.budget.block_search_sets, f"seed={seed}", *sets)
+        config = config_lib.load("search_blocks", [], sets)
+
+        def run(spec):
+            out = self.work_dir / key
+            self.tool(f"block search {key}", ["search_blocks.py", "--dataset",
+                                              self.budget.dataset, "--output_dir", out,
+                                              *set_args(sets)])
+            summary = json.loads((out / "summary.json").read_text())
+            log = [json.loads(line) for line in (out / "search_log.jsonl").read_text().splitlines()
+                   if line.strip()]
+            curve = [{k: r.get(k) for k in ("epoch", "train_loss", "train_acc", "arch_loss",
+                                            "arch_acc", "blocks", "expected_ops", "seconds")}
+                     for r in log]
+            return {**{k: summary[k] for k in ("blocks", "search_seconds", "epochs_run",
+                                               "last_change_epoch")}, "curve": curve}
+
+        return Unit(key, "search_blocks", config["epochs"],
+                    lambda: {"tool": "search_blocks", "sets": list(sets)}, run)
 
     def _copy_search(self, source_key: str, out: pathlib.Path) -> None:
         """A finished search unit's folder copied to `out` (whole, or not at all)."""

@@ -55,6 +55,9 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     for seed in runs.seeds:  # the selections: the supernet row's, compare.py's
         _cache(tmp_path / "r", f"images-18000_pt-{seed}", {"genotype": genotype})
         _cache(tmp_path / "compare", f"derive_pt-{seed}", {"genotype": genotype})
+        for name in ablations.BLOCK_SEARCHES:
+            _cache(tmp_path / "r", f"images-18000-{name}_search-{seed}",
+                   {"blocks": {"ops": ["bin_conv_3x3"] * 6}})
     keys = []
     for name, make_units in runs.stages().items():
         units = make_units()
@@ -64,10 +67,16 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
             if unit.kind == "derive":
                 assert unit.spec()["flags"] == list(budget.selection_flags)
                 continue
+            if unit.kind == "search_blocks":
+                loaded = config_lib.load("search_blocks", [], _sets(unit))
+                assert loaded["template"] == runs.quicknet_ops_record()["settings"]
+                continue
             tool = "search" if unit.kind == "search" else "train"
             config = budget.search_config if tool == "search" else budget.train_config
             loaded = config_lib.load(tool, [protocol.ROOT / config], _sets(unit))
-            if "-quicknet_ops-random-" in unit.key:  # QuickNet of the record's blocks
+            if "-block_search" in unit.key:  # QuickNet of its search's blocks
+                assert loaded["baselines"]["quicknet"]["ops"] == ["bin_conv_3x3"] * 6
+            elif "-quicknet_ops-random-" in unit.key:  # QuickNet of the record's blocks
                 index = int(unit.key.split("-random-")[1].split("_")[0])
                 assert unit.spec()["model"] == "quicknet"
                 assert loaded["baselines"]["quicknet"]["ops"] == \
@@ -91,14 +100,16 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # supernet_long: the row's 2 genotypes, QuickNet x 2 seeds and LONG_RANDOM random networks;
     # templates: each template's random networks x 2 seeds; projection and quicknet_block: as
     # transitions; retrain_module, quicknet_search: (search + retraining) x 2 seeds;
-    # quicknet_ops: QUICKNET_OPS_RANDOM QuickNets of random blocks x 2 seeds.
+    # quicknet_ops: QUICKNET_OPS_RANDOM QuickNets of random blocks x 2 seeds; block_search:
+    # (block search + retraining) x 2 seeds, for each of BLOCK_SEARCHES.
     templates = len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2
     families = sum(2 + family.random * 2 for name, family in ablations.FAMILIES.items()
                    if name != "transitions")
     assert len(keys) == len(set(keys)) == (7 * 2 * 2 + 7 * 2 + 3 * 2 + 8 * 2 + 2 + 2 + 4 * 2
                                            + 2 + 2 + ablations.LONG_RANDOM + templates
                                            + families + 2 * 2 * 2
-                                           + ablations.QUICKNET_OPS_RANDOM * 2)
+                                           + ablations.QUICKNET_OPS_RANDOM * 2
+                                           + len(ablations.BLOCK_SEARCHES) * 2 * 2)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -480,6 +491,42 @@ def test_quicknet_ops_retrain_quicknets_of_random_blocks_in_the_rows_window(tmp_
         assert f"section2_block1_{blocks[j][-1]}" in {layer.name for layer in model.layers}
 
 
+@pytest.mark.parametrize("name", list(ablations.BLOCK_SEARCHES))
+def test_block_search_searches_in_the_quicknet_ops_window_and_retrains_its_blocks(tmp_path,
+                                                                                    name):
+    from ubnas_tf.network.baselines import build_baseline
+    from ubnas_tf.network.cost import profile
+    from ubnas_tf.search.block_architect import BlockCostModel, block_primitives
+
+    runs, _ = _supernet_row(tmp_path)
+    units = runs.stages()[name]()
+    assert [u.key for u in units] == [
+        *(f"images-18000-{name}_search-{seed}" for seed in (0, 1)),
+        *(f"images-18000-{name}_seed-{seed}" for seed in (0, 1))]
+    record, info = runs.quicknet_ops_record(), runs.exp.dataset_info()
+    found = [["bin_conv_3x3"] * 6, ["bin_conv_5x5", "avg_pool_3x3", "bin_conv_3x3",
+                                    "skip_connect", "max_pool_3x3", "bin_dil_conv_3x3"]]
+    for seed, unit in enumerate(units[:2]):
+        config = config_lib.load("search_blocks", [], _sets(unit))
+        # The random blocks' template, window and images; seed K.
+        assert (config["seed"], config["max_examples"]) == (seed, runs.supernet_images())
+        assert config["template"] == record["settings"]
+        assert config["ops_budget"]["target"] == record["target_ops"]
+        assert config["ops_budget"]["tolerance"] == record["tolerance"]
+        variant = config_lib.load("search_blocks", [], ablations.BLOCK_SEARCHES[name])
+        assert (config["op_weights"], config["module"]) == (variant["op_weights"],
+                                                            variant["module"])
+        _cache(tmp_path / "r", unit.key, {"blocks": {"ops": found[seed]}})
+    cost_model = BlockCostModel(info, primitives=block_primitives(), **record["settings"])
+    for seed, unit in enumerate(units[2:]):
+        config = config_lib.load("train", [protocol.ROOT / runs.exp.budget.train_config],
+                                 _sets(unit))
+        assert unit.spec()["model"] == "quicknet" and config["seed"] == seed
+        model = build_baseline("quicknet", info, config)
+        assert profile(model).ops == cost_model.network_ops(found[seed])
+        assert f"section2_block1_{found[seed][-1]}" in {layer.name for layer in model.layers}
+
+
 def test_quicknet_ops_versus_random_and_listing_by_hand(tmp_path):
     runs, _ = _supernet_row(tmp_path)
     atomic_write_json(tmp_path / "r" / "quicknet_ops_random.json", {"networks": [
@@ -487,12 +534,23 @@ def test_quicknet_ops_versus_random_and_listing_by_hand(tmp_path):
         {"block_ops": ["avg_pool_3x3", "bin_dil_conv_3x3"], "ops": 500000.0}]})
     results = {"images-18000-quicknet_ops-random-0": (0.86, 0.88),
                "images-18000-quicknet_ops-random-1": (0.85,),
-               "images-18000-quicknet": (0.88, 0.86), "images-18000": (0.89, 0.90)}
+               "images-18000-quicknet": (0.88, 0.86), "images-18000": (0.89, 0.90),
+               "images-18000-block_search": (0.84, 0.83)}
     for label, values in results.items():
         for seed, value in enumerate(values):
             _cache(tmp_path / "r", f"{label}_seed-{seed}", {"test_top1": value})
     rows = {row["row"]: row for row in runs.quicknet_ops_versus_random(18000)}
-    assert list(rows) == ["random", "quicknet", "alphas (the row's cells)"]
+    assert list(rows) == ["random", "quicknet", "alphas (the row's cells)",
+                          "block_search (its blocks)"]  # the other block searches: not run
+    # Each block search is one network: (0.84, 0.83) against (0.87, 0.85): -0.025.
+    assert rows["block_search (its blocks)"]["minus_random"] == pytest.approx(-0.025)
+    for seed, ops in enumerate((["bin_conv_3x3", "avg_pool_3x3"], ["skip_connect"] * 2)):
+        _cache(tmp_path / "r", f"images-18000-block_search_search-{seed}", {
+            "blocks": {"ops": ops, "network_ops": 490000 + seed}, "search_seconds": 700.4,
+            "last_change_epoch": 6 + seed})
+    assert runs._block_search_markdown(18000, "block_search")[4:] == [
+        "| 0 | conv_3x3, avg_pool_3x3 | 0.490M | 700 | 6 | 84.00 |",
+        "| 1 | skip_connect, skip_connect | 0.490M | 700 | 7 | 83.00 |", ""]
     assert rows["random"]["networks"] == pytest.approx([0.87, 0.85])
     assert rows["quicknet"]["minus_random"] == pytest.approx(0.87 - 0.86)
     # The row's two searches (0.89, 0.90) against the random blocks (0.87, 0.85): +0.035;

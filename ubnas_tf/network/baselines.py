@@ -91,53 +91,82 @@ def bireal(info, *, width: int = 64, blocks=(4, 4, 4, 4), name: str = "bireal") 
 
 # --- QuickNet --------------------------------------------------------------------------------
 
-def quicknet(info, *, filters=(64, 128, 256, 512), blocks=(4, 4, 4, 4), ops=None,
-             name: str = "quicknet") -> tf.keras.Model:
-    """QuickNet-style binary network for small images (see the module docstring); `ops`: one
-    op name of the binary space per block (None: QuickNet's own block everywhere)."""
+def quicknet_stem_layers(width: int) -> list:
+    """QuickNet's stem for small images, in order: conv -> BN -> ReLU -> depthwise -> BN ->
+    1x1 conv to `width` -> BN (the baseline applies them, the block-search supernet holds them)."""
+    return [
+        tf.keras.layers.Conv2D(width // 4, 3, padding="same", use_bias=False,
+                               kernel_initializer="he_normal", name="stem_conv"),
+        _bn("stem_bn"),
+        tf.keras.layers.ReLU(name="stem_relu"),
+        tf.keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name="stem_depthwise"),
+        tf.keras.layers.BatchNormalization(center=False, scale=False, name="stem_depthwise_bn"),
+        tf.keras.layers.Conv2D(width, 1, use_bias=False, kernel_initializer="he_normal",
+                               name="stem_pointwise"),
+        _bn("stem_pointwise_bn"),
+    ]
+
+
+def quicknet_head_layers(num_classes: int) -> list:
+    """QuickNet's head, in order: ReLU -> global average pool -> linear classifier."""
+    return [
+        tf.keras.layers.ReLU(name="head_relu"),
+        tf.keras.layers.GlobalAveragePooling2D(name="global_pool"),
+        tf.keras.layers.Dense(num_classes, kernel_initializer="glorot_normal", name="classifier"),
+    ]
+
+
+def _apply(layers, x, training=None):
+    for layer in layers:
+        x = layer(x) if training is None else layer(x, training=training)
+    return x
+
+
+def quicknet_template(info, filters, blocks) -> list:
+    """(prefix, width, transition before it) of each block of QuickNet's template, its sizes
+    checked against the data (one-line UserErrors naming the key)."""
     filters = _positive_ints(filters, "baselines.quicknet.filters")
     blocks = _positive_ints(blocks, "baselines.quicknet.blocks")
     if len(filters) != len(blocks):
         raise UserError("baselines.quicknet.filters and .blocks must have the same length")
-    ops = None if ops is None else iter(_block_ops(ops, sum(blocks)))
     if filters[0] % 4:
         raise UserError(f"baselines.quicknet.filters[0] must be a multiple of 4, got {filters[0]}")
     transitions = sum(1 for a, b in zip(filters, filters[1:]) if a != b)
     _check_input(info, transitions + 1, "quicknet")
-    inputs = tf.keras.Input(shape=tuple(info.input_shape), name="image")
-    x = tf.keras.layers.Conv2D(filters[0] // 4, 3, padding="same", use_bias=False,
-                               kernel_initializer="he_normal", name="stem_conv")(inputs)
-    x = _bn("stem_bn")(x)
-    x = tf.keras.layers.ReLU(name="stem_relu")(x)
-    x = tf.keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False,
-                                        name="stem_depthwise")(x)
-    x = tf.keras.layers.BatchNormalization(center=False, scale=False, name="stem_depthwise_bn")(x)
-    x = tf.keras.layers.Conv2D(filters[0], 1, use_bias=False, kernel_initializer="he_normal",
-                               name="stem_pointwise")(x)
-    x = _bn("stem_pointwise_bn")(x)
-    blur_layers = []
+    plan, previous = [], filters[0]
     for section, (width, count) in enumerate(zip(filters, blocks)):
         for block in range(count):
-            prefix = f"section{section}_block{block}"
-            if width != x.shape[-1]:
-                x, blur = quicknet_transition(x, width, f"{prefix}_transition")
-                blur_layers.append(blur)
-            if ops is not None:
-                x = _block_op(next(ops), width, prefix)(x)
-                continue
-            residual = x
-            x = lq.layers.QuantConv2D(
-                width, 3, padding="same", pad_values=1.0, use_bias=False, activation="relu",
-                input_quantizer=lq.quantizers.SteSign(clip_value=1.25),
-                kernel_quantizer=lq.quantizers.SteSign(clip_value=1.25),
-                kernel_constraint=lq.constraints.WeightClip(1.25),
-                kernel_initializer="glorot_normal", name=f"{prefix}_bconv")(x)
-            x = _bn(f"{prefix}_bn")(x)
-            x = tf.keras.layers.Add(name=f"{prefix}_add")([x, residual])
-    x = tf.keras.layers.ReLU(name="head_relu")(x)
-    x = tf.keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
-    outputs = tf.keras.layers.Dense(info.num_classes, kernel_initializer="glorot_normal",
-                                    name="classifier")(x)
+            plan.append((f"section{section}_block{block}", width, width != previous))
+            previous = width
+    return plan
+
+
+def quicknet(info, *, filters=(64, 128, 256, 512), blocks=(4, 4, 4, 4), ops=None,
+             name: str = "quicknet") -> tf.keras.Model:
+    """QuickNet-style binary network for small images (see the module docstring); `ops`: one
+    op name of the binary space per block (None: QuickNet's own block everywhere)."""
+    plan = quicknet_template(info, filters, blocks)
+    ops = None if ops is None else check_block_ops(ops, len(plan))
+    inputs = tf.keras.Input(shape=tuple(info.input_shape), name="image")
+    x = _apply(quicknet_stem_layers(plan[0][1]), inputs)
+    blur_layers = []
+    for index, (prefix, width, transition) in enumerate(plan):
+        if transition:
+            x, blur = quicknet_transition(x, width, f"{prefix}_transition")
+            blur_layers.append(blur)
+        if ops is not None:
+            x = block_op(ops[index], width, prefix)(x)
+            continue
+        residual = x
+        x = lq.layers.QuantConv2D(
+            width, 3, padding="same", pad_values=1.0, use_bias=False, activation="relu",
+            input_quantizer=lq.quantizers.SteSign(clip_value=1.25),
+            kernel_quantizer=lq.quantizers.SteSign(clip_value=1.25),
+            kernel_constraint=lq.constraints.WeightClip(1.25),
+            kernel_initializer="glorot_normal", name=f"{prefix}_bconv")(x)
+        x = _bn(f"{prefix}_bn")(x)
+        x = tf.keras.layers.Add(name=f"{prefix}_add")([x, residual])
+    outputs = _apply(quicknet_head_layers(info.num_classes), x)
     model = tf.keras.Model(inputs, outputs, name=name)
     set_blur_kernels(blur_layers)
     return model
@@ -146,7 +175,7 @@ def quicknet(info, *, filters=(64, 128, 256, 512), blocks=(4, 4, 4, 4), ops=None
 BLOCK_SPACE = "binary"  # the space whose ops `quicknet(ops=...)` puts at its blocks
 
 
-def _block_ops(ops, count: int) -> list:
+def check_block_ops(ops, count: int) -> list:
     """The op names of `quicknet(ops=...)`, checked: one per block, of the binary space, no
     `none` (a block that outputs zero cuts the network)."""
     space = get_space(BLOCK_SPACE)
@@ -160,9 +189,10 @@ def _block_ops(ops, count: int) -> list:
     return list(ops)
 
 
-def _block_op(op_name: str, width: int, prefix: str) -> tf.keras.layers.Layer:
-    """The op of a block: the binary space's op at stride 1 with QuickNet's module."""
-    return get_space(BLOCK_SPACE).build_op(op_name, width, 1, structure="quicknet",
+def block_op(op_name: str, width: int, prefix: str, structure="quicknet"):
+    """The op of a block: the binary space's op at stride 1 with QuickNet's module (the
+    block-search supernet passes its search-time module)."""
+    return get_space(BLOCK_SPACE).build_op(op_name, width, 1, structure=structure,
                                            name=f"{prefix}_{op_name}")
 
 

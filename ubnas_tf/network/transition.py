@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["blur_kernel", "quicknet_transition", "set_blur_kernels"]
+__all__ = ["blur_kernel", "quicknet_transition", "quicknet_transition_layers", "set_blur_kernels"]
 
 
 def blur_kernel(channels: int) -> np.ndarray:
@@ -27,18 +27,27 @@ def blur_kernel(channels: int) -> np.ndarray:
     return np.repeat(kernel[:, :, None, None], channels, axis=2).astype(np.float32)
 
 
+def quicknet_transition_layers(width: int, prefix: str) -> list:
+    """The transition's layers in order (the blur is the third): the QuickNet baseline applies
+    them to a Keras tensor, the block-search supernet holds them."""
+    return [
+        tf.keras.layers.ReLU(name=f"{prefix}_relu"),
+        tf.keras.layers.MaxPool2D(2, strides=1, name=f"{prefix}_pool"),
+        tf.keras.layers.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False,
+                                        trainable=False, name=f"{prefix}_blur"),
+        tf.keras.layers.Conv2D(width, 1, use_bias=False, kernel_initializer="glorot_normal",
+                               name=f"{prefix}_conv"),
+        tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{prefix}_bn"),
+    ]
+
+
 def quicknet_transition(x, width: int, prefix: str):
     """(y, blur layer): `x` at half its resolution with `width` channels; pass the blur layers
     of a model to `set_blur_kernels` once it is built."""
-    x = tf.keras.layers.ReLU(name=f"{prefix}_relu")(x)
-    x = tf.keras.layers.MaxPool2D(2, strides=1, name=f"{prefix}_pool")(x)
-    blur = tf.keras.layers.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False,
-                                           trainable=False, name=f"{prefix}_blur")
-    x = blur(x)
-    x = tf.keras.layers.Conv2D(width, 1, use_bias=False, kernel_initializer="glorot_normal",
-                               name=f"{prefix}_conv")(x)
-    x = tf.keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{prefix}_bn")(x)
-    return x, blur
+    layers = quicknet_transition_layers(width, prefix)
+    for layer in layers:
+        x = layer(x)
+    return x, layers[2]
 
 
 def set_blur_kernels(blur_layers) -> None:

@@ -23,6 +23,7 @@ from ubnas_tf.search_space import reduction_cells
 from ubnas_tf.search_space.stems import STEM_KINDS
 
 __all__ = ["check_config", "check_selection", "supernet_config", "check_output_dir",
+           "seeded_search_data",
            "comparable", "RESUMABLE_KEYS", "SELECTION_METHODS", "SELECTION_CRITERIA"]
 
 # Keys that may differ when a run is resumed: a longer or shorter budget, the same search
@@ -157,8 +158,13 @@ def comparable(config: dict) -> dict:
     return config
 
 
-def check_output_dir(output_dir: pathlib.Path, config: dict, run: dict) -> bool:
-    """True when `output_dir` holds this run (resume); UserError when it holds another."""
+def check_output_dir(output_dir: pathlib.Path, config: dict, run: dict, *,
+                     kind: str = "search", saved=saved_config, normalize=comparable,
+                     resumable=RESUMABLE_KEYS) -> bool:
+    """True when `output_dir` holds this run (resume); UserError when it holds another.
+    `kind` names the run in the errors; the saved config is read by `saved` (today's schema)
+    and both compared as `normalize` makes them, but for the `resumable` keys (defaults: the
+    cell search's)."""
     config_path = output_dir / "config.yaml"
     checkpoints = output_dir / "checkpoints"
     if not config_path.is_file():
@@ -171,11 +177,11 @@ def check_output_dir(output_dir: pathlib.Path, config: dict, run: dict) -> bool:
     except yaml.YAMLError:
         raise UserError(f"{config_path} is not valid YAML: pass a new --output_dir "
                         "(nothing was overwritten)") from None
-    differences = config_lib.same_run(comparable(saved_config(previous)), comparable(config),
-                                      ignore=RESUMABLE_KEYS)
+    differences = config_lib.same_run(normalize(saved(previous)), normalize(config),
+                                      ignore=resumable)
     if differences:
         raise UserError(
-            f"{output_dir} holds a search with a different config "
+            f"{output_dir} holds a {kind} with a different config "
             f"({config_lib.describe_differences(differences)}): pass a new "
             "--output_dir, or the same config and dataset to resume it (nothing was overwritten)")
     run_path = output_dir / "run.json"
@@ -183,7 +189,26 @@ def check_output_dir(output_dir: pathlib.Path, config: dict, run: dict) -> bool:
         previous_run = json.loads(run_path.read_text())
         if previous_run.get("dataset") != run["dataset"]:
             raise UserError(
-                f"{output_dir} holds a search on dataset {previous_run.get('dataset')!r}, not "
+                f"{output_dir} holds a {kind} on dataset {previous_run.get('dataset')!r}, not "
                 f"{run['dataset']!r}: pass a new --output_dir, or --dataset "
                 f"{previous_run.get('dataset')} to resume it (nothing was overwritten)")
     return True
+
+
+def seeded_search_data(config: dict, dataset: str, data_dir=None, manual_dir=None):
+    """(data, (weight half, architecture half)) of a search config, after seeding every
+    generator and, with `deterministic`, making the ops deterministic."""
+    import tensorflow as tf
+
+    from ubnas_tf.data import load_dataset
+
+    tf.keras.utils.set_random_seed(config["seed"])
+    if config["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    data = load_dataset(dataset, data_dir=data_dir, manual_dir=manual_dir,
+                        input_size=config["data"]["input_size"],
+                        max_examples=config["max_examples"], seed=config["seed"],
+                        augment=config["data"]["augment"] or None,
+                        skip_corrupt=config["data"]["skip_corrupt"])
+    return data, data.search_splits(config["batch_size"], portion=config["data"]["portion"],
+                                    seed=config["seed"])

@@ -46,7 +46,8 @@ from ubnas_tf.search.early_stop import Decision, EarlyStopping, parameter_free_s
 from ubnas_tf.search.hessian import AlphaHessian
 from ubnas_tf.search.ops_budget import budget_from_config
 from ubnas_tf.search.runtime_memory import limit_malloc_arenas
-from ubnas_tf.search.config import check_config, check_output_dir, supernet_config
+from ubnas_tf.search.config import (check_config, check_output_dir, seeded_search_data,
+                                    supernet_config)
 from ubnas_tf.search.schedule import ramp_end, ramp_value, warmup_epochs
 from ubnas_tf.search.search_log import (LOG_NAME, build_summary, epoch_line, print_summary,
                                         read_log, truncate_log, write_log)
@@ -361,21 +362,9 @@ def run_search(config: dict, *, dataset: str, output_dir, data_dir=None, manual_
 
     if config["low_memory"]:
         limit_malloc_arenas()  # before the runtime's thread pools allocate (runtime_memory)
-    tf.keras.utils.set_random_seed(config["seed"])
-    if config["deterministic"]:
-        tf.config.experimental.enable_op_determinism()
-
-    from ubnas_tf.data import load_dataset
-
-    data = load_dataset(dataset, data_dir=data_dir, manual_dir=manual_dir,
-                        input_size=config["data"]["input_size"],
-                        max_examples=config["max_examples"], seed=config["seed"],
-                        augment=config["data"]["augment"] or None,
-                        skip_corrupt=config["data"]["skip_corrupt"])
     # Everything the data can refuse (portion, batch size against the halves), the supernet
     # (K against the cells' channels, primitives, module) and the OPs budget, before any write.
-    splits = data.search_splits(config["batch_size"], portion=config["data"]["portion"],
-                                seed=config["seed"])
+    data, splits = seeded_search_data(config, dataset, data_dir, manual_dir)
     supernet_config(config, data.info).structure
     budget = budget_from_config(config, data.info)
     if is_chief(strategy):

@@ -213,8 +213,10 @@ class SearchSteps:
     def weights(self):
         return self.supernet.trainable_variables
 
-    def _constant_arch_weights(self) -> ArchWeights:
+    def _constant_arch_weights(self):
         weights = self.architect.arch_weights()
+        if not isinstance(weights, ArchWeights):  # a block search's [blocks, ops] tensor
+            return tf.stop_gradient(weights)
         return ArchWeights(*(tf.stop_gradient(w) for w in (
             weights.normal_ops, weights.normal_edges, weights.reduce_ops, weights.reduce_edges)))
 
