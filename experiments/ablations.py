@@ -63,6 +63,8 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   images, search K's blocks retrained with seed K; against the QuickNets of random blocks.
   block_search_gumbel: the same with GDAS's hard Gumbel samples as the supernet's op weights;
   block_search_qsearch: with the block in the supernet as EBNAS searches (`quicknet_search`).
+  NAME_seeds: each network a block search NAME found retrained with every seed (network
+  means, as the random blocks have).
 
 A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
 runs one seed's search and retraining per process.
@@ -85,9 +87,10 @@ from ubnas_tf import cli  # noqa: E402
 flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early_stop | "
                     "supernet | supernet_pt | supernet_random | supernet_baselines | "
                     "supernet_nostop | transitions | supernet_long | templates | projection | "
-                    "quicknet_block | retrain_module | quicknet_search | quicknet_ops | block_search | "
-                    "block_search_gumbel | block_search_qsearch | report | all; NAME:K runs the K-th part of a stage, NAME@K/N its K-th share of N "
-                    "processes.")
+                    "quicknet_block | retrain_module | quicknet_search | quicknet_ops | "
+                    "block_search | block_search_gumbel | block_search_qsearch | NAME_seeds of "
+                    "each of those three | report | all; NAME:K runs the K-th part of a stage, "
+                    "NAME@K/N its K-th share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
 flags.DEFINE_string("work_dir", "experiments/ablations_run", "Tools' outputs (not committed).")
@@ -277,6 +280,8 @@ class Ablations:
             "templates": self.templates,
             "quicknet_ops": self.quicknet_ops,
             **{name: functools.partial(self.block_search, name) for name in BLOCK_SEARCHES},
+            **{f"{name}_seeds": functools.partial(self.block_search_seeds, name)
+               for name in BLOCK_SEARCHES},
             **{name: functools.partial(self.family, name) for name in FAMILIES},
             **{name: functools.partial(self.searched_with, name) for name in SEARCHED_WITH},
         }
@@ -491,17 +496,31 @@ class Ablations:
                        *(f"template.{key}={value}".replace(" ", "")
                          for key, value in settings.items()), *BLOCK_SEARCHES[name])
         label = f"{self.supernet_label()}-{name}"
-
-        def sets(seed):
-            ops = self.exp.result(f"{label}_search-{seed}")["blocks"]["ops"]
-            return settings_as_sets("quicknet", {**settings, "ops": ops})
-
         searches = [self.exp.block_search_unit(f"{label}_search-{seed}", seed, search_sets)
                     for seed in self.seeds]
         trains = [self.exp.train_unit(f"{label}_seed-{seed}", "quicknet", seed,
-                                      model="quicknet", sets=functools.partial(sets, seed))
+                                      model="quicknet", sets=functools.partial(
+                                          self._searched_blocks_sets, name, seed))
                   for seed in self.seeds]
         return searches + trains
+
+    def _searched_blocks_sets(self, name: str, search: int) -> tuple:
+        """The retraining overrides of block search `search` of BLOCK_SEARCHES[name]."""
+        from experiments.ops_matching import settings_as_sets
+
+        ops = self.exp.result(f"{self.supernet_label()}-{name}_search-{search}")["blocks"]["ops"]
+        return settings_as_sets("quicknet", {**self.quicknet_ops_record()["settings"],
+                                             "ops": ops})
+
+    def block_search_seeds(self, name: str) -> list:
+        """Each network a block search of BLOCK_SEARCHES[name] found, retrained with every
+        seed as `<row>-NAME-net-K_seed-J` (search K's own seed is its retraining, the same
+        spec, so reused): a mean over the seeds per network, as each random network has."""
+        label = f"{self.supernet_label()}-{name}"
+        return [self.exp.train_unit(f"{label}-net-{search}_seed-{seed}", "quicknet", seed,
+                                    model="quicknet", sets=functools.partial(
+                                        self._searched_blocks_sets, name, search))
+                for seed in self.seeds for search in self.seeds]
 
     # --- the report -------------------------------------------------------------------------
 
@@ -625,6 +644,9 @@ class Ablations:
         return self.versus_random(f"{label}-quicknet_ops-random", (
             *self._baselines(label), ("alphas (the row's cells)", self._seed_networks(label)),
             *((f"{name} (its blocks)", self._seed_networks(f"{label}-{name}"))
+              for name in BLOCK_SEARCHES),
+            *((f"{name}, every seed (network means)", self._network_means(
+                f"{label}-{name}-net-{search}" for search in self.seeds))
               for name in BLOCK_SEARCHES)),
             networks=QUICKNET_OPS_RANDOM)
 
@@ -754,6 +776,9 @@ class Ablations:
                           *(f"images-{images}-quicknet_ops-random-{j}"
                             for j in range(QUICKNET_OPS_RANDOM))),
                 *(self._row(f"blocks searched ({name})", f"images-{images}-{name}")
+                  for name in BLOCK_SEARCHES),
+                *(self._row(f"blocks searched ({name}), every network x every seed",
+                            *(f"images-{images}-{name}-net-{search}" for search in self.seeds))
                   for name in BLOCK_SEARCHES)],
         }
         lines = [f"Budget `{self.exp.budget.name}` on `{self.exp.budget.dataset}`, "

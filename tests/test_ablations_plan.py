@@ -101,7 +101,8 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # templates: each template's random networks x 2 seeds; projection and quicknet_block: as
     # transitions; retrain_module, quicknet_search: (search + retraining) x 2 seeds;
     # quicknet_ops: QUICKNET_OPS_RANDOM QuickNets of random blocks x 2 seeds; block_search:
-    # (block search + retraining) x 2 seeds, for each of BLOCK_SEARCHES.
+    # (block search + retraining) x 2 seeds, and each search's network x 2 seeds, for each of
+    # BLOCK_SEARCHES.
     templates = len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2
     families = sum(2 + family.random * 2 for name, family in ablations.FAMILIES.items()
                    if name != "transitions")
@@ -109,7 +110,7 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
                                            + 2 + 2 + ablations.LONG_RANDOM + templates
                                            + families + 2 * 2 * 2
                                            + ablations.QUICKNET_OPS_RANDOM * 2
-                                           + len(ablations.BLOCK_SEARCHES) * 2 * 2)
+                                           + len(ablations.BLOCK_SEARCHES) * 2 * 2 * 2)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -527,6 +528,27 @@ def test_block_search_searches_in_the_quicknet_ops_window_and_retrains_its_block
         assert f"section2_block1_{found[seed][-1]}" in {layer.name for layer in model.layers}
 
 
+def test_block_search_seeds_retrain_each_searched_network_with_every_seed(tmp_path):
+    runs, _ = _supernet_row(tmp_path)
+    found = [["bin_conv_3x3"] * 6, ["bin_conv_5x5", "avg_pool_3x3", "bin_conv_3x3",
+                                    "skip_connect", "max_pool_3x3", "bin_dil_conv_3x3"]]
+    for search, ops in enumerate(found):
+        _cache(tmp_path / "r", f"images-18000-block_search_search-{search}",
+               {"blocks": {"ops": ops}})
+    units = runs.stages()["block_search_seeds"]()
+    keys = [f"images-18000-block_search-net-{search}_seed-{seed}" for seed in (0, 1)
+            for search in (0, 1)]
+    assert [unit.key for unit in units] == keys
+    own = {unit.key: unit for unit in runs.stages()["block_search"]()}
+    for unit in units:
+        search, seed = (int(part.split("_")[0]) for part in unit.key.split("-")[-2:])
+        config = config_lib.load("train", [protocol.ROOT / runs.exp.budget.train_config],
+                                 _sets(unit))
+        assert config["seed"] == seed and config["baselines"]["quicknet"]["ops"] == found[search]
+        if search == seed:  # the search's own retraining: the same run, reused
+            assert unit.spec() == own[f"images-18000-block_search_seed-{seed}"].spec()
+
+
 def test_quicknet_ops_versus_random_and_listing_by_hand(tmp_path):
     runs, _ = _supernet_row(tmp_path)
     atomic_write_json(tmp_path / "r" / "quicknet_ops_random.json", {"networks": [
@@ -544,6 +566,14 @@ def test_quicknet_ops_versus_random_and_listing_by_hand(tmp_path):
                           "block_search (its blocks)"]  # the other block searches: not run
     # Each block search is one network: (0.84, 0.83) against (0.87, 0.85): -0.025.
     assert rows["block_search (its blocks)"]["minus_random"] == pytest.approx(-0.025)
+    # With every seed: network 0 (0.84, 0.86) and 1 (0.83, 0.87) both 0.85, -0.01.
+    for key, value in (("net-0_seed-0", 0.84), ("net-0_seed-1", 0.86), ("net-1_seed-0", 0.83),
+                       ("net-1_seed-1", 0.87)):
+        _cache(tmp_path / "r", f"images-18000-block_search-{key}", {"test_top1": value})
+    row = {r["row"]: r for r in runs.quicknet_ops_versus_random(18000)}[
+        "block_search, every seed (network means)"]
+    assert row["networks"] == pytest.approx([0.85, 0.85])
+    assert row["minus_random"] == pytest.approx(-0.01) and row["p"] == pytest.approx(1.0)
     for seed, ops in enumerate((["bin_conv_3x3", "avg_pool_3x3"], ["skip_connect"] * 2)):
         _cache(tmp_path / "r", f"images-18000-block_search_search-{seed}", {
             "blocks": {"ops": ops, "network_ops": 490000 + seed}, "search_seconds": 700.4,
