@@ -116,9 +116,9 @@ def quicknet_head_layers(num_classes: int) -> list:
     ]
 
 
-def _apply(layers, x, training=None):
+def _apply(layers, x):
     for layer in layers:
-        x = layer(x) if training is None else layer(x, training=training)
+        x = layer(x)
     return x
 
 

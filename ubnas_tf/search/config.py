@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import pathlib
 
+import tensorflow as tf
 import yaml
 
 from ubnas_tf import config as config_lib
@@ -23,8 +24,7 @@ from ubnas_tf.search_space import reduction_cells
 from ubnas_tf.search_space.stems import STEM_KINDS
 
 __all__ = ["check_config", "check_selection", "supernet_config", "check_output_dir",
-           "seeded_search_data",
-           "comparable", "RESUMABLE_KEYS", "SELECTION_METHODS", "SELECTION_CRITERIA"]
+           "seeded_search_data", "comparable", "RESUMABLE_KEYS", "SELECTION_METHODS", "SELECTION_CRITERIA"]
 
 # Keys that may differ when a run is resumed: a longer or shorter budget, the same search
 # (warm-up and ramp, as shares, scale with it), and the channel minimum, a check that does not
@@ -198,8 +198,6 @@ def check_output_dir(output_dir: pathlib.Path, config: dict, run: dict, *,
 def seeded_search_data(config: dict, dataset: str, data_dir=None, manual_dir=None):
     """(data, (weight half, architecture half)) of a search config, after seeding every
     generator and, with `deterministic`, making the ops deterministic."""
-    import tensorflow as tf
-
     from ubnas_tf.data import load_dataset
 
     tf.keras.utils.set_random_seed(config["seed"])
