@@ -64,7 +64,9 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   block_search_gumbel: the same with GDAS's hard Gumbel samples as the supernet's op weights;
   block_search_qsearch: with the block in the supernet as EBNAS searches (`quicknet_search`).
   NAME_seeds: each network a block search NAME found retrained with every seed (network
-  means, as the random blocks have).
+  means, as the random blocks have); block_search_long: block_search's networks and the first
+  LONG_RANDOM QuickNets of random blocks at the long budget (seed 0), beside supernet_long's
+  QuickNet.
 
 A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
 runs one seed's search and retraining per process.
@@ -89,8 +91,8 @@ flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early
                     "supernet_nostop | transitions | supernet_long | templates | projection | "
                     "quicknet_block | retrain_module | quicknet_search | quicknet_ops | "
                     "block_search | block_search_gumbel | block_search_qsearch | NAME_seeds of "
-                    "each of those three | report | all; NAME:K runs the K-th part of a stage, "
-                    "NAME@K/N its K-th share of N processes.")
+                    "each of those three | block_search_long | report | all; NAME:K runs the "
+                    "K-th part of a stage, NAME@K/N its K-th share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
 flags.DEFINE_string("work_dir", "experiments/ablations_run", "Tools' outputs (not committed).")
@@ -282,6 +284,7 @@ class Ablations:
             **{name: functools.partial(self.block_search, name) for name in BLOCK_SEARCHES},
             **{f"{name}_seeds": functools.partial(self.block_search_seeds, name)
                for name in BLOCK_SEARCHES},
+            "block_search_long": self.block_search_long,
             **{name: functools.partial(self.family, name) for name in FAMILIES},
             **{name: functools.partial(self.searched_with, name) for name in SEARCHED_WITH},
         }
@@ -522,6 +525,30 @@ class Ablations:
                                         self._searched_blocks_sets, name, search))
                 for seed in self.seeds for search in self.seeds]
 
+    def block_search_long(self) -> list:
+        """The budget check on the block search (`block_search`): each search's network and
+        the first LONG_RANDOM QuickNets of random blocks, seed 0, retrained for the budget's
+        long epochs, beside QuickNet's (supernet_long). Does their order hold?"""
+        from experiments.ops_matching import settings_as_sets
+
+        label, exp = f"{self.supernet_label()}-long", self.exp
+        sets = (f"epochs={exp.budget.budget_epochs[1]}",)
+
+        def random_sets(j):
+            record = self.quicknet_ops_record()
+            return settings_as_sets("quicknet", {**record["settings"],
+                                                 "ops": record["networks"][j]["block_ops"]})
+
+        searched = [exp.train_unit(f"{label}-block_search-net-{search}_seed-0", "quicknet", 0,
+                                   model="quicknet", sets=sets, late_sets=functools.partial(
+                                       self._searched_blocks_sets, "block_search", search))
+                    for search in self.seeds]
+        random = [exp.train_unit(f"{label}-quicknet_ops-random-{j}_seed-0", "quicknet", 0,
+                                 model="quicknet", sets=sets,
+                                 late_sets=functools.partial(random_sets, j))
+                  for j in range(LONG_RANDOM)]
+        return searched + random
+
     # --- the report -------------------------------------------------------------------------
 
     def _runs(self, label: str) -> list:
@@ -760,7 +787,13 @@ class Ablations:
                 self._row(f"random networks of the {images:,} rows",
                           *(f"images-{images}-long-random-{j}" for j in range(LONG_RANDOM))),
                 *(self._row(f"{name} at the {images:,} rows' OPs",
-                            f"images-{images}-long-{name}") for name in SUPERNET_BASELINES)],
+                            f"images-{images}-long-{name}") for name in SUPERNET_BASELINES),
+                self._row("the block search's networks (block_search, seed 0)",
+                          *(f"images-{images}-long-block_search-net-{search}"
+                            for search in self.seeds)),
+                self._row(f"the first {LONG_RANDOM} QuickNets of random blocks (seed 0)",
+                          *(f"images-{images}-long-quicknet_ops-random-{j}"
+                            for j in range(LONG_RANDOM)))],
             f"fewer, wider binary ops per cell at the {images:,} rows' OPs (random networks)": [
                 self._row(f"4 nodes, C = 8, stem 3C (the {images:,} rows' random networks)",
                           *(f"images-{images}-random-{j}" for j in range(SUPERNET_RANDOM))),

@@ -8,15 +8,15 @@ The same bilevel optimisation as the cell search (search/run.py), with its compi
 (`SearchSteps`, first order), optimizers and warm-up/ramp schedule (search/schedule.py), on the
 block supernet (search/block_supernet.py) and its architecture (search/block_architect.py:
 `op_weights` softmax, DARTS's mixture, or gumbel_hard, GDAS's samples, with its temperature
-set here per epoch). Per epoch: weight steps on the weight half, and after the warm-up an architecture step before
-each; then the blocks are derived, the epoch logged and a checkpoint saved. No early stopping:
-six argmaxes settle or not within the few epochs such a search runs (the log says when they
-last changed).
+set here per epoch). Per epoch: weight steps on the weight half, and after the warm-up an
+architecture step before each; then the blocks are derived, the epoch logged and a
+checkpoint saved. No early stopping: six argmaxes settle or not within the few epochs such a
+search runs (the log says when they last changed).
 
 Everything a run could refuse (config, template against the data, budget, output folder) is
 checked before anything is written; a NaN or Inf loss stops the run with one line (exit 1),
-its last finished epoch's checkpoint kept. Outputs in `output_dir`: blocks.json (the ops, the template
-and their OPs: `tools/train.py --model quicknet` retrains it, the command is printed),
+its last finished epoch's checkpoint kept. Outputs in `output_dir`: blocks.json (the ops, the
+template and their OPs: `tools/train.py --model quicknet` retrains it, the command is printed),
 search_log.jsonl (one line per epoch), config.yaml, run.json, summary.json, checkpoints/.
 Running the same command again resumes after the last finished epoch.
 """

@@ -24,7 +24,8 @@ from ubnas_tf.search_space import reduction_cells
 from ubnas_tf.search_space.stems import STEM_KINDS
 
 __all__ = ["check_config", "check_selection", "supernet_config", "check_output_dir",
-           "seeded_search_data", "comparable", "RESUMABLE_KEYS", "SELECTION_METHODS", "SELECTION_CRITERIA"]
+           "seeded_search_data", "comparable", "RESUMABLE_KEYS", "SELECTION_METHODS",
+           "SELECTION_CRITERIA"]
 
 # Keys that may differ when a run is resumed: a longer or shorter budget, the same search
 # (warm-up and ramp, as shares, scale with it), and the channel minimum, a check that does not
