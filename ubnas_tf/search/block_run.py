@@ -39,7 +39,7 @@ from ubnas_tf.search.block_supernet import BlockSupernet
 from ubnas_tf.search.config import check_output_dir, seeded_search_data
 from ubnas_tf.search.schedule import (check_schedule, comparable_schedule, ramp_end, ramp_value,
                                       warmup_epochs)
-from ubnas_tf.search.run import SearchDiverged
+from ubnas_tf.search.run import diverged
 from ubnas_tf.search.search_log import truncate_log
 from ubnas_tf.search.steps import FusedAdam, SearchSteps
 
@@ -165,14 +165,8 @@ class _BlockSearch:
 
     def _finite(self, value: float, which: str, epoch: int, step: int) -> float:
         if not math.isfinite(value):
-            kept = self.manager.latest_checkpoint
-            where = (f"the last finished epoch's checkpoint ({pathlib.Path(kept).name}) is kept "
-                     f"in {self.output_dir / 'checkpoints'}" if kept
-                     else "no checkpoint had been written yet")
-            raise SearchDiverged(
-                f"the {which} loss became {value} at epoch {epoch + 1}, step {step + 1}: the "
-                f"search diverged; {where}. Lower weights_optimizer.lr / arch_optimizer.lr and "
-                "use a new --output_dir")
+            raise diverged(which, value, epoch, step, self.manager.latest_checkpoint,
+                           self.output_dir)
         return value
 
     def end_epoch(self, epoch, totals, search_arch, ramp, started) -> list:

@@ -60,6 +60,18 @@ class SearchDiverged(RuntimeError):
     """A loss became NaN or Inf: the run stops, its last good checkpoint kept."""
 
 
+def diverged(which: str, value: float, epoch: int, step: int, kept, output_dir) -> SearchDiverged:
+    """The error of a search whose `which` loss became `value` (epoch and step from 0);
+    `kept`: the latest checkpoint's path, or None."""
+    where = (f"the last good checkpoint ({pathlib.Path(kept).name}) is kept in "
+             f"{pathlib.Path(output_dir) / 'checkpoints'}" if kept
+             else "no checkpoint had been written yet")
+    return SearchDiverged(
+        f"the {which} loss became {value} at epoch {epoch + 1}, step {step + 1}: the "
+        f"search diverged; {where}. Lower weights_optimizer.lr / arch_optimizer.lr and "
+        "use a new --output_dir")
+
+
 @dataclasses.dataclass
 class SearchResult:
     genotype: Genotype
@@ -197,14 +209,8 @@ class _Search:
         return totals
 
     def _diverged(self, which, value, epoch, step) -> SearchDiverged:
-        kept = self.manager.latest_checkpoint
-        where = (f"the last good checkpoint ({pathlib.Path(kept).name}) is kept in "
-                 f"{self.output_dir / 'checkpoints'}" if kept
-                 else "no checkpoint had been written yet")
-        return SearchDiverged(
-            f"the {which} loss became {value} at epoch {epoch + 1}, step {step + 1}: the "
-            f"search diverged; {where}. Lower weights_optimizer.lr / arch_optimizer.lr and "
-            "use a new --output_dir")
+        return diverged(which, value, epoch, step, self.manager.latest_checkpoint,
+                        self.output_dir)
 
     def _record(self, epoch, totals, search_arch, ramp, genotype, changed, started) -> dict:
         steps, examples = self.steps_per_epoch, self.steps_per_epoch * self.batch_size
