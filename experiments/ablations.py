@@ -473,24 +473,24 @@ class Ablations:
     def quicknet_ops(self) -> list:
         """Each QuickNet of random blocks retrained with every seed (seed by seed), as
         `<row>-quicknet_ops-random-J_seed-K`."""
-        from experiments.ops_matching import settings_as_sets
-
-        def sets(j):
-            record = self.quicknet_ops_record()
-            return settings_as_sets("quicknet", {**record["settings"],
-                                                 "ops": record["networks"][j]["block_ops"]})
-
         label = f"{self.supernet_label()}-quicknet_ops-random"
         return [self.exp.train_unit(f"{label}-{j}_seed-{seed}", "quicknet", seed,
-                                    model="quicknet", sets=functools.partial(sets, j))
+                                    model="quicknet",
+                                    sets=functools.partial(self._random_blocks_sets, j))
                 for seed in self.seeds for j in range(QUICKNET_OPS_RANDOM)]
+
+    def _random_blocks_sets(self, j: int) -> tuple:
+        """The retraining overrides of the QuickNet of random blocks `j` (its record's)."""
+        from experiments.ops_matching import settings_as_sets
+
+        record = self.quicknet_ops_record()
+        return settings_as_sets("quicknet", {**record["settings"],
+                                             "ops": record["networks"][j]["block_ops"]})
 
     def block_search(self, name: str) -> list:
         """A block-level search (tools/search_blocks.py with BLOCK_SEARCHES[name]) in the
         QuickNets' template of quicknet_ops, budgeted to the same OPs window, on the supernet
         row's images; each search K's blocks retrained with seed K as `<row>-NAME_seed-K`."""
-        from experiments.ops_matching import settings_as_sets
-
         record = self.quicknet_ops_record()
         settings = record["settings"]
         search_sets = (f"max_examples={self.supernet_images()}",
@@ -529,23 +529,15 @@ class Ablations:
         """The budget check on the block search (`block_search`): each search's network and
         the first LONG_RANDOM QuickNets of random blocks, seed 0, retrained for the budget's
         long epochs, beside QuickNet's (supernet_long). Does their order hold?"""
-        from experiments.ops_matching import settings_as_sets
-
         label, exp = f"{self.supernet_label()}-long", self.exp
         sets = (f"epochs={exp.budget.budget_epochs[1]}",)
-
-        def random_sets(j):
-            record = self.quicknet_ops_record()
-            return settings_as_sets("quicknet", {**record["settings"],
-                                                 "ops": record["networks"][j]["block_ops"]})
-
         searched = [exp.train_unit(f"{label}-block_search-net-{search}_seed-0", "quicknet", 0,
                                    model="quicknet", sets=sets, late_sets=functools.partial(
                                        self._searched_blocks_sets, "block_search", search))
                     for search in self.seeds]
         random = [exp.train_unit(f"{label}-quicknet_ops-random-{j}_seed-0", "quicknet", 0,
                                  model="quicknet", sets=sets,
-                                 late_sets=functools.partial(random_sets, j))
+                                 late_sets=functools.partial(self._random_blocks_sets, j))
                   for j in range(LONG_RANDOM)]
         return searched + random
 

@@ -337,13 +337,9 @@ class Experiment:
                                         ROOT / budget.search_config, "--output_dir", out,
                                         *set_args(sets)])
             summary = json.loads((out / "summary.json").read_text())
-            log = [json.loads(line) for line in (out / "search_log.jsonl").read_text().splitlines()
-                   if line.strip()]
-            curve = [{k: r.get(k) for k in ("epoch", "train_loss", "train_acc", "arch_loss",
-                                            "arch_acc", "seconds")} for r in log]
             return {**{k: summary[k] for k in (
                 "genotype", "search_seconds", "epochs_run", "epochs_planned", "stop_rule",
-                "epochs_saved")}, "curve": curve}
+                "epochs_saved")}, "curve": _search_curve(out)}
 
         spec = {"tool": "search", "sets": list(sets), **({"continues": continues} if continues
                                                           else {})}
@@ -362,13 +358,9 @@ class Experiment:
                                               self.budget.dataset, "--output_dir", out,
                                               *set_args(sets)])
             summary = json.loads((out / "summary.json").read_text())
-            log = [json.loads(line) for line in (out / "search_log.jsonl").read_text().splitlines()
-                   if line.strip()]
-            curve = [{k: r.get(k) for k in ("epoch", "train_loss", "train_acc", "arch_loss",
-                                            "arch_acc", "blocks", "expected_ops", "seconds")}
-                     for r in log]
             return {**{k: summary[k] for k in ("blocks", "search_seconds", "epochs_run",
-                                               "last_change_epoch")}, "curve": curve}
+                                               "last_change_epoch")},
+                    "curve": _search_curve(out, ("blocks", "expected_ops"))}
 
         return Unit(key, "search_blocks", config["epochs"],
                     lambda: {"tool": "search_blocks", "sets": list(sets)}, run)
@@ -469,6 +461,14 @@ class Experiment:
 METRIC_KEYS = ("test_top1", "val_top1", "best_val_top1", "best_epoch", "val_size", "test_size",
                "train_size", "params_binary", "params_float", "ops", "float_macs", "binary_macs",
                "model_size_bytes", "train_seconds", "epochs")
+
+
+def _search_curve(out: pathlib.Path, extra=()) -> list:
+    """Per epoch of a search's log: its losses, accuracies and seconds, and the `extra` keys."""
+    from ubnas_tf.search.search_log import LOG_NAME, read_log
+
+    keys = ("epoch", "train_loss", "train_acc", "arch_loss", "arch_acc", *extra, "seconds")
+    return [{k: record.get(k) for k in keys} for record in read_log(out / LOG_NAME)]
 
 
 def _train_result(out: pathlib.Path) -> dict:

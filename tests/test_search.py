@@ -415,9 +415,9 @@ def test_cli_refusals_write_nothing_and_the_corrected_command_runs(tmp_path):
 
 def _log_initial_alphas(output_dir):
     """The alphas the tiny search starts from (the architect's seeded init, seed 0)."""
-    from ubnas_tf.search.architect import _exact
+    from ubnas_tf.search.architect import exact
 
-    return _exact(Architect(primitives=BINARY_OPS, nodes=2, multiplier=2, seed=0).alphas_normal)
+    return exact(Architect(primitives=BINARY_OPS, nodes=2, multiplier=2, seed=0).alphas_normal)
 
 
 @pytest.mark.slow

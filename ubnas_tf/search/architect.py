@@ -56,11 +56,11 @@ def sigmoid_offsets(nodes: int) -> np.ndarray:
     ]) if nodes > 1 else np.zeros([0], np.float32)
 
 
-def _rounded(values) -> list:
+def rounded(values) -> list:
     return np.round(np.asarray(values, np.float64), 5).tolist()
 
 
-def _exact(variable) -> list:
+def exact(variable) -> list:
     """float32 values as the shortest decimals that read back to the same float32."""
     return [[float(np.format_float_positional(v, unique=True)) for v in row]
             if np.ndim(row) else float(np.format_float_positional(row, unique=True))
@@ -247,11 +247,11 @@ class Architect(tf.Module):
         record = {}
         for cell_type in CELL_TYPES:
             ops, edges = weights[cell_type]
-            record[f"op_weights_{cell_type}"] = _rounded(ops)
-            record[f"edge_weights_{cell_type}"] = _rounded(edges)
+            record[f"op_weights_{cell_type}"] = rounded(ops)
+            record[f"edge_weights_{cell_type}"] = rounded(edges)
             # Raw parameters at full float32 precision (exact resume/determinism checks).
-            record[f"alphas_{cell_type}"] = _exact(getattr(self, f"alphas_{cell_type}"))
-            record[f"betas_{cell_type}"] = _exact(getattr(self, f"betas_{cell_type}"))
+            record[f"alphas_{cell_type}"] = exact(getattr(self, f"alphas_{cell_type}"))
+            record[f"betas_{cell_type}"] = exact(getattr(self, f"betas_{cell_type}"))
         if self.budget is not None:
             record["expected_ops"] = round(float(self.budget.expected_ops(self.arch_weights())))
             cost_model = self.budget.cost_model

@@ -25,17 +25,17 @@ exactly (tested against `cost.profile` of the built network).
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import tensorflow as tf
 
 from ubnas_tf.errors import UserError
 from ubnas_tf.network.baselines import BLOCK_SPACE, quicknet, quicknet_template
 from ubnas_tf.network.cost import op_profile, profile
+from ubnas_tf.search.architect import exact, rounded
+from ubnas_tf.search.ops_budget import check_budget_keys
 
 __all__ = ["BlockCostModel", "BlockArchitect", "fit_block_ops", "block_primitives",
-           "check_budget", "OP_WEIGHTS"]
+           "check_budget", "check_op_weights", "OP_WEIGHTS"]
 
 OP_WEIGHTS = ("softmax", "gumbel_hard")
 
@@ -121,10 +121,10 @@ def fit_block_ops(columns, op_weights: np.ndarray, costs: np.ndarray, fixed: flo
     return columns
 
 
-def _exact(values) -> list:
-    """float32 values as the shortest decimals that read back to the same float32."""
-    return [[float(np.format_float_positional(v, unique=True)) for v in row]
-            for row in np.asarray(values, np.float32)]
+def check_op_weights(op_weights: str) -> None:
+    if op_weights not in OP_WEIGHTS:
+        raise UserError(f"config key 'op_weights' must be one of {', '.join(OP_WEIGHTS)}, "
+                        f"got {op_weights!r}")
 
 
 class BlockArchitect(tf.Module):
@@ -145,9 +145,7 @@ class BlockArchitect(tf.Module):
                  strength: float = 1.0, tolerance: float = 0.1, op_weights: str = "softmax",
                  seed: int = 0, init_scale: float = 1e-3, name: str = "architect"):
         super().__init__(name=name)
-        if op_weights not in OP_WEIGHTS:
-            raise UserError(f"config key 'op_weights' must be one of {', '.join(OP_WEIGHTS)}, "
-                            f"got {op_weights!r}")
+        check_op_weights(op_weights)
         self.op_weights = op_weights
         # Both checkpointed with the architect: a resumed search samples as an uninterrupted one.
         self.temperature = tf.Variable(1.0, trainable=False, name="temperature")
@@ -209,8 +207,7 @@ class BlockArchitect(tf.Module):
     def summary(self) -> dict:
         """JSON-ready op weights, alphas and OPs for the per-epoch log."""
         weights = np.asarray(self.probabilities())
-        record = {"op_weights": np.round(weights.astype(np.float64), 5).tolist(),
-                  "alphas": _exact(self.alphas.numpy()),
+        record = {"op_weights": rounded(weights), "alphas": exact(self.alphas),
                   "expected_ops": round(float(self.cost_model.expected_ops(weights))),
                   "argmax_ops": round(self.cost_model.network_ops(self.genotype(False)))}
         record["genotype_ops"] = round(self.cost_model.network_ops(self.genotype()))
@@ -221,18 +218,13 @@ class BlockArchitect(tf.Module):
         return record
 
 
-def check_budget(cost_model: BlockCostModel, target, strength, tolerance) -> None:
-    """One-line UserErrors naming the key for a budget this search cannot meet."""
-    if not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
-        raise UserError(f"config key 'ops_budget.tolerance' must be in [0, 1), got {tolerance!r}")
-    if not isinstance(strength, (int, float)) or strength <= 0:
-        raise UserError(f"config key 'ops_budget.strength' must be > 0, got {strength!r}")
+def check_budget(cost_model: BlockCostModel, budget: dict) -> None:
+    """One-line UserErrors naming the key for a budget (`ops_budget` section) this search
+    cannot meet."""
+    check_budget_keys(budget)
+    target = budget["target"]
     if target is None:
         return
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or target <= 0 \
-            or not math.isfinite(target):
-        raise UserError(f"config key 'ops_budget.target' must be null or a number of OPs > 0, "
-                        f"got {target!r}")
     low, high = cost_model.range()
     if not low <= target <= high:
         raise UserError(f"ops_budget.target {target:,.0f} OPs is out of reach: the networks of "

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import pathlib
-import sys
 import time
 
 import numpy as np
@@ -33,20 +32,19 @@ import tensorflow as tf
 from ubnas_tf import config as config_lib
 from ubnas_tf.errors import UserError
 from ubnas_tf.io_utils import append_jsonl, atomic_write_json
-from ubnas_tf.search.block_architect import (OP_WEIGHTS, BlockArchitect, BlockCostModel,
-                                             block_primitives, check_budget)
+from ubnas_tf.search.block_architect import (BlockArchitect, BlockCostModel, block_primitives,
+                                             check_budget, check_op_weights)
 from ubnas_tf.search.block_supernet import BlockSupernet
 from ubnas_tf.search.config import check_output_dir, seeded_search_data
 from ubnas_tf.search.schedule import (check_schedule, comparable_schedule, ramp_end, ramp_value,
                                       warmup_epochs)
-from ubnas_tf.search.run import diverged
-from ubnas_tf.search.search_log import truncate_log
+from ubnas_tf.search.run import diverged, progress_bar
+from ubnas_tf.search.search_log import LOG_NAME, truncate_log
 from ubnas_tf.search.steps import FusedAdam, SearchSteps
 
 __all__ = ["run_block_search", "retrain_command", "temperature", "BLOCKS_NAME"]
 
 BLOCKS_NAME = "blocks.json"
-LOG_NAME = "search_log.jsonl"
 RESUMABLE_KEYS = ("epochs",)
 
 
@@ -59,9 +57,7 @@ def check_block_config(config: dict) -> None:
         raise UserError("config key 'max_examples' must be null or >= 1")
     check_schedule(config)
     block_primitives(config["primitives"])
-    if config["op_weights"] not in OP_WEIGHTS:
-        raise UserError(f"config key 'op_weights' must be one of {', '.join(OP_WEIGHTS)}, "
-                        f"got {config['op_weights']!r}")
+    check_op_weights(config["op_weights"])
     for key, value in config["temperature"].items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
             raise UserError(f"config key 'temperature.{key}' must be > 0, got {value!r}")
@@ -147,7 +143,7 @@ class _BlockSearch:
         """One epoch of steps; (loss sum, correct, arch loss sum, arch correct)."""
         totals = np.zeros(4)
         ramp_tensor = tf.constant(ramp, tf.float32)
-        bar = tf.keras.utils.Progbar(self.steps_per_epoch, verbose=1 if sys.stdout.isatty() else 2)
+        bar = progress_bar(self.steps_per_epoch)
         for step in range(self.steps_per_epoch):
             images, labels = next(self.weight_iterator)
             if search_arch:
@@ -241,7 +237,7 @@ def run_block_search(config: dict, *, dataset: str, output_dir, data_dir=None,
     template, budget = config["template"], config["ops_budget"]
     cost_model = BlockCostModel(data.info, filters=template["filters"], blocks=template["blocks"],
                                 primitives=block_primitives(config["primitives"]))
-    check_budget(cost_model, budget["target"], budget["strength"], budget["tolerance"])
+    check_budget(cost_model, budget)
     output_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, output_dir / "config.yaml")
     atomic_write_json(output_dir / "run.json", run)

@@ -44,7 +44,7 @@ from ubnas_tf.errors import UserError
 from ubnas_tf.search_space.genotype import Genotype
 
 __all__ = ["NetworkCostModel", "BudgetPenalty", "budget_from_config", "cost_model_from_config",
-           "fit_genotype"]
+           "fit_genotype", "check_budget_keys"]
 
 CELL_TYPES = ("normal", "reduce")
 
@@ -298,21 +298,28 @@ def cost_model_from_config(config: dict, info) -> NetworkCostModel:
         reduction=budget["reduction"])
 
 
-def budget_from_config(config: dict, info) -> BudgetPenalty | None:
-    """The penalty of a search config's `ops_budget` section (None when `target` is null);
-    the network it costs is `cost_model_from_config`'s."""
-    budget = config["ops_budget"]
+def check_budget_keys(budget: dict) -> None:
+    """One-line UserErrors naming the key for an `ops_budget` section's tolerance, strength
+    or target (null allowed) out of range (the block search's budget too)."""
     target, strength, tolerance = budget["target"], budget["strength"], budget["tolerance"]
     if not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:
         raise UserError(f"config key 'ops_budget.tolerance' must be in [0, 1), got {tolerance!r}")
     if not isinstance(strength, (int, float)) or strength <= 0:
         raise UserError(f"config key 'ops_budget.strength' must be > 0, got {strength!r}")
-    if target is None:
-        return None
-    if not isinstance(target, (int, float)) or isinstance(target, bool) or target <= 0 \
-            or not math.isfinite(target):
+    if target is not None and (not isinstance(target, (int, float)) or isinstance(target, bool)
+                               or target <= 0 or not math.isfinite(target)):
         raise UserError(f"config key 'ops_budget.target' must be null or a number of OPs > 0, "
                         f"got {target!r}")
+
+
+def budget_from_config(config: dict, info) -> BudgetPenalty | None:
+    """The penalty of a search config's `ops_budget` section (None when `target` is null);
+    the network it costs is `cost_model_from_config`'s."""
+    budget = config["ops_budget"]
+    target, strength, tolerance = budget["target"], budget["strength"], budget["tolerance"]
+    check_budget_keys(budget)
+    if target is None:
+        return None
     model = cost_model_from_config(config, info)
     low, high = model.range()
     if not low <= target <= high:

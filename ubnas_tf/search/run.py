@@ -84,7 +84,7 @@ class SearchResult:
     genotype_epoch: int = 0  # the epoch whose genotype was returned (a rule may roll back)
 
 
-def _progress_bar(steps: int):
+def progress_bar(steps: int):
     verbose = 1 if sys.stdout.isatty() else 2
     return tf.keras.utils.Progbar(steps, verbose=verbose,
                                   stateful_metrics=["loss", "acc", "arch_loss", "arch_acc"])
@@ -183,7 +183,7 @@ class _Search:
         """One epoch of steps; returns (loss sum, correct, arch loss sum, arch correct)."""
         steps, strategy, batch_size = self.steps, self.strategy, self.batch_size
         ramp_tensor = tf.constant(ramp, tf.float32)
-        bar = _progress_bar(self.steps_per_epoch)
+        bar = progress_bar(self.steps_per_epoch)
         totals = np.zeros(4)
         for step in range(self.steps_per_epoch):
             images, labels = _per_replica(strategy, next(self.weight_iterator))
