@@ -63,6 +63,8 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   images, search K's blocks retrained with seed K; against the QuickNets of random blocks.
   block_search_gumbel: the same with GDAS's hard Gumbel samples as the supernet's op weights;
   block_search_qsearch: with the block in the supernet as EBNAS searches (`quicknet_search`).
+  block_search_budget: the softmax search with ops_budget.strength 50 (1 in the others), so
+  that the budget holds E[OPs] in the window during the search.
   NAME_seeds: each network a block search NAME found retrained with every seed (network
   means, as the random blocks have); block_search_long: block_search's networks and the first
   LONG_RANDOM QuickNets of random blocks at the long budget (seed 0), beside supernet_long's
@@ -90,8 +92,8 @@ flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early
                     "supernet | supernet_pt | supernet_random | supernet_baselines | "
                     "supernet_nostop | transitions | supernet_long | templates | projection | "
                     "quicknet_block | retrain_module | quicknet_search | quicknet_ops | "
-                    "block_search | block_search_gumbel | block_search_qsearch | NAME_seeds of "
-                    "each of those three | block_search_long | report | all; NAME:K runs the "
+                    "block_search | block_search_gumbel | block_search_qsearch | "
+                    "block_search_budget | NAME_seeds of each of those four | block_search_long | report | all; NAME:K runs the "
                     "K-th part of a stage, NAME@K/N its K-th share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
@@ -127,9 +129,13 @@ QUICKNET_OPS_RANDOM = 8  # QuickNets of random blocks at the supernet row's OPs,
 QUICKNET_OPS_RECORD = "quicknet_ops_random.json"  # their blocks, drawn once
 # Block-level searches in that template and window (tools/search_blocks.py): DARTS's softmax
 # mixture of the retrained block (`module: quicknet`), GDAS's hard Gumbel samples, and the
-# block as EBNAS searches (`quicknet_search`: real latent weights, BN on batch statistics).
+# block as EBNAS searches (`quicknet_search`: real latent weights, BN on batch statistics), and
+# the softmax search with a budget strong enough to hold E[OPs] in the window while it
+# searches (at strength 1 E[OPs] fell to 0.36M of a 0.485M target as the alphas collapsed to
+# pools, and the derivation's fit, not the alphas, chose which blocks became convs).
 BLOCK_SEARCHES = {"block_search": (), "block_search_gumbel": ("op_weights=gumbel_hard",),
-                  "block_search_qsearch": ("module=quicknet_search",)}
+                  "block_search_qsearch": ("module=quicknet_search",),
+                  "block_search_budget": ("ops_budget.strength=50",)}
 
 
 @dataclasses.dataclass(frozen=True)

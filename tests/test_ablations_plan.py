@@ -516,8 +516,10 @@ def test_block_search_searches_in_the_quicknet_ops_window_and_retrains_its_block
         assert config["ops_budget"]["target"] == record["target_ops"]
         assert config["ops_budget"]["tolerance"] == record["tolerance"]
         variant = config_lib.load("search_blocks", [], ablations.BLOCK_SEARCHES[name])
-        assert (config["op_weights"], config["module"]) == (variant["op_weights"],
-                                                            variant["module"])
+        # The variant's own settings, over the window's target and tolerance.
+        for key in ("op_weights", "module"):
+            assert config[key] == variant[key]
+        assert config["ops_budget"]["strength"] == variant["ops_budget"]["strength"]
         _cache(tmp_path / "r", unit.key, {"blocks": {"ops": found[seed]}})
     cost_model = BlockCostModel(info, primitives=block_primitives(), **record["settings"])
     for seed, unit in enumerate(units[2:]):
