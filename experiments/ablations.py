@@ -64,7 +64,11 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   block_search_gumbel: the same with GDAS's hard Gumbel samples as the supernet's op weights;
   block_search_qsearch: with the block in the supernet as EBNAS searches (`quicknet_search`).
   block_search_budget: the softmax search with ops_budget.strength 50 (1 in the others), so
-  that the budget holds E[OPs] in the window during the search.
+  that the budget holds E[OPs] in the window during the search. block_search_dilation: the
+  softmax search of the dilation sub-space (DILATION_OPS: QuickNet's 3x3 block plain or
+  dilated, every network at QuickNet's OPs, QuickNet its all-plain corner; no budget needed);
+  dilation_random: DILATION_RANDOM QuickNets of random dilation patterns, every seed each (its
+  random baseline).
   NAME_seeds: each network a block search NAME found retrained with every seed (network
   means, as the random blocks have); block_search_long: block_search's networks and the first
   LONG_RANDOM QuickNets of random blocks at the long budget (seed 0), beside supernet_long's
@@ -93,8 +97,9 @@ flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early
                     "supernet_nostop | transitions | supernet_long | templates | projection | "
                     "quicknet_block | retrain_module | quicknet_search | quicknet_ops | "
                     "block_search | block_search_gumbel | block_search_qsearch | "
-                    "block_search_budget | NAME_seeds of each of those four | block_search_long | report | all; NAME:K runs the "
-                    "K-th part of a stage, NAME@K/N its K-th share of N processes.")
+                    "block_search_budget | block_search_dilation | NAME_seeds of each of "
+                    "those five | dilation_random | block_search_long | report | all; NAME:K "
+                    "runs the K-th part of a stage, NAME@K/N its K-th share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
 flags.DEFINE_string("work_dir", "experiments/ablations_run", "Tools' outputs (not committed).")
@@ -127,6 +132,11 @@ TEMPLATES = {
 TEMPLATE_RANDOM = 4  # random networks per template, every seed each
 QUICKNET_OPS_RANDOM = 8  # QuickNets of random blocks at the supernet row's OPs, every seed each
 QUICKNET_OPS_RECORD = "quicknet_ops_random.json"  # their blocks, drawn once
+# The ops of the dilation sub-space: QuickNet's 3x3 block plain or dilated, the same OPs, so
+# every network of it has QuickNet's OPs (QuickNet is its all-plain corner).
+DILATION_OPS = ("bin_conv_3x3", "bin_dil_conv_3x3")
+DILATION_RANDOM = 4  # random networks of it, every seed each
+DILATION_RECORD = "dilation_random.json"  # their blocks, drawn once
 # Block-level searches in that template and window (tools/search_blocks.py): DARTS's softmax
 # mixture of the retrained block (`module: quicknet`), GDAS's hard Gumbel samples, and the
 # block as EBNAS searches (`quicknet_search`: real latent weights, BN on batch statistics), and
@@ -135,7 +145,10 @@ QUICKNET_OPS_RECORD = "quicknet_ops_random.json"  # their blocks, drawn once
 # pools, and the derivation's fit, not the alphas, chose which blocks became convs).
 BLOCK_SEARCHES = {"block_search": (), "block_search_gumbel": ("op_weights=gumbel_hard",),
                   "block_search_qsearch": ("module=quicknet_search",),
-                  "block_search_budget": ("ops_budget.strength=50",)}
+                  "block_search_budget": ("ops_budget.strength=50",),
+                  # no budget: every network of the dilation sub-space has the same OPs
+                  "block_search_dilation": (f"primitives=[{','.join(DILATION_OPS)}]",
+                                            "ops_budget.target=null")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,6 +304,7 @@ class Ablations:
             **{f"{name}_seeds": functools.partial(self.block_search_seeds, name)
                for name in BLOCK_SEARCHES},
             "block_search_long": self.block_search_long,
+            "dilation_random": self.dilation_random,
             **{name: functools.partial(self.family, name) for name in FAMILIES},
             **{name: functools.partial(self.searched_with, name) for name in SEARCHED_WITH},
         }
@@ -493,6 +507,36 @@ class Ablations:
         return settings_as_sets("quicknet", {**record["settings"],
                                              "ops": record["networks"][j]["block_ops"]})
 
+    def dilation_record(self) -> dict:
+        """DILATION_RANDOM QuickNets whose blocks are drawn uniformly from DILATION_OPS (all
+        at QuickNet's OPs), written once as dilation_random.json: the random baseline of
+        block_search_dilation."""
+        def make():
+            from experiments.ops_matching import random_block_ops_record
+
+            quicknet = self.supernet_baseline_sizes()["quicknet"]
+            return random_block_ops_record(
+                quicknet["settings"], self.exp.dataset_info(), count=DILATION_RANDOM,
+                target=quicknet["ops"], tolerance=0.0, choices=DILATION_OPS)
+
+        return self.exp.written_once(DILATION_RECORD, make)
+
+    def dilation_random(self) -> list:
+        """Each random network of the dilation sub-space retrained with every seed, as
+        `<row>-dilation-random-J_seed-K`."""
+        label = f"{self.supernet_label()}-dilation-random"
+        return [self.exp.train_unit(f"{label}-{j}_seed-{seed}", "quicknet", seed,
+                                    model="quicknet",
+                                    sets=functools.partial(self._dilation_sets, j))
+                for seed in self.seeds for j in range(DILATION_RANDOM)]
+
+    def _dilation_sets(self, j: int) -> tuple:
+        from experiments.ops_matching import settings_as_sets
+
+        record = self.dilation_record()
+        return settings_as_sets("quicknet", {**record["settings"],
+                                             "ops": record["networks"][j]["block_ops"]})
+
     def block_search(self, name: str) -> list:
         """A block-level search (tools/search_blocks.py with BLOCK_SEARCHES[name]) in the
         QuickNets' template of quicknet_ops, budgeted to the same OPs window, on the supernet
@@ -675,6 +719,17 @@ class Ablations:
               for name in BLOCK_SEARCHES)),
             networks=QUICKNET_OPS_RANDOM)
 
+    def dilation_versus_random(self, images: int) -> list:
+        """QuickNet (the sub-space's all-plain corner) and the dilation search against the
+        random networks of the dilation sub-space, all at QuickNet's OPs."""
+        label, name = f"images-{images}", "block_search_dilation"
+        return self.versus_random(f"{label}-dilation-random", (
+            *self._baselines(label),
+            (f"{name} (its blocks)", self._seed_networks(f"{label}-{name}")),
+            (f"{name}, every seed (network means)", self._network_means(
+                f"{label}-{name}-net-{search}" for search in self.seeds))),
+            networks=DILATION_RANDOM)
+
     def _block_search_markdown(self, images: int, name: str) -> list:
         """What each block search of BLOCK_SEARCHES[name] returned, its OPs, time, and its
         retraining."""
@@ -693,17 +748,18 @@ class Ablations:
                          f"{percent(run['train']['test_top1'])} |")
         return lines + [""]
 
-    def _quicknet_ops_markdown(self, images: int) -> list:
-        """What each QuickNet of random blocks holds, its OPs and its mean over the seeds."""
+    def _random_blocks_markdown(self, images: int, record: str, label: str,
+                                what: str) -> list:
+        """What each QuickNet of random blocks of `record` (`<row>-<label>-J`) holds, its OPs
+        and its mean over the seeds."""
         # Read, not drawn: the report never draws a record no stage has run on.
-        path = self.exp.results_dir / QUICKNET_OPS_RECORD
+        path = self.exp.results_dir / record
         if not path.is_file():
             return []
-        lines = [f"QuickNets of random blocks (`{QUICKNET_OPS_RECORD}`; blocks in order, "
-                 "two per stage):", "", "| network | blocks | OPs | runs | test top-1 (mean) |",
-                 "|---|---|---|---|---|"]
+        lines = [f"QuickNets of {what} (`{record}`; blocks in order, two per stage):", "",
+                 "| network | blocks | OPs | runs | test top-1 (mean) |", "|---|---|---|---|---|"]
         for j, network in enumerate(json.loads(path.read_text())["networks"]):
-            runs = self._runs(f"images-{images}-quicknet_ops-random-{j}")
+            runs = self._runs(f"images-{images}-{label}-{j}")
             stats = mean_std([r["train"]["test_top1"] for r in runs])
             mean = percent(stats[0]) if stats else "-"
             blocks = ", ".join(op.replace("bin_", "") for op in network["block_ops"])
@@ -810,7 +866,10 @@ class Ablations:
                   for name in BLOCK_SEARCHES),
                 *(self._row(f"blocks searched ({name}), every network x every seed",
                             *(f"images-{images}-{name}-net-{search}" for search in self.seeds))
-                  for name in BLOCK_SEARCHES)],
+                  for name in BLOCK_SEARCHES),
+                self._row("random dilation patterns of QuickNet's block (its OPs)",
+                          *(f"images-{images}-dilation-random-{j}"
+                            for j in range(DILATION_RANDOM)))],
         }
         lines = [f"Budget `{self.exp.budget.name}` on `{self.exp.budget.dataset}`, "
                  f"{self.exp.budget.seeds} seeds per row (`runs`: more where `--seeds` added "
@@ -847,6 +906,7 @@ class Ablations:
         long = self.long_versus_random(images)
         templates = self.templates_versus_random(images)
         blocks = self.quicknet_ops_versus_random(images)
+        dilation = self.dilation_versus_random(images)
         lines += self._versus_random_markdown(
             versus, f"Against the random networks at the {images:,} rows' OPs")
         lines += self._versus_random_markdown(
@@ -860,7 +920,14 @@ class Ablations:
         lines += self._versus_random_markdown(
             blocks, "QuickNet against QuickNets of random blocks (`random`: the random "
                     "baseline of a block-level search) at the same OPs")
-        lines += self._quicknet_ops_markdown(images)
+        lines += self._versus_random_markdown(
+            dilation, "QuickNet and the dilation search against QuickNets of random dilation "
+                      "patterns (`random`: each block QuickNet's 3x3 block, plain or dilated; "
+                      "all at QuickNet's OPs)")
+        lines += self._random_blocks_markdown(images, QUICKNET_OPS_RECORD, "quicknet_ops-random",
+                                              "random blocks")
+        lines += self._random_blocks_markdown(images, DILATION_RECORD, "dilation-random",
+                                              "random dilation patterns")
         for name in BLOCK_SEARCHES:
             lines += self._block_search_markdown(images, name)
         lines += self._pairs_markdown(pairs, "reference searches")
@@ -872,6 +939,7 @@ class Ablations:
                                                  "long_versus_random": long,
                                                  "templates_versus_random": templates,
                                                  "quicknet_ops_versus_random": blocks,
+                                                 "dilation_versus_random": dilation,
                                                  **{f"{name}_versus_random": rows
                                                     for name, rows in families.items()}})
         atomic_write_text(out / "results.md", "\n".join(lines) + "\n")

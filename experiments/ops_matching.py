@@ -145,14 +145,15 @@ def baseline_sizes_record(names, info, *, target: float, tolerance: float) -> di
 
 
 def random_block_ops_record(settings: dict, info, *, count: int, target: float,
-                            tolerance: float, seed: int = 0, max_tries: int = 500) -> dict:
+                            tolerance: float, seed: int = 0, max_tries: int = 500,
+                            choices=None) -> dict:
     """`count` QuickNets of `settings` (filters, blocks) whose blocks are ops drawn uniformly
-    from the binary space (`baselines.BLOCK_SPACE`, no `none`) and whose OPs are within
-    `tolerance` of `target`, in the order drawn from `seed`, as a results folder keeps them."""
-    from ubnas_tf.network.baselines import BLOCK_SPACE
-    from ubnas_tf.search_space import get_space
+    from `choices` (default: the binary space, `baselines.BLOCK_SPACE`, without `none`) and
+    whose OPs are within `tolerance` of `target`, in the order drawn from `seed`, as a results
+    folder keeps them."""
+    from ubnas_tf.search.block_architect import block_primitives
 
-    choices = [op for op in get_space(BLOCK_SPACE).primitives if op != "none"]
+    choices = list(block_primitives(choices))
     blocks = sum(settings["blocks"])
     kept, tries = _in_window(
         lambda rng: [choices[i] for i in rng.integers(len(choices), size=blocks)],

@@ -513,11 +513,15 @@ def test_block_search_searches_in_the_quicknet_ops_window_and_retrains_its_block
         # The random blocks' template, window and images; seed K.
         assert (config["seed"], config["max_examples"]) == (seed, runs.supernet_images())
         assert config["template"] == record["settings"]
-        assert config["ops_budget"]["target"] == record["target_ops"]
-        assert config["ops_budget"]["tolerance"] == record["tolerance"]
         variant = config_lib.load("search_blocks", [], ablations.BLOCK_SEARCHES[name])
+        # The window's target, unless the variant sets its own (the dilation sub-space: none).
+        sets_target = any(s.startswith("ops_budget.target=")
+                          for s in ablations.BLOCK_SEARCHES[name])
+        assert config["ops_budget"]["target"] == (variant["ops_budget"]["target"] if sets_target
+                                                  else record["target_ops"])
+        assert config["ops_budget"]["tolerance"] == record["tolerance"]
         # The variant's own settings, over the window's target and tolerance.
-        for key in ("op_weights", "module"):
+        for key in ("op_weights", "module", "primitives"):
             assert config[key] == variant[key]
         assert config["ops_budget"]["strength"] == variant["ops_budget"]["strength"]
         _cache(tmp_path / "r", unit.key, {"blocks": {"ops": found[seed]}})
@@ -613,9 +617,58 @@ def test_quicknet_ops_versus_random_and_listing_by_hand(tmp_path):
     # of the 6 splits into pairs, 2 (this one and its mirror) differ by 0.035 or more.
     assert rows["alphas (the row's cells)"]["minus_random"] == pytest.approx(0.035)
     assert rows["alphas (the row's cells)"]["p"] == pytest.approx(1 / 3)
-    assert runs._quicknet_ops_markdown(18000)[4:6] == [
+    assert runs._random_blocks_markdown(18000, ablations.QUICKNET_OPS_RECORD,
+                                        "quicknet_ops-random", "random blocks")[4:6] == [
         "| 0 | conv_5x5, skip_connect | 0.480M | 2 | 87.00 |",
         "| 1 | avg_pool_3x3, dil_conv_3x3 | 0.500M | 1 | 85.00 |"]
+
+
+def test_dilation_random_draws_quicknets_of_plain_or_dilated_3x3_blocks_at_its_ops(tmp_path):
+    from ubnas_tf.network.baselines import build_baseline
+    from ubnas_tf.network.cost import profile
+
+    runs, _ = _supernet_row(tmp_path)
+    units = runs.stages()["dilation_random"]()
+    assert [u.key for u in units] == [f"images-18000-dilation-random-{j}_seed-{seed}"
+                                      for seed in (0, 1) for j in range(ablations.DILATION_RANDOM)]
+    record = runs.dilation_record()
+    quicknet = runs.supernet_baseline_sizes()["quicknet"]
+    assert record["settings"] == quicknet["settings"]
+    drawn = [network["block_ops"] for network in record["networks"]]
+    assert all(set(ops) <= set(ablations.DILATION_OPS) and len(ops) == 6 for ops in drawn)
+    info = runs.exp.dataset_info()
+    for unit, ops in zip(units, drawn):
+        config = config_lib.load("train", [protocol.ROOT / runs.exp.budget.train_config],
+                                 _sets(unit))
+        assert config["baselines"]["quicknet"]["ops"] == ops
+        # A dilated 3x3 conv costs what a plain one does: every network has QuickNet's OPs.
+        assert profile(build_baseline("quicknet", info, config)).ops == quicknet["ops"]
+    # The search of that sub-space: its two ops, no budget.
+    search = runs.stages()["block_search_dilation"]()[0]
+    config = config_lib.load("search_blocks", [], _sets(search))
+    assert config["primitives"] == list(ablations.DILATION_OPS)
+    assert config["ops_budget"]["target"] is None
+
+
+def test_dilation_versus_random_by_hand(tmp_path):
+    runs, _ = _supernet_row(tmp_path)
+    results = {"images-18000-dilation-random-0": (0.86, 0.88),
+               "images-18000-dilation-random-1": (0.84,),
+               "images-18000-quicknet": (0.88, 0.86),
+               "images-18000-block_search_dilation": (0.89, 0.85)}
+    for label, values in results.items():
+        for seed, value in enumerate(values):
+            _cache(tmp_path / "r", f"{label}_seed-{seed}", {"test_top1": value})
+    rows = {row["row"]: row for row in runs.dilation_versus_random(18000)}
+    assert list(rows) == ["random", "quicknet", "block_search_dilation (its blocks)"]
+    assert rows["random"]["networks"] == pytest.approx([0.87, 0.84])
+    # QuickNet one network (0.87), the searches two (0.89, 0.85), against a random mean 0.855.
+    assert rows["quicknet"]["minus_random"] == pytest.approx(0.015)
+    assert rows["block_search_dilation (its blocks)"]["minus_random"] == pytest.approx(0.015)
+    # Of the 6 splits of {0.89, 0.85, 0.87, 0.84} into pairs, those whose means differ by
+    # 0.015 or more: {0.89, 0.85} / {0.87, 0.84} (0.015), {0.89, 0.87} / {0.85, 0.84} (0.035),
+    # {0.89, 0.84} / {0.85, 0.87} (0.005: no), and their mirrors: 4 of 6.
+    assert rows["block_search_dilation (its blocks)"]["p"] == pytest.approx(4 / 6)
 
 
 def test_templates_versus_random_compares_each_templates_network_means(tmp_path):
