@@ -493,17 +493,23 @@ class Ablations:
     def quicknet_ops(self) -> list:
         """Each QuickNet of random blocks retrained with every seed (seed by seed), as
         `<row>-quicknet_ops-random-J_seed-K`."""
-        label = f"{self.supernet_label()}-quicknet_ops-random"
+        return self._random_blocks_units("quicknet_ops-random", QUICKNET_OPS_RANDOM)
+
+    def _random_blocks_units(self, name: str, count: int, record=None) -> list:
+        """The first `count` QuickNets of `record()` (default `quicknet_ops_record`) retrained
+        with every seed (seed by seed), as `<row>-NAME-J_seed-K`."""
+        label = f"{self.supernet_label()}-{name}"
         return [self.exp.train_unit(f"{label}-{j}_seed-{seed}", "quicknet", seed,
                                     model="quicknet",
-                                    sets=functools.partial(self._random_blocks_sets, j))
-                for seed in self.seeds for j in range(QUICKNET_OPS_RANDOM)]
+                                    sets=functools.partial(self._random_blocks_sets, j, record))
+                for seed in self.seeds for j in range(count)]
 
-    def _random_blocks_sets(self, j: int) -> tuple:
-        """The retraining overrides of the QuickNet of random blocks `j` (its record's)."""
+    def _random_blocks_sets(self, j: int, record=None) -> tuple:
+        """The retraining overrides of QuickNet `j` of `record()` (default
+        `quicknet_ops_record`, the QuickNets of random blocks)."""
         from experiments.ops_matching import settings_as_sets
 
-        record = self.quicknet_ops_record()
+        record = (record or self.quicknet_ops_record)()
         return settings_as_sets("quicknet", {**record["settings"],
                                              "ops": record["networks"][j]["block_ops"]})
 
@@ -524,18 +530,8 @@ class Ablations:
     def dilation_random(self) -> list:
         """Each random network of the dilation sub-space retrained with every seed, as
         `<row>-dilation-random-J_seed-K`."""
-        label = f"{self.supernet_label()}-dilation-random"
-        return [self.exp.train_unit(f"{label}-{j}_seed-{seed}", "quicknet", seed,
-                                    model="quicknet",
-                                    sets=functools.partial(self._dilation_sets, j))
-                for seed in self.seeds for j in range(DILATION_RANDOM)]
-
-    def _dilation_sets(self, j: int) -> tuple:
-        from experiments.ops_matching import settings_as_sets
-
-        record = self.dilation_record()
-        return settings_as_sets("quicknet", {**record["settings"],
-                                             "ops": record["networks"][j]["block_ops"]})
+        return self._random_blocks_units("dilation-random", DILATION_RANDOM,
+                                         self.dilation_record)
 
     def block_search(self, name: str) -> list:
         """A block-level search (tools/search_blocks.py with BLOCK_SEARCHES[name]) in the
