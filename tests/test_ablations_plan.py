@@ -76,11 +76,14 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
             loaded = config_lib.load(tool, [protocol.ROOT / config], _sets(unit))
             if "-block_search" in unit.key:  # QuickNet of its search's blocks
                 assert loaded["baselines"]["quicknet"]["ops"] == ["bin_conv_3x3"] * 6
-            elif "-quicknet_ops-random-" in unit.key:  # QuickNet of the record's blocks
+            elif "-quicknet_ops-random-" in unit.key or "-dilation-random-" in unit.key:
+                # QuickNet of the record's blocks (random blocks, random dilation patterns)
                 index = int(unit.key.split("-random-")[1].split("_")[0])
+                record = (runs.dilation_record() if "-dilation-" in unit.key
+                          else runs.quicknet_ops_record())
                 assert unit.spec()["model"] == "quicknet"
                 assert loaded["baselines"]["quicknet"]["ops"] == \
-                    runs.quicknet_ops_record()["networks"][index]["block_ops"]
+                    record["networks"][index]["block_ops"]
             elif "-random-" in unit.key:  # each random network of its record
                 family, rest = unit.key.split("-random-")
                 template = family.removeprefix("images-18000-")
@@ -102,7 +105,8 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # transitions; retrain_module, quicknet_search: (search + retraining) x 2 seeds;
     # quicknet_ops: QUICKNET_OPS_RANDOM QuickNets of random blocks x 2 seeds; block_search:
     # (block search + retraining) x 2 seeds, and each search's network x 2 seeds, for each of
-    # BLOCK_SEARCHES; block_search_long: 2 searched networks and LONG_RANDOM random blocks.
+    # BLOCK_SEARCHES; block_search_long: 2 searched networks and LONG_RANDOM random blocks;
+    # dilation_random: DILATION_RANDOM QuickNets of random dilation patterns x 2 seeds.
     templates = len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2
     families = sum(2 + family.random * 2 for name, family in ablations.FAMILIES.items()
                    if name != "transitions")
@@ -111,7 +115,8 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
                                            + families + 2 * 2 * 2
                                            + ablations.QUICKNET_OPS_RANDOM * 2
                                            + len(ablations.BLOCK_SEARCHES) * 2 * 2 * 2
-                                           + 2 + ablations.LONG_RANDOM)
+                                           + 2 + ablations.LONG_RANDOM
+                                           + ablations.DILATION_RANDOM * 2)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
