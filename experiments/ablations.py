@@ -68,7 +68,8 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   softmax search of the dilation sub-space (DILATION_OPS: QuickNet's 3x3 block plain or
   dilated, every network at QuickNet's OPs, QuickNet its all-plain corner; no budget needed);
   dilation_random: DILATION_RANDOM QuickNets of random dilation patterns, every seed each (its
-  random baseline).
+  random baseline); dilation_long: its networks and the first LONG_RANDOM random patterns at
+  the long budget (seed 0), as block_search_long.
   NAME_seeds: each network a block search NAME found retrained with every seed (network
   means, as the random blocks have); block_search_long: block_search's networks and the first
   LONG_RANDOM QuickNets of random blocks at the long budget (seed 0), beside supernet_long's
@@ -98,8 +99,9 @@ flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early
                     "quicknet_block | retrain_module | quicknet_search | quicknet_ops | "
                     "block_search | block_search_gumbel | block_search_qsearch | "
                     "block_search_budget | block_search_dilation | NAME_seeds of each of "
-                    "those five | dilation_random | block_search_long | report | all; NAME:K "
-                    "runs the K-th part of a stage, NAME@K/N its K-th share of N processes.")
+                    "those five | dilation_random | block_search_long | dilation_long | "
+                    "report | all; NAME:K runs the K-th part of a stage, NAME@K/N its K-th "
+                    "share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
 flags.DEFINE_string("work_dir", "experiments/ablations_run", "Tools' outputs (not committed).")
@@ -305,6 +307,7 @@ class Ablations:
                for name in BLOCK_SEARCHES},
             "block_search_long": self.block_search_long,
             "dilation_random": self.dilation_random,
+            "dilation_long": self.dilation_long,
             **{name: functools.partial(self.family, name) for name in FAMILIES},
             **{name: functools.partial(self.searched_with, name) for name in SEARCHED_WITH},
         }
@@ -575,15 +578,26 @@ class Ablations:
         """The budget check on the block search (`block_search`): each search's network and
         the first LONG_RANDOM QuickNets of random blocks, seed 0, retrained for the budget's
         long epochs, beside QuickNet's (supernet_long). Does their order hold?"""
+        return self._long_blocks("block_search", "quicknet_ops-random")
+
+    def dilation_long(self) -> list:
+        """The same budget check on the dilation sub-space: block_search_dilation's networks
+        and the first LONG_RANDOM random dilation patterns, seed 0, at the long budget."""
+        return self._long_blocks("block_search_dilation", "dilation-random",
+                                 self.dilation_record)
+
+    def _long_blocks(self, name: str, random_name: str, record=None) -> list:
+        """Block search `name`'s networks and the first LONG_RANDOM QuickNets of `record()`
+        (`<row>-RANDOM_NAME-J`), seed 0, retrained for the budget's long epochs."""
         label, exp = f"{self.supernet_label()}-long", self.exp
         sets = (f"epochs={exp.budget.budget_epochs[1]}",)
-        searched = [exp.train_unit(f"{label}-block_search-net-{search}_seed-0", "quicknet", 0,
+        searched = [exp.train_unit(f"{label}-{name}-net-{search}_seed-0", "quicknet", 0,
                                    model="quicknet", sets=sets, late_sets=functools.partial(
-                                       self._searched_blocks_sets, "block_search", search))
+                                       self._searched_blocks_sets, name, search))
                     for search in self.seeds]
-        random = [exp.train_unit(f"{label}-quicknet_ops-random-{j}_seed-0", "quicknet", 0,
+        random = [exp.train_unit(f"{label}-{random_name}-{j}_seed-0", "quicknet", 0,
                                  model="quicknet", sets=sets,
-                                 late_sets=functools.partial(self._random_blocks_sets, j))
+                                 late_sets=functools.partial(self._random_blocks_sets, j, record))
                   for j in range(LONG_RANDOM)]
         return searched + random
 
@@ -843,6 +857,12 @@ class Ablations:
                             for search in self.seeds)),
                 self._row(f"the first {LONG_RANDOM} QuickNets of random blocks (seed 0)",
                           *(f"images-{images}-long-quicknet_ops-random-{j}"
+                            for j in range(LONG_RANDOM))),
+                self._row("the dilation search's networks (block_search_dilation, seed 0)",
+                          *(f"images-{images}-long-block_search_dilation-net-{search}"
+                            for search in self.seeds)),
+                self._row(f"the first {LONG_RANDOM} random dilation patterns (seed 0)",
+                          *(f"images-{images}-long-dilation-random-{j}"
                             for j in range(LONG_RANDOM)))],
             f"fewer, wider binary ops per cell at the {images:,} rows' OPs (random networks)": [
                 self._row(f"4 nodes, C = 8, stem 3C (the {images:,} rows' random networks)",

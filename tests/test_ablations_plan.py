@@ -106,7 +106,8 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # quicknet_ops: QUICKNET_OPS_RANDOM QuickNets of random blocks x 2 seeds; block_search:
     # (block search + retraining) x 2 seeds, and each search's network x 2 seeds, for each of
     # BLOCK_SEARCHES; block_search_long: 2 searched networks and LONG_RANDOM random blocks;
-    # dilation_random: DILATION_RANDOM QuickNets of random dilation patterns x 2 seeds.
+    # dilation_random: DILATION_RANDOM QuickNets of random dilation patterns x 2 seeds;
+    # dilation_long: as block_search_long.
     templates = len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2
     families = sum(2 + family.random * 2 for name, family in ablations.FAMILIES.items()
                    if name != "transitions")
@@ -116,7 +117,8 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
                                            + ablations.QUICKNET_OPS_RANDOM * 2
                                            + len(ablations.BLOCK_SEARCHES) * 2 * 2 * 2
                                            + 2 + ablations.LONG_RANDOM
-                                           + ablations.DILATION_RANDOM * 2)
+                                           + ablations.DILATION_RANDOM * 2
+                                           + 2 + ablations.LONG_RANDOM)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -561,19 +563,21 @@ def test_block_search_seeds_retrain_each_searched_network_with_every_seed(tmp_pa
             assert unit.spec() == own[f"images-18000-block_search_seed-{seed}"].spec()
 
 
-def test_block_search_long_retrains_the_searched_and_random_blocks_at_the_long_budget(
-        tmp_path):
+@pytest.mark.parametrize("stage, search, random, record", [
+    ("block_search_long", "block_search", "quicknet_ops-random", "quicknet_ops_record"),
+    ("dilation_long", "block_search_dilation", "dilation-random", "dilation_record")])
+def test_long_stages_retrain_the_searched_and_random_blocks_at_the_long_budget(
+        tmp_path, stage, search, random, record):
     runs, _ = _supernet_row(tmp_path)
     found = [["bin_dil_conv_5x5"] * 2 + ["avg_pool_3x3"] * 4, ["bin_conv_3x3"] * 6]
-    for search, ops in enumerate(found):
-        _cache(tmp_path / "r", f"images-18000-block_search_search-{search}",
+    for index, ops in enumerate(found):
+        _cache(tmp_path / "r", f"images-18000-{search}_search-{index}",
                {"blocks": {"ops": ops}})
-    units = runs.stages()["block_search_long"]()
+    units = runs.stages()[stage]()
     assert [unit.key for unit in units] == [
-        *(f"images-18000-long-block_search-net-{search}_seed-0" for search in (0, 1)),
-        *(f"images-18000-long-quicknet_ops-random-{j}_seed-0"
-          for j in range(ablations.LONG_RANDOM))]
-    record = runs.quicknet_ops_record()
+        *(f"images-18000-long-{search}-net-{index}_seed-0" for index in (0, 1)),
+        *(f"images-18000-long-{random}-{j}_seed-0" for j in range(ablations.LONG_RANDOM))]
+    record = getattr(runs, record)()
     expected = found + [network["block_ops"]
                         for network in record["networks"][:ablations.LONG_RANDOM]]
     for unit, ops in zip(units, expected):
