@@ -69,17 +69,26 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   dilated, every network at QuickNet's OPs, QuickNet its all-plain corner; no budget needed);
   dilation_random: DILATION_RANDOM QuickNets of random dilation patterns, every seed each (its
   random baseline); dilation_long: its networks and the first LONG_RANDOM random patterns at
-  the long budget (seed 0), as block_search_long.
+  the long budget (seed 0), as block_search_long. block_search_uniform: SPOS / random search
+  with weight sharing (`op_weights: uniform`): the supernet trained on uniformly drawn single
+  paths, no architecture steps, the blocks the best of 100 networks drawn in the window by
+  one-shot accuracy.
   NAME_seeds: each network a block search NAME found retrained with every seed (network
   means, as the random blocks have); block_search_long: block_search's networks and the first
   LONG_RANDOM QuickNets of random blocks at the long budget (seed 0), beside supernet_long's
   QuickNet.
+- oneshot_ranking: each search of ONESHOT_SEARCHES ranks, with its supernet's weights
+  (tools/rank_blocks.py), every network of the template retrained with every seed: does it
+  rank them as retraining does? rsws: random search with weight sharing, RSWS_CANDIDATES
+  networks drawn in the window ranked by each RSWS_SEARCH supernet, its best retrained with
+  every seed.
 
 A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
 runs one seed's search and retraining per process.
 """
 import dataclasses
 import functools
+import itertools
 import json
 import pathlib
 import sys
@@ -98,10 +107,10 @@ flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early
                     "supernet_nostop | transitions | supernet_long | templates | projection | "
                     "quicknet_block | retrain_module | quicknet_search | quicknet_ops | "
                     "block_search | block_search_gumbel | block_search_qsearch | "
-                    "block_search_budget | block_search_dilation | NAME_seeds of each of "
-                    "those five | dilation_random | block_search_long | dilation_long | "
-                    "report | all; NAME:K runs the K-th part of a stage, NAME@K/N its K-th "
-                    "share of N processes.")
+                    "block_search_budget | block_search_dilation | block_search_uniform | "
+                    "NAME_seeds of each of those six | dilation_random | block_search_long | "
+                    "dilation_long | oneshot_ranking | rsws | report | all; NAME:K runs the "
+                    "K-th part of a stage, NAME@K/N its K-th share of N processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
 flags.DEFINE_string("work_dir", "experiments/ablations_run", "Tools' outputs (not committed).")
@@ -139,6 +148,17 @@ QUICKNET_OPS_RECORD = "quicknet_ops_random.json"  # their blocks, drawn once
 DILATION_OPS = ("bin_conv_3x3", "bin_dil_conv_3x3")
 DILATION_RANDOM = 4  # random networks of it, every seed each
 DILATION_RECORD = "dilation_random.json"  # their blocks, drawn once
+# One-shot evaluation (tools/rank_blocks.py, search/oneshot.py) with each block search's
+# supernet: of every network of the template retrained with every seed (written once to
+# ONESHOT_RECORD), does the supernet rank them as retraining does? And random search with
+# weight sharing (Li & Talwalkar, UAI 2019): RSWS_CANDIDATES networks drawn in the budget's
+# window, ranked with each GDAS supernet (block_search_gumbel: single paths trained, as
+# RS-WS's supernet is; chosen before any ranking was seen), its best retrained.
+ONESHOT_SEARCHES = ("block_search", "block_search_gumbel", "block_search_dilation",
+                    "block_search_uniform")
+ONESHOT_RECORD = "oneshot_networks.json"
+RSWS_SEARCH = "block_search_gumbel"
+RSWS_CANDIDATES = 100
 # Block-level searches in that template and window (tools/search_blocks.py): DARTS's softmax
 # mixture of the retrained block (`module: quicknet`), GDAS's hard Gumbel samples, and the
 # block as EBNAS searches (`quicknet_search`: real latent weights, BN on batch statistics), and
@@ -150,7 +170,10 @@ BLOCK_SEARCHES = {"block_search": (), "block_search_gumbel": ("op_weights=gumbel
                   "block_search_budget": ("ops_budget.strength=50",),
                   # no budget: every network of the dilation sub-space has the same OPs
                   "block_search_dilation": (f"primitives=[{','.join(DILATION_OPS)}]",
-                                            "ops_budget.target=null")}
+                                            "ops_budget.target=null"),
+                  # SPOS / RS-WS: uniform single paths, no alphas; the blocks the best of 100
+                  # networks drawn in the window by one-shot accuracy (search/oneshot.py).
+                  "block_search_uniform": ("op_weights=uniform",)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,6 +331,8 @@ class Ablations:
             "block_search_long": self.block_search_long,
             "dilation_random": self.dilation_random,
             "dilation_long": self.dilation_long,
+            "oneshot_ranking": self.oneshot_ranking,
+            "rsws": self.rsws,
             **{name: functools.partial(self.family, name) for name in FAMILIES},
             **{name: functools.partial(self.searched_with, name) for name in SEARCHED_WITH},
         }
@@ -586,6 +611,75 @@ class Ablations:
         return self._long_blocks("block_search_dilation", "dilation-random",
                                  self.dilation_record)
 
+    def oneshot_record(self) -> dict:
+        """Every network of the block template retrained with every seed, by its ops (one
+        entry per distinct network, with the labels of its runs), written once as
+        ONESHOT_RECORD: the networks the one-shot rankings rank."""
+        def make():
+            label = self.supernet_label()
+            # QuickNet: its own block, plain 3x3, at every position of the same template.
+            labelled = [(f"{label}-quicknet", ["bin_conv_3x3"] * self._block_count())]
+            for name, count, record in (
+                    ("quicknet_ops-random", QUICKNET_OPS_RANDOM, self.quicknet_ops_record()),
+                    ("dilation-random", DILATION_RANDOM, self.dilation_record())):
+                labelled += [(f"{label}-{name}-{j}", record["networks"][j]["block_ops"])
+                             for j in range(count)]
+            for name in BLOCK_SEARCHES:
+                labelled += [(f"{label}-{name}-net-{search}", self.exp.result(
+                    f"{label}-{name}_search-{search}")["blocks"]["ops"])
+                    for search in self.seeds]
+            networks = {}
+            for run_label, ops in labelled:
+                networks.setdefault(tuple(ops), []).append(run_label)
+            return {"networks": [{"block_ops": list(ops), "labels": labels}
+                                 for ops, labels in networks.items()]}
+
+        return self.exp.written_once(ONESHOT_RECORD, make)
+
+    def _block_count(self) -> int:
+        return sum(self.quicknet_ops_record()["settings"]["blocks"])
+
+    def _oneshot_networks(self, name: str) -> list:
+        """The networks of ONESHOT_RECORD that block search `name`'s supernet can run."""
+        from ubnas_tf import config as config_lib
+        from ubnas_tf.search.block_architect import block_primitives
+
+        searched = config_lib.load("search_blocks", [], BLOCK_SEARCHES[name])["primitives"]
+        primitives = set(block_primitives(searched))
+        return [n["block_ops"] for n in self.oneshot_record()["networks"]
+                if set(n["block_ops"]) <= primitives]
+
+    def oneshot_ranking(self) -> list:
+        """Each search of ONESHOT_SEARCHES ranks the retrained networks it can run, with its
+        supernet's weights, as `<row>-NAME_oneshot-K`."""
+        label = self.supernet_label()
+        return [self.exp.rank_unit(f"{label}-{name}_oneshot-{search}",
+                                   f"{label}-{name}_search-{search}",
+                                   networks=functools.partial(self._oneshot_networks, name))
+                for name in ONESHOT_SEARCHES for search in self.seeds]
+
+    def rsws(self) -> list:
+        """Random search with weight sharing: RSWS_CANDIDATES networks drawn in the budget's
+        window ranked by each RSWS_SEARCH supernet (`<row>-rsws_rank-K`), the best of search
+        K retrained with every seed (`<row>-rsws-net-K_seed-J`; rankings first)."""
+        label = self.supernet_label()
+        ranks = [self.exp.rank_unit(f"{label}-rsws_rank-{search}",
+                                    f"{label}-{RSWS_SEARCH}_search-{search}",
+                                    candidates=RSWS_CANDIDATES) for search in self.seeds]
+        trains = [self.exp.train_unit(f"{label}-rsws-net-{search}_seed-{seed}", "quicknet", seed,
+                                      model="quicknet",
+                                      sets=functools.partial(self._rsws_sets, search))
+                  for seed in self.seeds for search in self.seeds]
+        return ranks + trains
+
+    def _rsws_sets(self, search: int) -> tuple:
+        """The retraining overrides of RS-WS's best network of search `search`."""
+        from experiments.ops_matching import settings_as_sets
+
+        best = self.exp.result(f"{self.supernet_label()}-rsws_rank-{search}")["ranking"][0]
+        return settings_as_sets("quicknet", {**self.quicknet_ops_record()["settings"],
+                                             "ops": best["block_ops"]})
+
     def _long_blocks(self, name: str, random_name: str, record=None) -> list:
         """Block search `name`'s networks and the first LONG_RANDOM QuickNets of `record()`
         (`<row>-RANDOM_NAME-J`), seed 0, retrained for the budget's long epochs."""
@@ -726,7 +820,9 @@ class Ablations:
               for name in BLOCK_SEARCHES),
             *((f"{name}, every seed (network means)", self._network_means(
                 f"{label}-{name}-net-{search}" for search in self.seeds))
-              for name in BLOCK_SEARCHES)),
+              for name in BLOCK_SEARCHES),
+            (f"RS-WS, {RSWS_SEARCH}'s supernets (network means)", self._network_means(
+                f"{label}-rsws-net-{search}" for search in self.seeds))),
             networks=QUICKNET_OPS_RANDOM)
 
     def dilation_versus_random(self, images: int) -> list:
@@ -883,6 +979,9 @@ class Ablations:
                 *(self._row(f"blocks searched ({name}), every network x every seed",
                             *(f"images-{images}-{name}-net-{search}" for search in self.seeds))
                   for name in BLOCK_SEARCHES),
+                self._row(f"RS-WS's best of {RSWS_CANDIDATES} ({RSWS_SEARCH}'s supernets), "
+                          "every network x every seed",
+                          *(f"images-{images}-rsws-net-{search}" for search in self.seeds)),
                 self._row("random dilation patterns of QuickNet's block (its OPs)",
                           *(f"images-{images}-dilation-random-{j}"
                             for j in range(DILATION_RANDOM)))],
@@ -946,6 +1045,11 @@ class Ablations:
                                               "random dilation patterns")
         for name in BLOCK_SEARCHES:
             lines += self._block_search_markdown(images, name)
+        oneshot = self.oneshot_rankings(images)
+        agreement = {"template": self.retraining_agreement(images),
+                     "dilation sub-space": self.retraining_agreement(images, DILATION_OPS)}
+        lines += self._oneshot_markdown(oneshot, agreement)
+        lines += self._rsws_markdown(images)
         lines += self._pairs_markdown(pairs, "reference searches")
         lines += self._pairs_markdown(supernet_pairs, f"searches on {images:,} images")
         lines += ["Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures)]
@@ -956,11 +1060,126 @@ class Ablations:
                                                  "templates_versus_random": templates,
                                                  "quicknet_ops_versus_random": blocks,
                                                  "dilation_versus_random": dilation,
+                                                 "oneshot_rankings": oneshot,
+                                                 "retraining_agreement": agreement,
                                                  **{f"{name}_versus_random": rows
                                                     for name, rows in families.items()}})
         atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
         print("\n".join(lines), flush=True)
         return tables
+
+    def _retrained_means(self) -> dict:
+        """Network (its ops, a tuple) -> mean test top-1 over every run of every label it
+        was retrained under (ONESHOT_RECORD, read: the report draws nothing)."""
+        path = self.exp.results_dir / ONESHOT_RECORD
+        if not path.is_file():
+            return {}
+        means = {}
+        for network in json.loads(path.read_text())["networks"]:
+            stats = mean_std([r["train"]["test_top1"] for label in network["labels"]
+                              for r in self._runs(label)])
+            if stats:
+                means[tuple(network["block_ops"])] = stats[0]
+        return means
+
+    def retraining_agreement(self, images: int, space=None) -> list:
+        """The ceiling of any ranking's agreement with retraining: Kendall tau between two
+        seeds' retrainings of the ONESHOT_RECORD networks (of ops within `space`; all: None)
+        that have both, for each pair of seeds (the first label's run of each seed)."""
+        from experiments.report import kendall_tau
+
+        path = self.exp.results_dir / ONESHOT_RECORD
+        if not path.is_file():
+            return []
+        by_seed = []
+        for network in json.loads(path.read_text())["networks"]:
+            if space is None or set(network["block_ops"]) <= set(space):
+                runs = {r["seed"]: r["train"]["test_top1"]
+                        for r in self._runs(f"{network['labels'][0]}")}
+                by_seed.append(runs)
+        rows = []
+        for first, second in itertools.combinations(self.seeds, 2):
+            pairs = [(runs[first], runs[second]) for runs in by_seed
+                     if runs.get(first) is not None and runs.get(second) is not None]
+            if len(pairs) >= 2:
+                rows.append({"seeds": (first, second), "networks": len(pairs),
+                             "tau": kendall_tau(*zip(*pairs))})
+        return rows
+
+    def oneshot_rankings(self, images: int) -> list:
+        """Per ranked supernet: Kendall tau between its one-shot top-1 and the retrained mean
+        of the networks it ranked, what its one-shot best retrains to, where it ranks the
+        best retrained network."""
+        from experiments.report import kendall_tau
+
+        means, rows = self._retrained_means(), []
+        for name in ONESHOT_SEARCHES:
+            for search in self.seeds:
+                unit = self.exp.cached(f"images-{images}-{name}_oneshot-{search}")
+                if unit is None:
+                    continue
+                ranked = [(entry["oneshot_top1"], means[tuple(entry["block_ops"])])
+                          for entry in unit["result"]["ranking"]
+                          if tuple(entry["block_ops"]) in means]
+                if len(ranked) < 2:
+                    continue
+                oneshot, retrained = zip(*ranked)
+                best_retrained = max(range(len(ranked)), key=lambda i: retrained[i])
+                rows.append({"search": f"{name} {search}", "networks": len(ranked),
+                             "tau": kendall_tau(oneshot, retrained),
+                             "oneshot_range": (min(oneshot), max(oneshot)),
+                             "oneshot_best_retrained": retrained[0],
+                             "retrained_best": max(retrained),
+                             "retrained_best_rank": 1 + best_retrained})
+        return rows
+
+    @staticmethod
+    def _oneshot_markdown(rows: list, agreement: dict) -> list:
+        if not rows:
+            return []
+        lines = ["One-shot ranking: each block search's supernet ranks the networks of the "
+                 "template retrained with every seed (`tools/rank_blocks.py`: each block's op "
+                 "alone, the supernet's weights, the search's architecture half) against their "
+                 "retrained means (test):", "",
+                 "| supernet | networks | Kendall tau | one-shot top-1 (range) | its one-shot "
+                 "best retrains to | best retrained | one-shot rank of the best retrained |",
+                 "|---|---|---|---|---|---|---|"]
+        for row in rows:
+            low, high = row["oneshot_range"]
+            lines.append(f"| {row['search']} | {row['networks']} | {row['tau']:+.2f} | "
+                         f"{100 * low:.1f}-{100 * high:.1f}% | "
+                         f"{percent(row['oneshot_best_retrained'])} | "
+                         f"{percent(row['retrained_best'])} | {row['retrained_best_rank']} |")
+        lines += ["", "The ceiling: retraining against itself, one seed's test top-1 against "
+                  "another's over the same networks (a ranking cannot agree with the retrained "
+                  "means much better than two retrainings agree with each other):", "",
+                  "| networks of | seeds | networks | Kendall tau |", "|---|---|---|---|"]
+        for space, seed_rows in agreement.items():
+            lines += [f"| {space} | {row['seeds'][0]} vs {row['seeds'][1]} | "
+                      f"{row['networks']} | {row['tau']:+.2f} |" for row in seed_rows]
+        return lines + [""]
+
+    def _rsws_markdown(self, images: int) -> list:
+        """Each RS-WS ranking's best three networks and what the best retrained to."""
+        lines = []
+        for search in self.seeds:
+            unit = self.exp.cached(f"images-{images}-rsws_rank-{search}")
+            if unit is None:
+                continue
+            if not lines:
+                lines = [f"Random search with weight sharing ({RSWS_CANDIDATES} networks drawn in "
+                         f"the window, ranked by each {RSWS_SEARCH} supernet; the best "
+                         "retrained with every seed):", "",
+                         "| search | one-shot best three (blocks: one-shot top-1) | best's "
+                         "OPs | best retrained (mean over seeds) |", "|---|---|---|---|"]
+            ranking = unit["result"]["ranking"]
+            best = "; ".join(f"{', '.join(op.replace('bin_', '') for op in e['block_ops'])}: "
+                             f"{100 * e['oneshot_top1']:.1f}%" for e in ranking[:3])
+            retrained = mean_std([r["train"]["test_top1"]
+                                  for r in self._runs(f"images-{images}-rsws-net-{search}")])
+            lines.append(f"| {search} | {best} | {ranking[0]['ops'] / 1e6:.3f}M | "
+                         f"{percent(retrained[0]) if retrained else '-'} |")
+        return lines + [""] if lines else []
 
     @staticmethod
     def _pairs_markdown(pairs: list, searches: str) -> list:

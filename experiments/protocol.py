@@ -92,7 +92,10 @@ FULL = Budget(
                        "derive": 900.0,
                        # tools/search_blocks.py on 18,000 images: 48-52 s per warm-up epoch,
                        # two searches side by side (2026-12-07)
-                       "search_blocks": 75.0},
+                       "search_blocks": 75.0,
+                       # tools/rank_blocks.py: about 4.5 s per network on the 9,000 images of
+                       # the architecture half, one thread (2026-12-07); a few dozen networks
+                       "rank_blocks": 300.0},
 )
 
 # Seconds per stage on the shipped demo data, for the tests: tiny networks, one epoch.
@@ -112,7 +115,8 @@ SMOKE = Budget(
     convert_args=("--no-verify",), convert_groups=("searched",),  # one conversion path is enough
     selection_flags=("--batches", "1", "--tune_steps", "1"),
     seconds_per_epoch={"search": 20.0, "genotype": 10.0, "bireal": 10.0, "quicknet": 10.0,
-                       "float": 10.0, "derive": 10.0, "search_blocks": 10.0},
+                       "float": 10.0, "derive": 10.0, "search_blocks": 10.0,
+                       "rank_blocks": 10.0},
     overhead_s=10.0,
     block_search_sets=("epochs=2", "max_examples=128", "batch_size=32"),
 )
@@ -400,6 +404,30 @@ class Experiment:
         return Unit(key, "derive", 1, lambda: {"tool": "derive", "search": search_key,
                                                 "flags": [str(flag) for flag in sets]}, run)
 
+    def rank_unit(self, key: str, search_key: str, *, networks=None,
+                  candidates: int | None = None) -> Unit:
+        """A finished block search's one-shot ranking (tools/rank_blocks.py) of `networks`
+        (a callable giving lists of op names), or of `candidates` networks drawn in its OPs
+        window (seed 0), from the search's checkpoints in this work_dir."""
+        def spec():
+            drawn = {"candidates": candidates} if networks is None else {"networks": networks()}
+            return {"tool": "rank_blocks", "search": search_key, **drawn}
+
+        def run(spec):
+            search_dir = self.work_dir / search_key
+            if not (search_dir / "checkpoints").is_dir():
+                raise UserError(f"{search_dir} holds no checkpoints of {search_key}, which "
+                                f"{key} ranks with: pass the --work_dir the search ran in")
+            out = self.work_dir / key
+            args = ["--candidates", spec["candidates"]] if "candidates" in spec else [
+                "--networks", _written_networks(out, spec["networks"])]
+            self.tool(f"rank {key}", ["rank_blocks.py", "--search_dir", search_dir,
+                                      "--output_dir", out, *args])
+            record = json.loads((out / "ranking.json").read_text())
+            return {k: record[k] for k in ("ranking", "images", "seconds")}
+
+        return Unit(key, "rank_blocks", 1, spec, run)
+
     def train_unit(self, key: str, kind: str, seed: int, *, genotype=None, model=None,
                    sets=(), late_sets=None, convert: bool = False) -> Unit:
         """Retrain one network: a genotype (dict), a baseline `model` name, or both (`float`).
@@ -481,6 +509,13 @@ def _train_result(out: pathlib.Path) -> dict:
     curve = [{k: v for k, v in r.items() if k in ("epoch", "loss", "top1", "val_loss", "val_top1",
                                                   "seconds")} for r in records]
     return {**{k: metrics.get(k) for k in METRIC_KEYS}, "curve": curve}
+
+
+def _written_networks(out: pathlib.Path, networks: list) -> pathlib.Path:
+    """`networks` as the JSON file tools/rank_blocks.py reads, beside the run's folder."""
+    path = out.with_name(out.name + ".networks.json")
+    atomic_write_json(path, networks)
+    return path
 
 
 def set_args(sets) -> list:

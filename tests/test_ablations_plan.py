@@ -58,6 +58,8 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
         for name in ablations.BLOCK_SEARCHES:
             _cache(tmp_path / "r", f"images-18000-{name}_search-{seed}",
                    {"blocks": {"ops": ["bin_conv_3x3"] * 6}})
+        _cache(tmp_path / "r", f"images-18000-rsws_rank-{seed}",
+               {"ranking": [{"block_ops": ["bin_conv_3x3"] * 6}]})
     keys = []
     for name, make_units in runs.stages().items():
         units = make_units()
@@ -67,6 +69,11 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
             if unit.kind == "derive":
                 assert unit.spec()["flags"] == list(budget.selection_flags)
                 continue
+            if unit.kind == "rank_blocks":  # a block search's supernet ranks networks
+                spec = unit.spec()
+                assert spec["search"].startswith("images-18000-block_search")
+                assert "candidates" in spec or all(len(n) == 6 for n in spec["networks"])
+                continue
             if unit.kind == "search_blocks":
                 loaded = config_lib.load("search_blocks", [], _sets(unit))
                 assert loaded["template"] == runs.quicknet_ops_record()["settings"]
@@ -74,7 +81,7 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
             tool = "search" if unit.kind == "search" else "train"
             config = budget.search_config if tool == "search" else budget.train_config
             loaded = config_lib.load(tool, [protocol.ROOT / config], _sets(unit))
-            if "-block_search" in unit.key:  # QuickNet of its search's blocks
+            if "-block_search" in unit.key or "-rsws-" in unit.key:  # its search's blocks
                 assert loaded["baselines"]["quicknet"]["ops"] == ["bin_conv_3x3"] * 6
             elif "-quicknet_ops-random-" in unit.key or "-dilation-random-" in unit.key:
                 # QuickNet of the record's blocks (random blocks, random dilation patterns)
@@ -107,7 +114,8 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # (block search + retraining) x 2 seeds, and each search's network x 2 seeds, for each of
     # BLOCK_SEARCHES; block_search_long: 2 searched networks and LONG_RANDOM random blocks;
     # dilation_random: DILATION_RANDOM QuickNets of random dilation patterns x 2 seeds;
-    # dilation_long: as block_search_long.
+    # dilation_long: as block_search_long; oneshot_ranking: a ranking per search of each of
+    # ONESHOT_SEARCHES; rsws: a ranking per search, each best x 2 seeds.
     templates = len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2
     families = sum(2 + family.random * 2 for name, family in ablations.FAMILIES.items()
                    if name != "transitions")
@@ -118,7 +126,8 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
                                            + len(ablations.BLOCK_SEARCHES) * 2 * 2 * 2
                                            + 2 + ablations.LONG_RANDOM
                                            + ablations.DILATION_RANDOM * 2
-                                           + 2 + ablations.LONG_RANDOM)
+                                           + 2 + ablations.LONG_RANDOM
+                                           + len(ablations.ONESHOT_SEARCHES) * 2 + 2 + 2 * 2)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -698,3 +707,35 @@ def test_templates_versus_random_compares_each_templates_network_means(tmp_path)
     assert template["minus_random"] == pytest.approx(0.86 - 0.825)
     assert template["p"] == pytest.approx(1 / 3)
     assert rows["quicknet"]["networks"] == pytest.approx([0.87])
+
+
+def test_oneshot_rankings_by_hand(tmp_path):
+    runs, _ = _supernet_row(tmp_path)
+    a, b, c, d = (["bin_conv_3x3"] * 6, ["skip_connect"] * 6, ["avg_pool_3x3"] * 6,
+                  ["max_pool_3x3"] * 6)
+    atomic_write_json(tmp_path / "r" / ablations.ONESHOT_RECORD, {"networks": [
+        {"block_ops": a, "labels": ["images-18000-a"]},
+        {"block_ops": b, "labels": ["images-18000-b"]},
+        # One network retrained under two labels: its runs pooled, (0.87 + 0.89) / 2.
+        {"block_ops": c, "labels": ["images-18000-c1", "images-18000-c2"]}]})
+    for label, values in (("a", (0.85, 0.87)), ("b", (0.83, 0.85)), ("c1", (0.87,)),
+                          ("c2", (0.89,))):
+        for seed, value in enumerate(values):
+            _cache(tmp_path / "r", f"images-18000-{label}_seed-{seed}", {"test_top1": value})
+    # Best first; d was never retrained, so it is left out.
+    _cache(tmp_path / "r", "images-18000-block_search_gumbel_oneshot-1", {"ranking": [
+        {"block_ops": d, "oneshot_top1": 0.90}, {"block_ops": a, "oneshot_top1": 0.70},
+        {"block_ops": c, "oneshot_top1": 0.65}, {"block_ops": b, "oneshot_top1": 0.60}]})
+    [row] = runs.oneshot_rankings(18000)
+    # (one-shot, retrained): a (0.70, 0.86), c (0.65, 0.88), b (0.60, 0.84): a-c discordant,
+    # a-b and c-b concordant: tau = (2 - 1) / 3.
+    assert row["search"] == "block_search_gumbel 1" and row["networks"] == 3
+    assert row["tau"] == pytest.approx(1 / 3)
+    assert row["oneshot_range"] == (0.60, 0.70)
+    assert row["oneshot_best_retrained"] == pytest.approx(0.86)
+    assert row["retrained_best"] == pytest.approx(0.88) and row["retrained_best_rank"] == 2
+    # Seeds 0 and 1 of the networks retrained with both (a, b; c's first label has seed 0
+    # only): a above b under both, tau +1; of the all-conv-3x3 space only a: no pair.
+    assert runs.retraining_agreement(18000) == [
+        {"seeds": (0, 1), "networks": 2, "tau": pytest.approx(1.0)}]
+    assert runs.retraining_agreement(18000, ("bin_conv_3x3",)) == []

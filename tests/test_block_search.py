@@ -257,6 +257,7 @@ def test_bad_input_is_refused_before_anything_is_written(tmp_path):
                           (_config(**{"ops_budget.tolerance": 1.5}), "ops_budget.tolerance"),
                           (_config(primitives="[none]"), "primitives"),
                           (_config(warmup_epochs=2), "warmup_epochs"),
+                          (_config(op_weights="uniform", candidates=0), "candidates"),
                           (_config(**{"template.filters": "[6,16]"}), "filters")):
         with pytest.raises(UserError, match=match):
             run_block_search(config, dataset="demo", output_dir=tmp_path / "x", print_fn=quiet)
@@ -286,3 +287,35 @@ def test_cli_refuses_an_unknown_key_with_one_line(tool, tmp_path):
                   str(tmp_path / "o"), "--set", "template.width=3")
     assert result.returncode == 2
     assert "template.width" in result.stderr and not (tmp_path / "o").exists()
+
+
+def test_uniform_op_weights_are_one_hot_single_paths_drawn_uniformly(cost_model):
+    architect = BlockArchitect(primitives=PRIMITIVES, block_count=3, cost_model=cost_model,
+                               op_weights="uniform", seed=5, init_scale=1.0)
+    draws = np.stack([architect.arch_weights().numpy() for _ in range(1400)])
+    assert set(np.unique(draws)) == {0.0, 1.0} and np.all(draws.sum(axis=-1) == 1.0)
+    # Uniform whatever the alphas (drawn at scale 1 here): each op 1/7 of 1,400 draws a block,
+    # 200 +- 3 binomial standard deviations (14.3).
+    counts = draws.sum(axis=0)
+    assert np.all(np.abs(counts - 200) < 43), counts
+    assert "argmax_ops" not in architect.summary()  # the alphas choose nothing
+
+
+def test_uniform_search_trains_the_weights_only_and_returns_the_one_shot_best(tmp_path):
+    quiet = lambda *args: None  # noqa: E731
+    config = _config(op_weights="uniform", candidates=5, **{"ops_budget.target": "null"})
+    blocks = run_block_search(config, dataset="demo", output_dir=tmp_path, print_fn=quiet)
+    log = _log(tmp_path)
+    assert [r["arch_updates"] for r in log] == [False, False]  # no architecture step at all
+    assert log[0]["alphas"] == log[1]["alphas"] and log[-1]["blocks"] is None
+    ranking = json.loads((tmp_path / "ranking.json").read_text())
+    assert ranking["epoch"] == 2 and len(ranking["ranking"]) == 5
+    scores = [entry["oneshot_top1"] for entry in ranking["ranking"]]
+    assert scores == sorted(scores, reverse=True)
+    assert blocks["ops"] == ranking["ranking"][0]["block_ops"]
+    assert json.loads((tmp_path / "blocks.json").read_text()) == blocks
+    # Run again: the ranking of the finished run is read, not made again.
+    stamp = (tmp_path / "ranking.json").stat().st_mtime_ns
+    assert run_block_search(config, dataset="demo", output_dir=tmp_path,
+                            print_fn=quiet) == blocks
+    assert (tmp_path / "ranking.json").stat().st_mtime_ns == stamp

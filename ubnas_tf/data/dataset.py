@@ -235,6 +235,20 @@ class Dataset:
             )
         return tuple(halves)
 
+    def search_half_batches(self, batch_size: int, *, half: str, portion: float = 0.5,
+                            seed: int = 0, max_examples: int | None = None):
+        """One pass over a search half (`half`: 'weight' or 'architecture'), unaugmented and
+        in index order, the first `max_examples` of it (all: None): the same images in the
+        same batches every call, as comparing networks on it needs."""
+        if half not in ("weight", "architecture"):
+            raise UserError(f"half must be 'weight' or 'architecture', got {half!r}")
+        indices = self.search_split_indices(portion, seed)[half == "architecture"]
+        if max_examples is not None:
+            indices = indices[:_positive_int(max_examples, "max_examples")]
+        return build_pipeline(self._train, self._transform(augment=False),
+                              batch_size=_positive_int(batch_size, "batch_size"),
+                              indices=np.sort(indices))
+
     def samples(self, n: int, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
         """The first `n` examples of `split`, normalised, unaugmented: ``(images, labels)``."""
         n = _positive_int(n, "number of samples")

@@ -9,7 +9,10 @@
   its block (the warm-up then trains uniformly drawn single paths, as one-shot NAS does), where
   the softmax mixture trains them together, and the one that helps the mixture early (the
   identity of a skip or a pool, while the binary convs are noise) wins: the collapse measured
-  with softmax on Fashion-MNIST (issue 14).
+  with softmax on Fashion-MNIST (issue 14). `uniform` (SPOS, Guo et al., ECCV 2020; Li &
+  Talwalkar's random search with weight sharing, UAI 2019): per step and block one op drawn
+  uniformly, weight exactly 1, no architecture steps: every path trains equally, and the
+  network is chosen after the search by its one-shot accuracy (search/oneshot.py).
 - Architecture loss: CE_val + r(e) * path * -sum (1 - softmax(alpha))^2 (EBNAS's path term:
   one op per block) + the OPs budget's strength * log(E[OPs] / target)^2 (ops_budget.py's form).
 - Genotype: the argmax op of each block, moved into the budget's window when there is one
@@ -37,7 +40,7 @@ from ubnas_tf.search.ops_budget import check_budget_keys
 __all__ = ["BlockCostModel", "BlockArchitect", "fit_block_ops", "block_primitives",
            "check_budget", "check_op_weights", "OP_WEIGHTS"]
 
-OP_WEIGHTS = ("softmax", "gumbel_hard")
+OP_WEIGHTS = ("softmax", "gumbel_hard", "uniform")
 
 
 def block_primitives(primitives=None) -> tuple:
@@ -136,7 +139,8 @@ class BlockArchitect(tf.Module):
         path_strength: factor of EBNAS's path regularizer (0 disables it).
         cost_model: a `BlockCostModel` (always: the log reports each epoch's OPs).
         target, strength, tolerance: the OPs budget (target None: no budget).
-        op_weights: 'softmax' (DARTS) or 'gumbel_hard' (GDAS; `temperature` is then tau).
+        op_weights: 'softmax' (DARTS), 'gumbel_hard' (GDAS; `temperature` is then tau) or
+            'uniform' (SPOS: uniform single paths; the alphas are not searched).
         seed: seeds the initialisation and the Gumbel noise.
     """
 
@@ -173,6 +177,10 @@ class BlockArchitect(tf.Module):
         with `gumbel_hard`)."""
         if self.op_weights == "softmax":
             return self.probabilities()
+        if self.op_weights == "uniform":
+            blocks, ops = self.alphas.shape
+            drawn = self.noise.uniform([blocks], minval=0, maxval=ops, dtype=tf.int32)
+            return tf.one_hot(drawn, ops, dtype=self.alphas.dtype)
         uniform = self.noise.uniform(self.alphas.shape, minval=1e-10, maxval=1.0)
         gumbel = -tf.math.log(-tf.math.log(uniform))
         soft = tf.nn.softmax((self.alphas + gumbel) / self.temperature, axis=-1)
@@ -208,8 +216,10 @@ class BlockArchitect(tf.Module):
         """JSON-ready op weights, alphas and OPs for the per-epoch log."""
         weights = np.asarray(self.probabilities())
         record = {"op_weights": rounded(weights), "alphas": exact(self.alphas),
-                  "expected_ops": round(float(self.cost_model.expected_ops(weights))),
-                  "argmax_ops": round(self.cost_model.network_ops(self.genotype(False)))}
+                  "expected_ops": round(float(self.cost_model.expected_ops(weights)))}
+        if self.op_weights == "uniform":  # the alphas are not searched: no genotype of theirs
+            return record
+        record["argmax_ops"] = round(self.cost_model.network_ops(self.genotype(False)))
         record["genotype_ops"] = round(self.cost_model.network_ops(self.genotype()))
         if self.target is not None:
             record["ops_target"] = self.target

@@ -11,7 +11,10 @@ block supernet (search/block_supernet.py) and its architecture (search/block_arc
 set here per epoch). Per epoch: weight steps on the weight half, and after the warm-up an
 architecture step before each; then the blocks are derived, the epoch logged and a
 checkpoint saved. No early stopping: six argmaxes settle or not within the few epochs such a
-search runs (the log says when they last changed).
+search runs (the log says when they last changed). With `op_weights: uniform` (SPOS / random
+search with weight sharing) only the weights are trained, on uniformly drawn single paths, and
+after the last epoch the blocks are the best of `candidates` networks drawn in the budget's
+window by one-shot accuracy on the architecture half (search/oneshot.py; ranking.json).
 
 Everything a run could refuse (config, template against the data, budget, output folder) is
 checked before anything is written; a NaN or Inf loss stops the run with one line (exit 1),
@@ -22,6 +25,7 @@ Running the same command again resumes after the last finished epoch.
 """
 from __future__ import annotations
 
+import json
 import math
 import pathlib
 import time
@@ -50,7 +54,7 @@ RESUMABLE_KEYS = ("epochs",)
 
 def check_block_config(config: dict) -> None:
     """Ranges the schema's types cannot check, naming the key to fix."""
-    for key in ("epochs", "batch_size"):
+    for key in ("epochs", "batch_size", "candidates"):
         if config[key] < 1:
             raise UserError(f"config key {key!r} must be >= 1, got {config[key]!r}")
     if config["max_examples"] is not None and config["max_examples"] < 1:
@@ -89,7 +93,9 @@ class _BlockSearch:
 
     def __init__(self, config, data, splits, output_dir: pathlib.Path, cost_model, print_fn):
         self.config, self.output_dir, self.print = config, output_dir, print_fn
-        self.info = data.info
+        self.info, self.data = data.info, data
+        # SPOS / RS-WS: the supernet alone is trained; the blocks come from a one-shot ranking.
+        self.uniform = config["op_weights"] == "uniform"
         self.batch_size = config["batch_size"]
         self.sizes = data.search_split_sizes(config["data"]["portion"])
         self.steps_per_epoch = self.sizes[0] // self.batch_size
@@ -167,7 +173,7 @@ class _BlockSearch:
 
     def end_epoch(self, epoch, totals, search_arch, ramp, started) -> list:
         steps, examples = self.steps_per_epoch, self.steps_per_epoch * self.batch_size
-        ops = self.architect.genotype()
+        ops = None if self.uniform else self.architect.genotype()
         previous = self.records[-1]["blocks"] if self.records else None
         record = {
             "epoch": epoch + 1, "arch_updates": search_arch,
@@ -180,7 +186,8 @@ class _BlockSearch:
         # which `truncate_log` drops on resume (the epoch is then run and logged again).
         self.records.append(record)
         append_jsonl(self.log_path, record)
-        atomic_write_json(self.output_dir / BLOCKS_NAME, self.blocks_record(ops, epoch + 1))
+        if ops is not None:
+            atomic_write_json(self.output_dir / BLOCKS_NAME, self.blocks_record(ops, epoch + 1))
         self.completed.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)
         return ops
@@ -201,11 +208,12 @@ class _BlockSearch:
                        f"{self.sizes[0]} weight / {self.sizes[1]} architecture images, "
                        f"{self.supernet.block_count} blocks of {len(self.architect.primitives)} "
                        f"ops, {self.steps_per_epoch} steps per epoch, epochs {start + 1}.."
-                       f"{epochs} (warm-up {warmup})")
+                       f"{epochs} " + ("(uniform single paths, no architecture steps)"
+                                          if self.uniform else f"(warm-up {warmup})"))
         end, times = ramp_end(self.config), []
         for epoch in range(start, epochs):
             started = time.time()
-            search_arch = epoch >= warmup
+            search_arch = epoch >= warmup and not self.uniform
             ramp = ramp_value(epoch, end)
             self.architect.temperature.assign(temperature(self.config, epoch))
             totals = self.train_epoch(epoch, search_arch, ramp)
@@ -213,12 +221,33 @@ class _BlockSearch:
             times.append(time.time() - started)
             record = self.records[-1]
             eta = np.mean(times) * (epochs - epoch - 1)
-            self.print(f"epoch {epoch + 1}/{epochs}{'' if search_arch else ' (warm-up)'}: "
+            phase = "" if search_arch or self.uniform else " (warm-up)"
+            self.print(f"epoch {epoch + 1}/{epochs}{phase}: "
                        f"loss {record['train_loss']:.4f}, acc {record['train_acc']:.4f}"
                        + (f", arch acc {record['arch_acc']:.4f}" if search_arch else "")
-                       + f"; blocks {', '.join(ops)} ({record['genotype_ops']:,} OPs); "
-                       f"{times[-1]:.0f} s, ETA {eta / 60:.1f} min")
-        return self.architect.genotype()
+                       + (f"; blocks {', '.join(ops)} ({record['genotype_ops']:,} OPs)"
+                          if ops else "") + f"; {times[-1]:.0f} s, ETA {eta / 60:.1f} min")
+        return self.one_shot_best() if self.uniform else self.architect.genotype()
+
+    def one_shot_best(self) -> list:
+        """The best of `candidates` networks drawn in the budget's window by one-shot accuracy
+        with the trained supernet (search/oneshot.py), every score in ranking.json."""
+        from ubnas_tf.search.oneshot import RANKING_NAME, OneShotRanker, write_ranking
+
+        epoch, path = int(self.completed.numpy()), self.output_dir / RANKING_NAME
+        if path.is_file():  # a finished run run again: its ranking of the same supernet
+            record = json.loads(path.read_text())
+            if record.get("epoch") == epoch:
+                return record["ranking"][0]["block_ops"]
+        ranker = OneShotRanker.on_architecture_half(self.supernet, self.architect.cost_model,
+                                                    self.config, self.data)
+        self.print(f"ranking {self.config['candidates']} networks by one-shot accuracy on "
+                   f"{ranker.images} architecture-half images")
+        record = {"epoch": epoch, **ranker.rank(
+            candidates=self.config["candidates"], seed=self.config["seed"],
+            print_fn=lambda *args: None)}
+        write_ranking(record, path, self.print)
+        return record["ranking"][0]["block_ops"]
 
 
 def run_block_search(config: dict, *, dataset: str, output_dir, data_dir=None,

@@ -72,13 +72,20 @@ class BlockSupernet(tf.keras.Model):
         return len(self.plan)
 
     def call(self, images, op_weights, training=None):
+        return self.around_blocks(images, lambda index, x: self.mixed_blocks[index](
+            x, op_weights[index], training=training), training=training)
+
+    def around_blocks(self, images, block, training=None):
+        """The stem, then `block(index, x)` for each block after its section's transition,
+        then the head: the network the mixture (`call`) and a single path (search/oneshot.py)
+        share."""
         x = images
         for layer in self.stem_layers:
             x = layer(x, training=training)
         for index, (prefix, _, _) in enumerate(self.plan):
             for layer in self.transitions.get(prefix, ()):
                 x = layer(x, training=training)
-            x = self.mixed_blocks[index](x, op_weights[index], training=training)
+            x = block(index, x)
         for layer in self.head_layers:
             x = layer(x, training=training)
         return x
