@@ -72,7 +72,8 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   the long budget (seed 0), as block_search_long. block_search_uniform: SPOS / random search
   with weight sharing (`op_weights: uniform`): the supernet trained on uniformly drawn single
   paths, no architecture steps, the blocks the best of 100 networks drawn in the window by
-  one-shot accuracy.
+  one-shot accuracy; uniform_long: its networks at the long budget (seed 0), beside
+  block_search_long's random blocks.
   NAME_seeds: each network a block search NAME found retrained with every seed (network
   means, as the random blocks have); block_search_long: block_search's networks and the first
   LONG_RANDOM QuickNets of random blocks at the long budget (seed 0), beside supernet_long's
@@ -109,8 +110,9 @@ flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early
                     "block_search | block_search_gumbel | block_search_qsearch | "
                     "block_search_budget | block_search_dilation | block_search_uniform | "
                     "NAME_seeds of each of those six | dilation_random | block_search_long | "
-                    "dilation_long | oneshot_ranking | rsws | report | all; NAME:K runs the "
-                    "K-th part of a stage, NAME@K/N its K-th share of N processes.")
+                    "dilation_long | uniform_long | oneshot_ranking | rsws | report | all; "
+                    "NAME:K runs the K-th part of a stage, NAME@K/N its K-th share of N "
+                    "processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
 flags.DEFINE_string("output_dir", "docs/results/ablations", "Results: units/, results.md, figures.")
 flags.DEFINE_string("work_dir", "experiments/ablations_run", "Tools' outputs (not committed).")
@@ -331,6 +333,10 @@ class Ablations:
             "block_search_long": self.block_search_long,
             "dilation_random": self.dilation_random,
             "dilation_long": self.dilation_long,
+            # The same check on the uniform (SPOS / RS-WS) search: its random networks are
+            # block_search_long's (the same units).
+            "uniform_long": lambda: self._long_blocks("block_search_uniform",
+                                                      "quicknet_ops-random"),
             "oneshot_ranking": self.oneshot_ranking,
             "rsws": self.rsws,
             **{name: functools.partial(self.family, name) for name in FAMILIES},
@@ -959,7 +965,10 @@ class Ablations:
                             for search in self.seeds)),
                 self._row(f"the first {LONG_RANDOM} random dilation patterns (seed 0)",
                           *(f"images-{images}-long-dilation-random-{j}"
-                            for j in range(LONG_RANDOM)))],
+                            for j in range(LONG_RANDOM))),
+                self._row("the uniform search's networks (block_search_uniform, seed 0)",
+                          *(f"images-{images}-long-block_search_uniform-net-{search}"
+                            for search in self.seeds))],
             f"fewer, wider binary ops per cell at the {images:,} rows' OPs (random networks)": [
                 self._row(f"4 nodes, C = 8, stem 3C (the {images:,} rows' random networks)",
                           *(f"images-{images}-random-{j}" for j in range(SUPERNET_RANDOM))),

@@ -115,19 +115,23 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # BLOCK_SEARCHES; block_search_long: 2 searched networks and LONG_RANDOM random blocks;
     # dilation_random: DILATION_RANDOM QuickNets of random dilation patterns x 2 seeds;
     # dilation_long: as block_search_long; oneshot_ranking: a ranking per search of each of
-    # ONESHOT_SEARCHES; rsws: a ranking per search, each best x 2 seeds.
+    # ONESHOT_SEARCHES; rsws: a ranking per search, each best x 2 seeds; uniform_long: its
+    # 2 networks.
     templates = len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2
     families = sum(2 + family.random * 2 for name, family in ablations.FAMILIES.items()
                    if name != "transitions")
-    assert len(keys) == len(set(keys)) == (7 * 2 * 2 + 7 * 2 + 3 * 2 + 8 * 2 + 2 + 2 + 4 * 2
-                                           + 2 + 2 + ablations.LONG_RANDOM + templates
-                                           + families + 2 * 2 * 2
-                                           + ablations.QUICKNET_OPS_RANDOM * 2
-                                           + len(ablations.BLOCK_SEARCHES) * 2 * 2 * 2
-                                           + 2 + ablations.LONG_RANDOM
-                                           + ablations.DILATION_RANDOM * 2
-                                           + 2 + ablations.LONG_RANDOM
-                                           + len(ablations.ONESHOT_SEARCHES) * 2 + 2 + 2 * 2)
+    # Every key once, but uniform_long's random networks, block_search_long's units.
+    assert len(keys) - len(set(keys)) == ablations.LONG_RANDOM
+    assert len(set(keys)) == (7 * 2 * 2 + 7 * 2 + 3 * 2 + 8 * 2 + 2 + 2 + 4 * 2
+                              + 2 + 2 + ablations.LONG_RANDOM + templates
+                              + families + 2 * 2 * 2
+                              + ablations.QUICKNET_OPS_RANDOM * 2
+                              + len(ablations.BLOCK_SEARCHES) * 2 * 2 * 2
+                              + 2 + ablations.LONG_RANDOM
+                              + ablations.DILATION_RANDOM * 2
+                              + 2 + ablations.LONG_RANDOM
+                              + len(ablations.ONESHOT_SEARCHES) * 2 + 2 + 2 * 2
+                              + 2)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -574,7 +578,8 @@ def test_block_search_seeds_retrain_each_searched_network_with_every_seed(tmp_pa
 
 @pytest.mark.parametrize("stage, search, random, record", [
     ("block_search_long", "block_search", "quicknet_ops-random", "quicknet_ops_record"),
-    ("dilation_long", "block_search_dilation", "dilation-random", "dilation_record")])
+    ("dilation_long", "block_search_dilation", "dilation-random", "dilation_record"),
+    ("uniform_long", "block_search_uniform", "quicknet_ops-random", "quicknet_ops_record")])
 def test_long_stages_retrain_the_searched_and_random_blocks_at_the_long_budget(
         tmp_path, stage, search, random, record):
     runs, _ = _supernet_row(tmp_path)

@@ -44,8 +44,7 @@ def main(argv):
 
     if len(argv) > 1:
         cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: options start with --")
-    if not FLAGS.search_dir:
-        cli.fail("--search_dir is required: pass the --output_dir of a finished search")
+    cli.require_search_dir("a finished search")
     cli.require_output_dir("the derived genotype")
     derive(FLAGS.search_dir, FLAGS.output_dir, method=FLAGS.method, epoch=FLAGS.epoch,
            batches=FLAGS.batches, tune_steps=FLAGS.tune_steps, criterion=FLAGS.criterion,

@@ -54,8 +54,7 @@ def main(argv):
 
     if len(argv) > 1:
         cli.fail(f"unexpected argument(s) {' '.join(argv[1:])}: options start with --")
-    if not FLAGS.search_dir:
-        cli.fail("--search_dir is required: pass the --output_dir of a block search")
+    cli.require_search_dir("a block search")
     cli.require_output_dir("ranking.json")
     networks = read_networks(FLAGS.networks) if FLAGS.networks else None
     record = rank_blocks(FLAGS.search_dir, FLAGS.output_dir, networks=networks,

@@ -99,6 +99,13 @@ def require_output_dir(purpose: str) -> str:
     return FLAGS.output_dir
 
 
+def require_search_dir(kind: str) -> str:
+    """FLAGS.search_dir (a tool's own flag), present, else exit 2 naming what to pass."""
+    if not FLAGS.search_dir:
+        fail(f"--search_dir is required: pass the --output_dir of {kind}")
+    return FLAGS.search_dir
+
+
 def check_output(path, *, folder: bool, flag: str) -> None:
     """Exit 2 with one line unless `path` can be written: see io_utils.check_writable."""
     from ubnas_tf.io_utils import check_writable

@@ -244,8 +244,7 @@ class _BlockSearch:
         self.print(f"ranking {self.config['candidates']} networks by one-shot accuracy on "
                    f"{ranker.images} architecture-half images")
         record = {"epoch": epoch, **ranker.rank(
-            candidates=self.config["candidates"], seed=self.config["seed"],
-            print_fn=lambda *args: None)}
+            candidates=self.config["candidates"], seed=self.config["seed"], print_fn=self.print)}
         write_ranking(record, path, self.print)
         return record["ranking"][0]["block_ops"]
 
