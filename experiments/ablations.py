@@ -1055,8 +1055,8 @@ class Ablations:
         for name in BLOCK_SEARCHES:
             lines += self._block_search_markdown(images, name)
         oneshot = self.oneshot_rankings(images)
-        agreement = {"template": self.retraining_agreement(images),
-                     "dilation sub-space": self.retraining_agreement(images, DILATION_OPS)}
+        agreement = {"template": self.retraining_agreement(),
+                     "dilation sub-space": self.retraining_agreement(DILATION_OPS)}
         lines += self._oneshot_markdown(oneshot, agreement)
         lines += self._rsws_markdown(images)
         lines += self._pairs_markdown(pairs, "reference searches")
@@ -1091,7 +1091,7 @@ class Ablations:
                 means[tuple(network["block_ops"])] = stats[0]
         return means
 
-    def retraining_agreement(self, images: int, space=None) -> list:
+    def retraining_agreement(self, space=None) -> list:
         """The ceiling of any ranking's agreement with retraining: Kendall tau between two
         seeds' retrainings of the ONESHOT_RECORD networks (of ops within `space`; all: None)
         that have both, for each pair of seeds (the first label's run of each seed)."""
@@ -1104,7 +1104,7 @@ class Ablations:
         for network in json.loads(path.read_text())["networks"]:
             if space is None or set(network["block_ops"]) <= set(space):
                 runs = {r["seed"]: r["train"]["test_top1"]
-                        for r in self._runs(f"{network['labels'][0]}")}
+                        for r in self._runs(network["labels"][0])}
                 by_seed.append(runs)
         rows = []
         for first, second in itertools.combinations(self.seeds, 2):

@@ -741,6 +741,6 @@ def test_oneshot_rankings_by_hand(tmp_path):
     assert row["retrained_best"] == pytest.approx(0.88) and row["retrained_best_rank"] == 2
     # Seeds 0 and 1 of the networks retrained with both (a, b; c's first label has seed 0
     # only): a above b under both, tau +1; of the all-conv-3x3 space only a: no pair.
-    assert runs.retraining_agreement(18000) == [
+    assert runs.retraining_agreement() == [
         {"seeds": (0, 1), "networks": 2, "tau": pytest.approx(1.0)}]
-    assert runs.retraining_agreement(18000, ("bin_conv_3x3",)) == []
+    assert runs.retraining_agreement(("bin_conv_3x3",)) == []
