@@ -1077,14 +1077,16 @@ class Ablations:
         print("\n".join(lines), flush=True)
         return tables
 
+    def _read_oneshot_networks(self) -> list:
+        """ONESHOT_RECORD's networks, read (the report draws nothing): [] before it exists."""
+        path = self.exp.results_dir / ONESHOT_RECORD
+        return json.loads(path.read_text())["networks"] if path.is_file() else []
+
     def _retrained_means(self) -> dict:
         """Network (its ops, a tuple) -> mean test top-1 over every run of every label it
-        was retrained under (ONESHOT_RECORD, read: the report draws nothing)."""
-        path = self.exp.results_dir / ONESHOT_RECORD
-        if not path.is_file():
-            return {}
+        was retrained under (ONESHOT_RECORD)."""
         means = {}
-        for network in json.loads(path.read_text())["networks"]:
+        for network in self._read_oneshot_networks():
             stats = mean_std([r["train"]["test_top1"] for label in network["labels"]
                               for r in self._runs(label)])
             if stats:
@@ -1097,11 +1099,8 @@ class Ablations:
         that have both, for each pair of seeds (the first label's run of each seed)."""
         from experiments.report import kendall_tau
 
-        path = self.exp.results_dir / ONESHOT_RECORD
-        if not path.is_file():
-            return []
         by_seed = []
-        for network in json.loads(path.read_text())["networks"]:
+        for network in self._read_oneshot_networks():
             if space is None or set(network["block_ops"]) <= set(space):
                 runs = {r["seed"]: r["train"]["test_top1"]
                         for r in self._runs(network["labels"][0])}

@@ -369,15 +369,22 @@ class Experiment:
         return Unit(key, "search_blocks", config["epochs"],
                     lambda: {"tool": "search_blocks", "sets": list(sets)}, run)
 
+    def _search_dir(self, search_key: str, user: str) -> pathlib.Path:
+        """The work_dir folder of search unit `search_key`, with its checkpoints, else a
+        one-line error naming the fix (`user`: what needs it, e.g. "x continues")."""
+        search_dir = self.work_dir / search_key
+        if not (search_dir / "checkpoints").is_dir():
+            raise UserError(f"{search_dir} holds no checkpoints of {search_key}, which {user}: "
+                            f"pass the --work_dir the search ran in, or delete "
+                            f"{self.units_dir / (search_key + '.json')} to run the search again")
+        return search_dir
+
     def _copy_search(self, source_key: str, out: pathlib.Path) -> None:
         """A finished search unit's folder copied to `out` (whole, or not at all)."""
         import shutil
 
         self.result(source_key)  # its unit finished (else: a one-line error naming its stage)
-        source = self.work_dir / source_key
-        if not (source / "checkpoints").is_dir():
-            raise UserError(f"{source} holds no checkpoints of {source_key}, which {out.name} "
-                            f"continues: pass the --work_dir the search ran in")
+        source = self._search_dir(source_key, f"{out.name} continues")
         partial = out.with_name(out.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         shutil.copytree(source, partial)
@@ -387,12 +394,7 @@ class Experiment:
         """Derive a finished search unit's genotype again (tools/derive.py; `sets`: its flags,
         e.g. ("--tune_steps", 10)) from the search's checkpoints in this work_dir."""
         def run(spec):
-            search_dir = self.work_dir / search_key
-            if not (search_dir / "checkpoints").is_dir():
-                raise UserError(f"{search_dir} holds no checkpoints of {search_key}, which "
-                                f"{key} derives from: pass the --work_dir the search ran in, "
-                                f"or delete {self.units_dir / (search_key + '.json')} to run "
-                                "the search again")
+            search_dir = self._search_dir(search_key, f"{key} derives from")
             out = self.work_dir / key
             self.tool(f"derive {key}", ["derive.py", "--search_dir", search_dir,
                                         "--output_dir", out, *spec["flags"]])
@@ -414,10 +416,7 @@ class Experiment:
             return {"tool": "rank_blocks", "search": search_key, **drawn}
 
         def run(spec):
-            search_dir = self.work_dir / search_key
-            if not (search_dir / "checkpoints").is_dir():
-                raise UserError(f"{search_dir} holds no checkpoints of {search_key}, which "
-                                f"{key} ranks with: pass the --work_dir the search ran in")
+            search_dir = self._search_dir(search_key, f"{key} ranks with")
             out = self.work_dir / key
             args = ["--candidates", spec["candidates"]] if "candidates" in spec else [
                 "--networks", _written_networks(out, spec["networks"])]

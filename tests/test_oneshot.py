@@ -1,6 +1,5 @@
 """One-shot evaluation of block networks (search/oneshot.py, tools/rank_blocks.py)."""
 import json
-import types
 
 import numpy as np
 import pytest
@@ -59,9 +58,10 @@ def test_accuracy_is_the_share_of_correct_predictions_over_every_batch():
 
 def _toy_costs(ops_per_block=3, blocks=3):
     """Blocks whose ops cost 0, 10, 20 ... on top of a fixed 100."""
-    costs = np.tile(10.0 * np.arange(ops_per_block), (blocks, 1))
-    return types.SimpleNamespace(costs=costs, fixed=100.0,
-                                 primitives=tuple(f"op{i}" for i in range(ops_per_block)))
+    model = BlockCostModel.__new__(BlockCostModel)  # its costs set by hand, no network built
+    model.costs = np.tile(10.0 * np.arange(ops_per_block), (blocks, 1))
+    model.fixed, model.primitives = 100.0, tuple(f"op{i}" for i in range(ops_per_block))
+    return model
 
 
 def test_candidates_are_the_distinct_networks_in_the_window(monkeypatch):

@@ -79,8 +79,18 @@ class BlockCostModel:
         self.costs = costs
         self._costs = tf.constant(costs, tf.float32)
 
+    @classmethod
+    def from_config(cls, info, config: dict) -> "BlockCostModel":
+        """The cost model of a block search config's template and ops."""
+        template = config["template"]
+        return cls(info, filters=template["filters"], blocks=template["blocks"],
+                   primitives=block_primitives(config["primitives"]))
+
     def network_ops(self, block_ops) -> float:
-        columns = [self.primitives.index(op_name) for op_name in block_ops]
+        return self.columns_ops([self.primitives.index(op_name) for op_name in block_ops])
+
+    def columns_ops(self, columns) -> float:
+        """OPs of the network with op column `columns[b]` at block b."""
         return self.fixed + float(sum(self.costs[b, c] for b, c in enumerate(columns)))
 
     def expected_ops(self, op_weights) -> tf.Tensor:

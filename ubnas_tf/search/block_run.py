@@ -100,13 +100,11 @@ class _BlockSearch:
         self.sizes = data.search_split_sizes(config["data"]["portion"])
         self.steps_per_epoch = self.sizes[0] // self.batch_size
         self.weight_data, arch_data = splits
-        template, budget = config["template"], config["ops_budget"]
-        primitives = block_primitives(config["primitives"])
-        self.supernet = BlockSupernet(self.info, filters=template["filters"],
-                                      blocks=template["blocks"], primitives=primitives,
-                                      structure=config["module"], name="block_supernet")
+        budget = config["ops_budget"]
+        self.supernet = BlockSupernet.from_config(self.info, config)
         self.architect = BlockArchitect(
-            primitives=primitives, block_count=self.supernet.block_count, cost_model=cost_model,
+            primitives=self.supernet.primitives, block_count=self.supernet.block_count,
+            cost_model=cost_model,
             path_strength=config["regularizers"]["path"], target=budget["target"],
             strength=budget["strength"], tolerance=budget["tolerance"],
             op_weights=config["op_weights"], seed=config["seed"])
@@ -262,9 +260,8 @@ def run_block_search(config: dict, *, dataset: str, output_dir, data_dir=None,
                      saved=lambda saved: config_lib.with_defaults("search_blocks", saved),
                      normalize=comparable_schedule, resumable=RESUMABLE_KEYS)
     data, splits = seeded_search_data(config, dataset, data_dir, manual_dir)
-    template, budget = config["template"], config["ops_budget"]
-    cost_model = BlockCostModel(data.info, filters=template["filters"], blocks=template["blocks"],
-                                primitives=block_primitives(config["primitives"]))
+    budget = config["ops_budget"]
+    cost_model = BlockCostModel.from_config(data.info, config)
     check_budget(cost_model, budget)
     output_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, output_dir / "config.yaml")

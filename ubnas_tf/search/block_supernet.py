@@ -67,6 +67,16 @@ class BlockSupernet(tf.keras.Model):
         # none (six mixed ops trace quickly).
         self.traces = TraceCache(enabled=False)
 
+    @classmethod
+    def from_config(cls, info, config: dict) -> "BlockSupernet":
+        """The supernet of a block search config (template, ops, module structure)."""
+        from ubnas_tf.search.block_architect import block_primitives
+
+        template = config["template"]
+        return cls(info, filters=template["filters"], blocks=template["blocks"],
+                   primitives=block_primitives(config["primitives"]),
+                   structure=config["module"], name="block_supernet")
+
     @property
     def block_count(self) -> int:
         return len(self.plan)

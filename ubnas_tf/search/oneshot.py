@@ -31,7 +31,7 @@ import tensorflow as tf
 from ubnas_tf import config as config_lib
 from ubnas_tf.errors import UserError
 from ubnas_tf.io_utils import atomic_write_json
-from ubnas_tf.search.block_architect import BlockCostModel, block_primitives
+from ubnas_tf.search.block_architect import BlockCostModel
 from ubnas_tf.search.block_supernet import BlockSupernet
 
 __all__ = ["OneShotRanker", "draw_candidates", "rank_blocks", "write_ranking", "EVAL_BATCH",
@@ -51,21 +51,21 @@ def draw_candidates(cost_model: BlockCostModel, count: int, *, target: float | N
     blocks, ops = cost_model.costs.shape
 
     def inside(columns) -> bool:
-        network_ops = cost_model.fixed + cost_model.costs[np.arange(blocks), columns].sum()
-        return target is None or abs(network_ops - target) <= tolerance * target
+        return target is None or \
+            abs(cost_model.columns_ops(columns) - target) <= tolerance * target
 
     def named(columns) -> list:
         return [cost_model.primitives[c] for c in columns]
 
     if ops ** blocks <= ENUMERATE_UP_TO:
-        window = [c for c in itertools.product(range(ops), repeat=blocks) if inside(list(c))]
+        window = [c for c in itertools.product(range(ops), repeat=blocks) if inside(c)]
         if len(window) > count:
             window = [window[i] for i in rng.choice(len(window), size=count, replace=False)]
         return [named(c) for c in window]
     seen, kept = set(), []
     for _ in range(max_tries):
         columns = tuple(int(c) for c in rng.integers(ops, size=blocks))
-        if columns not in seen and inside(list(columns)):
+        if columns not in seen and inside(columns):
             seen.add(columns)
             kept.append(named(columns))
             if len(kept) == count:
@@ -89,24 +89,18 @@ class OneShotRanker:
                         manual_dir=None) -> "OneShotRanker":
         """The supernet of the last checkpoint in `search_dir` (a tools/search_blocks.py
         output folder) and the first `max_images` of its architecture half (all: None)."""
-        from ubnas_tf.data import load_dataset
+        from ubnas_tf.search.config import seeded_search_data
 
         search_dir = pathlib.Path(search_dir)
         config, dataset = _search_config(search_dir)
-        template = config["template"]
-        data = load_dataset(dataset, data_dir=data_dir, manual_dir=manual_dir,
-                            input_size=config["data"]["input_size"],
-                            max_examples=config["max_examples"], seed=config["seed"])
-        primitives = block_primitives(config["primitives"])
-        supernet = BlockSupernet(data.info, filters=template["filters"],
-                                 blocks=template["blocks"], primitives=primitives,
-                                 structure=config["module"], name="block_supernet")
-        supernet.build_variables(tf.fill([supernet.block_count, len(primitives)],
-                                         1.0 / len(primitives)))
+        # The data exactly as the search loaded it (its split, its skipped files).
+        data, _ = seeded_search_data(config, dataset, data_dir, manual_dir)
+        supernet = BlockSupernet.from_config(data.info, config)
+        ops = len(supernet.primitives)
+        supernet.build_variables(tf.fill([supernet.block_count, ops], 1.0 / ops))
         _restore_supernet(supernet, search_dir)
-        cost_model = BlockCostModel(data.info, filters=template["filters"],
-                                    blocks=template["blocks"], primitives=primitives)
-        return cls.on_architecture_half(supernet, cost_model, config, data, max_images)
+        return cls.on_architecture_half(supernet, BlockCostModel.from_config(data.info, config),
+                                        config, data, max_images)
 
     @classmethod
     def on_architecture_half(cls, supernet, cost_model, config, data,
