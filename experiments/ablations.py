@@ -82,7 +82,9 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   (tools/rank_blocks.py), every network of the template retrained with every seed: does it
   rank them as retraining does? rsws: random search with weight sharing, RSWS_CANDIDATES
   networks drawn in the window ranked by each RSWS_SEARCH supernet, its best retrained with
-  every seed.
+  every seed. uniform_topk: model selection on the validation split among the uniform
+  search's one-shot best: each search's ranking run again, its UNIFORM_TOPK best trained once
+  with SELECTION_SEED (no reported run's seed), the highest val top-1 retrained with every seed.
 
 A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
 runs one seed's search and retraining per process.
@@ -110,7 +112,8 @@ flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early
                     "block_search | block_search_gumbel | block_search_qsearch | "
                     "block_search_budget | block_search_dilation | block_search_uniform | "
                     "NAME_seeds of each of those six | dilation_random | block_search_long | "
-                    "dilation_long | uniform_long | oneshot_ranking | rsws | report | all; "
+                    "dilation_long | uniform_long | oneshot_ranking | rsws | uniform_topk | "
+                    "report | all; "
                     "NAME:K runs the K-th part of a stage, NAME@K/N its K-th share of N "
                     "processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
@@ -161,6 +164,12 @@ ONESHOT_SEARCHES = ("block_search", "block_search_gumbel", "block_search_dilatio
 ONESHOT_RECORD = "oneshot_networks.json"
 RSWS_SEARCH = "block_search_gumbel"
 RSWS_CANDIDATES = 100
+# Selection by validation accuracy among the uniform (SPOS) search's one-shot best: each
+# search's own ranking again (its draw: the search's seed, its `candidates`), its best
+# UNIFORM_TOPK networks each trained once with SELECTION_SEED, a seed no reported run uses (the
+# runs reported are not the ones selected on), the highest val_top1 retrained with every seed.
+UNIFORM_TOPK = 4
+SELECTION_SEED = 100
 # Block-level searches in that template and window (tools/search_blocks.py): DARTS's softmax
 # mixture of the retrained block (`module: quicknet`), GDAS's hard Gumbel samples, and the
 # block as EBNAS searches (`quicknet_search`: real latent weights, BN on batch statistics), and
@@ -339,6 +348,7 @@ class Ablations:
                                                       "quicknet_ops-random"),
             "oneshot_ranking": self.oneshot_ranking,
             "rsws": self.rsws,
+            "uniform_topk": self.uniform_topk,
             **{name: functools.partial(self.family, name) for name in FAMILIES},
             **{name: functools.partial(self.searched_with, name) for name in SEARCHED_WITH},
         }
@@ -587,13 +597,17 @@ class Ablations:
                   for seed in self.seeds]
         return searches + trains
 
-    def _searched_blocks_sets(self, name: str, search: int) -> tuple:
-        """The retraining overrides of block search `search` of BLOCK_SEARCHES[name]."""
+    def _blocks_sets(self, ops: list) -> tuple:
+        """The retraining overrides of QuickNet's template (the row's) with blocks `ops`."""
         from experiments.ops_matching import settings_as_sets
 
-        ops = self.exp.result(f"{self.supernet_label()}-{name}_search-{search}")["blocks"]["ops"]
         return settings_as_sets("quicknet", {**self.quicknet_ops_record()["settings"],
                                              "ops": ops})
+
+    def _searched_blocks_sets(self, name: str, search: int) -> tuple:
+        """The retraining overrides of block search `search` of BLOCK_SEARCHES[name]."""
+        return self._blocks_sets(
+            self.exp.result(f"{self.supernet_label()}-{name}_search-{search}")["blocks"]["ops"])
 
     def block_search_seeds(self, name: str) -> list:
         """Each network a block search of BLOCK_SEARCHES[name] found, retrained with every
@@ -680,11 +694,50 @@ class Ablations:
 
     def _rsws_sets(self, search: int) -> tuple:
         """The retraining overrides of RS-WS's best network of search `search`."""
-        from experiments.ops_matching import settings_as_sets
-
         best = self.exp.result(f"{self.supernet_label()}-rsws_rank-{search}")["ranking"][0]
-        return settings_as_sets("quicknet", {**self.quicknet_ops_record()["settings"],
-                                             "ops": best["block_ops"]})
+        return self._blocks_sets(best["block_ops"])
+
+    def uniform_topk(self) -> list:
+        """Each uniform search's ranking again (`<row>-uniform_rank-K`), its UNIFORM_TOPK best
+        trained once with SELECTION_SEED (`<row>-uniform_topk-K-J_seed-S`, J: one-shot rank),
+        the one of highest val_top1 retrained with every seed (`<row>-uniform_topk-net-K_seed-
+        J`; the one-shot best's runs are block_search_uniform_seeds', reused). Rankings first,
+        then the selection runs, then the retrainings."""
+        from ubnas_tf import config as config_lib
+
+        label = self.supernet_label()
+        candidates = config_lib.load("search_blocks", [], BLOCK_SEARCHES[
+            "block_search_uniform"])["candidates"]
+        ranks = [self.exp.rank_unit(f"{label}-uniform_rank-{search}",
+                                    f"{label}-block_search_uniform_search-{search}",
+                                    candidates=candidates, seed=search)
+                 for search in self.seeds]
+        selections = [self.exp.train_unit(
+            self._selection_key(search, j), "quicknet", SELECTION_SEED, model="quicknet",
+            sets=lambda search=search, j=j: self._blocks_sets(self.uniform_top(search)[j]))
+            for search in self.seeds for j in range(UNIFORM_TOPK)]
+        trains = [self.exp.train_unit(
+            f"{label}-uniform_topk-net-{search}_seed-{seed}", "quicknet", seed,
+            model="quicknet", sets=lambda search=search: self._blocks_sets(
+                self.uniform_top(search)[self.uniform_selected(search)]))
+            for seed in self.seeds for search in self.seeds]
+        return ranks + selections + trains
+
+    def uniform_top(self, search: int) -> list:
+        """The UNIFORM_TOPK best networks (op lists) of uniform search `search`'s ranking."""
+        ranking = self.exp.result(f"{self.supernet_label()}-uniform_rank-{search}")["ranking"]
+        return [entry["block_ops"] for entry in ranking[:UNIFORM_TOPK]]
+
+    def _selection_key(self, search: int, j: int) -> str:
+        return f"{self.supernet_label()}-uniform_topk-{search}-{j}_seed-{SELECTION_SEED}"
+
+    def uniform_selected(self, search: int) -> int:
+        """The one-shot rank of uniform search `search`'s selected network: the highest
+        val_top1 of its selection runs (ties: the better one-shot rank; a diverged run never)."""
+        vals = [self.exp.result(self._selection_key(search, j))["val_top1"]
+                for j in range(UNIFORM_TOPK)]
+        return max(range(UNIFORM_TOPK),
+                   key=lambda j: (-1.0 if vals[j] is None else vals[j], -j))
 
     def _long_blocks(self, name: str, random_name: str, record=None) -> list:
         """Block search `name`'s networks and the first LONG_RANDOM QuickNets of `record()`
@@ -828,7 +881,10 @@ class Ablations:
                 f"{label}-{name}-net-{search}" for search in self.seeds))
               for name in BLOCK_SEARCHES),
             (f"RS-WS, {RSWS_SEARCH}'s supernets (network means)", self._network_means(
-                f"{label}-rsws-net-{search}" for search in self.seeds))),
+                f"{label}-rsws-net-{search}" for search in self.seeds)),
+            (f"block_search_uniform, validation's pick of its one-shot top {UNIFORM_TOPK} "
+             "(network means)", self._network_means(
+                 f"{label}-uniform_topk-net-{search}" for search in self.seeds))),
             networks=QUICKNET_OPS_RANDOM)
 
     def dilation_versus_random(self, images: int) -> list:
@@ -991,6 +1047,10 @@ class Ablations:
                 self._row(f"RS-WS's best of {RSWS_CANDIDATES} ({RSWS_SEARCH}'s supernets), "
                           "every network x every seed",
                           *(f"images-{images}-rsws-net-{search}" for search in self.seeds)),
+                self._row(f"block_search_uniform, validation's pick of its one-shot top "
+                          f"{UNIFORM_TOPK}, every network x every seed",
+                          *(f"images-{images}-uniform_topk-net-{search}"
+                            for search in self.seeds)),
                 self._row("random dilation patterns of QuickNet's block (its OPs)",
                           *(f"images-{images}-dilation-random-{j}"
                             for j in range(DILATION_RANDOM)))],
@@ -1059,6 +1119,7 @@ class Ablations:
                      "dilation sub-space": self.retraining_agreement(DILATION_OPS)}
         lines += self._oneshot_markdown(oneshot, agreement)
         lines += self._rsws_markdown(images)
+        lines += self._uniform_topk_markdown(images)
         lines += self._pairs_markdown(pairs, "reference searches")
         lines += self._pairs_markdown(supernet_pairs, f"searches on {images:,} images")
         lines += ["Figures: " + ", ".join(f"[{p.name}]({p.name})" for p in figures)]
@@ -1187,6 +1248,43 @@ class Ablations:
                                   for r in self._runs(f"images-{images}-rsws-net-{search}")])
             lines.append(f"| {search} | {best} | {ranking[0]['ops'] / 1e6:.3f}M | "
                          f"{percent(retrained[0]) if retrained else '-'} |")
+        return lines + [""] if lines else []
+
+    def _uniform_topk_markdown(self, images: int) -> list:
+        """Each uniform search's one-shot top UNIFORM_TOPK, their selection runs' val_top1,
+        the pick and what it retrained to."""
+        lines = []
+        for search in self.seeds:
+            rank = self.exp.cached(f"images-{images}-uniform_rank-{search}")
+            if rank is None:
+                continue
+            if not lines:
+                lines = [f"Validation's pick among the uniform search's one-shot top "
+                         f"{UNIFORM_TOPK} (each trained once with seed {SELECTION_SEED}, "
+                         "selected by val top-1; the pick retrained with every seed; `same`: "
+                         "the ranking run again put the search's own blocks first):", "",
+                         "| search | one-shot rank | blocks | one-shot top-1 | OPs | val top-1 "
+                         f"(seed {SELECTION_SEED}) | retrained (mean over seeds) |",
+                         "|---|---|---|---|---|---|---|"]
+            searched = self.exp.cached(
+                f"images-{images}-block_search_uniform_search-{search}")
+            ranking = rank["result"]["ranking"][:UNIFORM_TOPK]
+            vals = [unit["result"]["val_top1"] if unit else None for unit in (
+                self.exp.cached(f"images-{images}-uniform_topk-{search}-{j}_seed-"
+                                f"{SELECTION_SEED}") for j in range(len(ranking)))]
+            picked = None if None in vals else self.uniform_selected(search)
+            retrained = mean_std([r["train"]["test_top1"] for r in
+                                  self._runs(f"images-{images}-uniform_topk-net-{search}")])
+            for j, entry in enumerate(ranking):
+                same = searched and j == 0 and \
+                    searched["result"]["blocks"]["ops"] == entry["block_ops"]
+                lines.append(
+                    f"| {search} | {j + 1}{' (same)' if same else ''} | "
+                    f"{', '.join(op.replace('bin_', '') for op in entry['block_ops'])} | "
+                    f"{100 * entry['oneshot_top1']:.1f}% | {entry['ops'] / 1e6:.3f}M | "
+                    f"{percent(vals[j])}"
+                    f"{' (pick)' if j == picked else ''} | "
+                    f"{percent(retrained[0]) if j == picked and retrained else ''} |")
         return lines + [""] if lines else []
 
     @staticmethod

@@ -407,19 +407,24 @@ class Experiment:
                                                 "flags": [str(flag) for flag in sets]}, run)
 
     def rank_unit(self, key: str, search_key: str, *, networks=None,
-                  candidates: int | None = None) -> Unit:
+                  candidates: int | None = None, seed: int = 0) -> Unit:
         """A finished block search's one-shot ranking (tools/rank_blocks.py) of `networks`
         (a callable giving lists of op names), or of `candidates` networks drawn in its OPs
-        window (seed 0), from the search's checkpoints in this work_dir."""
+        window from `seed`, from the search's checkpoints in this work_dir."""
         def spec():
-            drawn = {"candidates": candidates} if networks is None else {"networks": networks()}
-            return {"tool": "rank_blocks", "search": search_key, **drawn}
+            if networks is not None:
+                return {"tool": "rank_blocks", "search": search_key, "networks": networks()}
+            # Seed 0 is left out of the spec: the units drawn before `seed` existed stay valid.
+            return {"tool": "rank_blocks", "search": search_key, "candidates": candidates,
+                    **({"seed": seed} if seed else {})}
 
         def run(spec):
             search_dir = self._search_dir(search_key, f"{key} ranks with")
             out = self.work_dir / key
-            args = ["--candidates", spec["candidates"]] if "candidates" in spec else [
-                "--networks", _written_networks(out, spec["networks"])]
+            if "candidates" in spec:
+                args = ["--candidates", spec["candidates"], "--seed", spec.get("seed", 0)]
+            else:
+                args = ["--networks", _written_networks(out, spec["networks"])]
             self.tool(f"rank {key}", ["rank_blocks.py", "--search_dir", search_dir,
                                       "--output_dir", out, *args])
             record = json.loads((out / "ranking.json").read_text())

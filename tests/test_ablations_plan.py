@@ -60,6 +60,11 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
                    {"blocks": {"ops": ["bin_conv_3x3"] * 6}})
         _cache(tmp_path / "r", f"images-18000-rsws_rank-{seed}",
                {"ranking": [{"block_ops": ["bin_conv_3x3"] * 6}]})
+        _cache(tmp_path / "r", f"images-18000-uniform_rank-{seed}",
+               {"ranking": [{"block_ops": ["bin_conv_3x3"] * 6}] * ablations.UNIFORM_TOPK})
+        for j in range(ablations.UNIFORM_TOPK):
+            _cache(tmp_path / "r", f"images-18000-uniform_topk-{seed}-{j}_seed-"
+                   f"{ablations.SELECTION_SEED}", {"val_top1": 0.8})
     keys = []
     for name, make_units in runs.stages().items():
         units = make_units()
@@ -81,7 +86,8 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
             tool = "search" if unit.kind == "search" else "train"
             config = budget.search_config if tool == "search" else budget.train_config
             loaded = config_lib.load(tool, [protocol.ROOT / config], _sets(unit))
-            if "-block_search" in unit.key or "-rsws-" in unit.key:  # its search's blocks
+            if any(part in unit.key for part in ("-block_search", "-rsws-", "-uniform_topk-")):
+                # its search's (or ranking's) blocks
                 assert loaded["baselines"]["quicknet"]["ops"] == ["bin_conv_3x3"] * 6
             elif "-quicknet_ops-random-" in unit.key or "-dilation-random-" in unit.key:
                 # QuickNet of the record's blocks (random blocks, random dilation patterns)
@@ -116,7 +122,8 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # dilation_random: DILATION_RANDOM QuickNets of random dilation patterns x 2 seeds;
     # dilation_long: as block_search_long; oneshot_ranking: a ranking per search of each of
     # ONESHOT_SEARCHES; rsws: a ranking per search, each best x 2 seeds; uniform_long: its
-    # 2 networks.
+    # 2 networks; uniform_topk: a ranking per search, UNIFORM_TOPK selection runs per search,
+    # each pick x 2 seeds.
     templates = len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2
     families = sum(2 + family.random * 2 for name, family in ablations.FAMILIES.items()
                    if name != "transitions")
@@ -131,7 +138,8 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
                               + ablations.DILATION_RANDOM * 2
                               + 2 + ablations.LONG_RANDOM
                               + len(ablations.ONESHOT_SEARCHES) * 2 + 2 + 2 * 2
-                              + 2)
+                              + 2
+                              + 2 + 2 * ablations.UNIFORM_TOPK + 2 * 2)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -744,3 +752,65 @@ def test_oneshot_rankings_by_hand(tmp_path):
     assert runs.retraining_agreement() == [
         {"seeds": (0, 1), "networks": 2, "tau": pytest.approx(1.0)}]
     assert runs.retraining_agreement(("bin_conv_3x3",)) == []
+
+
+def test_uniform_topk_selects_on_validation_among_the_one_shot_best(tmp_path):
+    runs, _ = _supernet_row(tmp_path)
+    label, top = "images-18000", ablations.UNIFORM_TOPK
+    networks = [[op] * 6 for op in ("bin_conv_3x3", "bin_conv_5x5", "bin_dil_conv_3x3",
+                                    "bin_dil_conv_5x5", "max_pool_3x3")]
+    for search in (0, 1):
+        _cache(tmp_path / "r", f"{label}-block_search_uniform_search-{search}",
+               {"blocks": {"ops": networks[0]}})
+        _cache(tmp_path / "r", f"{label}-uniform_rank-{search}", {"ranking": [
+            {"block_ops": ops, "oneshot_top1": 0.8 - 0.01 * j, "ops": 490000 + j}
+            for j, ops in enumerate(networks)]})
+    units = runs.stages()["uniform_topk"]()
+    assert [unit.key for unit in units] == [
+        *(f"{label}-uniform_rank-{search}" for search in (0, 1)),
+        *(f"{label}-uniform_topk-{search}-{j}_seed-{ablations.SELECTION_SEED}"
+          for search in (0, 1) for j in range(top)),
+        *(f"{label}-uniform_topk-net-{search}_seed-{seed}" for seed in (0, 1)
+          for search in (0, 1))]
+    # Each ranking is the search's own draw: its seed (0 left out of the spec), 100 networks.
+    assert units[0].spec() == {"tool": "rank_blocks", "candidates": 100,
+                               "search": f"{label}-block_search_uniform_search-0"}
+    assert units[1].spec() == {"tool": "rank_blocks", "candidates": 100, "seed": 1,
+                               "search": f"{label}-block_search_uniform_search-1"}
+    config = lambda unit: config_lib.load(  # noqa: E731
+        "train", [protocol.ROOT / runs.exp.budget.train_config], _sets(unit))
+    # The selection runs: the one-shot top `top` (not the fifth), each with the selection seed.
+    for index, unit in enumerate(units[2:2 + 2 * top]):
+        loaded = config(unit)
+        assert loaded["seed"] == ablations.SELECTION_SEED
+        assert loaded["baselines"]["quicknet"]["ops"] == networks[index % top]
+    # Search 0: the third is the best on validation; search 1: a tie between the second and
+    # the fourth goes to the second (the better one-shot rank), and a diverged run (None) is
+    # never picked.
+    vals = {0: (0.85, 0.86, 0.87, 0.84), 1: (None, 0.88, 0.80, 0.88)}
+    for search, values in vals.items():
+        for j, value in enumerate(values):
+            _cache(tmp_path / "r", f"{label}-uniform_topk-{search}-{j}_seed-"
+                   f"{ablations.SELECTION_SEED}", {"val_top1": value})
+    assert (runs.uniform_selected(0), runs.uniform_selected(1)) == (2, 1)
+    for unit in units[2 + 2 * top:]:
+        search, seed = (int(part.split("_")[0]) for part in unit.key.split("-")[-2:])
+        loaded = config(unit)
+        assert loaded["seed"] == seed
+        assert loaded["baselines"]["quicknet"]["ops"] == networks[2 if search == 0 else 1]
+    # A pick that is the one-shot best retrains as block_search_uniform_seeds does: reused.
+    _cache(tmp_path / "r", f"{label}-uniform_topk-0-0_seed-{ablations.SELECTION_SEED}",
+           {"val_top1": 0.9})
+    seeds = {unit.key: unit for unit in runs.stages()["block_search_uniform_seeds"]()}
+    assert units[2 + 2 * top].spec() == \
+        seeds[f"{label}-block_search_uniform-net-0_seed-0"].spec()
+    # The listing: search 0's one-shot top 4, the pick (now the first) and its retraining.
+    for seed, value in enumerate((0.87, 0.89)):
+        _cache(tmp_path / "r", f"{label}-uniform_topk-net-0_seed-{seed}", {"test_top1": value})
+    lines = runs._uniform_topk_markdown(18000)
+    assert lines[4:6] == [
+        "| 0 | 1 (same) | conv_3x3, conv_3x3, conv_3x3, conv_3x3, conv_3x3, conv_3x3 | 80.0% "
+        "| 0.490M | 90.00 (pick) | 88.00 |",
+        "| 0 | 2 | conv_5x5, conv_5x5, conv_5x5, conv_5x5, conv_5x5, conv_5x5 | 79.0% | "
+        "0.490M | 86.00 |  |"]
+    assert len(lines) == 4 + 2 * top + 1

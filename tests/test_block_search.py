@@ -18,6 +18,7 @@ from ubnas_tf.search.block_architect import (BlockArchitect, BlockCostModel, blo
                                              fit_block_ops)
 from ubnas_tf.search.block_run import retrain_command, run_block_search, temperature
 from ubnas_tf.search.block_supernet import BlockSupernet
+from ubnas_tf.search.oneshot import rank_blocks
 from ubnas_tf.search.steps import FusedAdam, SearchSteps
 
 INFO = DatasetInfo("x", 4, (12, 12, 1), 10, 10, tuple("abcd"), (0.0,), (1.0,))
@@ -319,3 +320,10 @@ def test_uniform_search_trains_the_weights_only_and_returns_the_one_shot_best(tm
     assert run_block_search(config, dataset="demo", output_dir=tmp_path,
                             print_fn=quiet) == blocks
     assert (tmp_path / "ranking.json").stat().st_mtime_ns == stamp
+    # tools/rank_blocks.py given the search's seed and candidates ranks the same draw alike
+    # from the checkpoint (experiments/ablations.py's uniform_topk reads past the best so).
+    again = rank_blocks(tmp_path, tmp_path / "again", candidates=5, seed=config["seed"],
+                        print_fn=quiet)
+    assert [e["block_ops"] for e in again["ranking"]] == \
+        [e["block_ops"] for e in ranking["ranking"]]
+    assert [e["oneshot_top1"] for e in again["ranking"]] == pytest.approx(scores, abs=1e-6)
