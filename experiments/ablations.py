@@ -910,7 +910,7 @@ class Ablations:
                  "|---|---|---|---|---|---|"]
         for run in runs:
             search, blocks = run["search"], run["search"]["blocks"]
-            shown = ", ".join(op.replace("bin_", "") for op in blocks["ops"])
+            shown = _blocks_text(blocks["ops"])
             lines.append(f"| {run['seed']} | {shown} | {blocks['network_ops'] / 1e6:.3f}M | "
                          f"{search['search_seconds']:.0f} | {search['last_change_epoch']} | "
                          f"{percent(run['train']['test_top1'])} |")
@@ -930,7 +930,7 @@ class Ablations:
             runs = self._runs(f"images-{images}-{label}-{j}")
             stats = mean_std([r["train"]["test_top1"] for r in runs])
             mean = percent(stats[0]) if stats else "-"
-            blocks = ", ".join(op.replace("bin_", "") for op in network["block_ops"])
+            blocks = _blocks_text(network["block_ops"])
             lines.append(f"| {j} | {blocks} | {network['ops'] / 1e6:.3f}M | {len(runs)} | "
                          f"{mean} |")
         return lines + [""]
@@ -1242,7 +1242,7 @@ class Ablations:
                          "| search | one-shot best three (blocks: one-shot top-1) | best's "
                          "OPs | best retrained (mean over seeds) |", "|---|---|---|---|"]
             ranking = unit["result"]["ranking"]
-            best = "; ".join(f"{', '.join(op.replace('bin_', '') for op in e['block_ops'])}: "
+            best = "; ".join(f"{_blocks_text(e['block_ops'])}: "
                              f"{100 * e['oneshot_top1']:.1f}%" for e in ranking[:3])
             retrained = mean_std([r["train"]["test_top1"]
                                   for r in self._runs(f"images-{images}-rsws-net-{search}")])
@@ -1280,7 +1280,7 @@ class Ablations:
                     searched["result"]["blocks"]["ops"] == entry["block_ops"]
                 lines.append(
                     f"| {search} | {j + 1}{' (same)' if same else ''} | "
-                    f"{', '.join(op.replace('bin_', '') for op in entry['block_ops'])} | "
+                    f"{_blocks_text(entry['block_ops'])} | "
                     f"{100 * entry['oneshot_top1']:.1f}% | {entry['ops'] / 1e6:.3f}M | "
                     f"{percent(vals[j])}"
                     f"{' (pick)' if j == picked else ''} | "
@@ -1306,6 +1306,11 @@ class Ablations:
                 f"{'yes' if pair['same_genotype'] else 'no'} | "
                 f"{percent(pair['test_top1'][0])} / {percent(pair['test_top1'][1])} |")
         return lines + [""]
+
+
+def _blocks_text(ops: list) -> str:
+    """A network's blocks for a table: "conv_3x3, avg_pool_3x3, ..."."""
+    return ", ".join(op.replace("bin_", "") for op in ops)
 
 
 def make(budget_name: str, output_dir, work_dir, reuse=(), seeds=None) -> Ablations:
