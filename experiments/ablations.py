@@ -1074,6 +1074,7 @@ class Ablations:
         curves = {name: self._runs(label) for name, label in
                   (("ApproxSign", default), ("STE", "sign-ste"))}
         figures = [
+            *self._figures(images, out),
             plot_curves({name: [r["search"]["curve"] for r in runs if r["search"]]
                          for name, runs in curves.items()}, out / "sign_search_loss.png",
                         key="train_loss", title="Search: supernet training loss per epoch",
@@ -1201,6 +1202,45 @@ class Ablations:
                              "retrained_best": max(retrained),
                              "retrained_best_rank": 1 + best_retrained})
         return rows
+
+    def blocks_points(self, images: int) -> dict:
+        """(OPs, test top-1) of every retraining in QuickNet's template at the row's OPs, by
+        group: the random blocks, QuickNet, the softmax, Gumbel and uniform searches' networks,
+        RS-WS's and validation's picks."""
+        label = f"images-{images}"
+        groups = {
+            "random": [f"{label}-quicknet_ops-random-{j}" for j in range(QUICKNET_OPS_RANDOM)],
+            **{name: [f"{label}-{name}"] for name in SUPERNET_BASELINES},
+            **{name: [f"{label}-{name}-net-{search}" for search in self.seeds]
+               for name in ("block_search", "block_search_gumbel", "block_search_uniform")},
+            "rsws": [f"{label}-rsws-net-{search}" for search in self.seeds],
+            "uniform_topk": [f"{label}-uniform_topk-net-{search}" for search in self.seeds]}
+        return {name: [(r["train"].get("ops"), r["train"]["test_top1"])
+                       for key in keys for r in self._runs(key)]
+                for name, keys in groups.items()}
+
+    def oneshot_points(self) -> dict:
+        """(one-shot top-1 in %, retrained mean) of each network of ONESHOT_RECORD that search
+        0's supernet of each ONESHOT_SEARCHES name ranked, by name."""
+        means, groups = self._retrained_means(), {}
+        for name in ONESHOT_SEARCHES:
+            unit = self.exp.cached(f"{self.supernet_label()}-{name}_oneshot-{self.seeds[0]}")
+            groups[name] = [] if unit is None else [
+                (100 * entry["oneshot_top1"], means[tuple(entry["block_ops"])])
+                for entry in unit["result"]["ranking"] if tuple(entry["block_ops"]) in means]
+        return groups
+
+    def _figures(self, images: int, out: pathlib.Path) -> list:
+        from experiments.report import scatter_runs
+
+        return [scatter_runs(self.blocks_points(images), out / "blocks_versus_random.png",
+                             title=f"QuickNet's template at the {images:,} rows' OPs: every "
+                             "retraining", log_x=False),
+                scatter_runs(self.oneshot_points(), out / "oneshot_versus_retrained.png",
+                             title="One-shot top-1 (search 0's supernet) against the "
+                             "retrained mean", x_label="one-shot top-1 (%)",
+                             y_label="retrained test top-1, mean over seeds (%)", log_x=False,
+                             count="networks")]
 
     @staticmethod
     def _oneshot_markdown(rows: list, agreement: dict) -> list:

@@ -148,20 +148,23 @@ def run_text(result: dict, digits: int = 2, suffix: str = "") -> str:
     return f"{100 * result['test_top1']:.{digits}f}{suffix}"
 
 
-def scatter_runs(groups: dict, path, *, title: str,
-                 x_label: str = "OPs (FLOPs + BOPs/64)") -> pathlib.Path:
+def scatter_runs(groups: dict, path, *, title: str, x_label: str = "OPs (FLOPs + BOPs/64)",
+                 y_label: str = "test top-1 (%)", log_x: bool = True,
+                 count: str = "runs") -> pathlib.Path:
     """Top-1 of every run against its OPs, one colour per group (`groups`: label -> list of
-    (ops, top1)); the group named `random` is drawn first, in grey, as a cloud."""
-    with _figure(path, title=title, x_label=x_label, y_label="test top-1 (%)") as axes:
+    (x, top1)); the group named `random` is drawn first, in grey, as a cloud. `count`: what a
+    point is, for the legend."""
+    with _figure(path, title=title, x_label=x_label, y_label=y_label) as axes:
         for label in sorted(groups, key=lambda label: label != "random"):
             points = [(x, y) for x, y in groups[label] if x is not None and y is not None]
             if not points:
                 continue
             xs, ys = zip(*points)
             style = {"color": "0.6", "alpha": 0.6, "s": 22} if label == "random" else {"s": 36}
-            axes.scatter(xs, [100 * y for y in ys], label=f"{label} ({len(points)} runs)",
+            axes.scatter(xs, [100 * y for y in ys], label=f"{label} ({len(points)} {count})",
                          **style)
-        axes.set_xscale("log")
+        if log_x:
+            axes.set_xscale("log")
     return pathlib.Path(path)
 
 

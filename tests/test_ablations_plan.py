@@ -648,6 +648,11 @@ def test_quicknet_ops_versus_random_and_listing_by_hand(tmp_path):
     # of the 6 splits into pairs, 2 (this one and its mirror) differ by 0.035 or more.
     assert rows["alphas (the row's cells)"]["minus_random"] == pytest.approx(0.035)
     assert rows["alphas (the row's cells)"]["p"] == pytest.approx(1 / 3)
+    # The figure: every run of each group at its OPs (not cached here: None, not drawn).
+    points = runs.blocks_points(18000)
+    assert [y for _, y in points["random"]] == [0.86, 0.88, 0.85]
+    assert [y for _, y in points["block_search"]] == [0.84, 0.86, 0.83, 0.87]
+    assert points["uniform_topk"] == []
     assert runs._random_blocks_markdown(18000, ablations.QUICKNET_OPS_RECORD,
                                         "quicknet_ops-random", "random blocks")[4:6] == [
         "| 0 | conv_5x5, skip_connect | 0.480M | 2 | 87.00 |",
@@ -752,6 +757,13 @@ def test_oneshot_rankings_by_hand(tmp_path):
     assert runs.retraining_agreement() == [
         {"seeds": (0, 1), "networks": 2, "tau": pytest.approx(1.0)}]
     assert runs.retraining_agreement(("bin_conv_3x3",)) == []
+    # The figure's points: search 0's supernets only (none ranked yet), then a uniform one's.
+    assert runs.oneshot_points() == {name: [] for name in ablations.ONESHOT_SEARCHES}
+    _cache(tmp_path / "r", "images-18000-block_search_uniform_oneshot-0", {"ranking": [
+        {"block_ops": c, "oneshot_top1": 0.75}, {"block_ops": d, "oneshot_top1": 0.7},
+        {"block_ops": b, "oneshot_top1": 0.5}]})
+    assert runs.oneshot_points()["block_search_uniform"] == [
+        (75.0, pytest.approx(0.88)), (50.0, pytest.approx(0.84))]
 
 
 def test_uniform_topk_selects_on_validation_among_the_one_shot_best(tmp_path):
