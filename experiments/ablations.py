@@ -72,8 +72,8 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   the long budget (seed 0), as block_search_long. block_search_uniform: SPOS / random search
   with weight sharing (`op_weights: uniform`): the supernet trained on uniformly drawn single
   paths, no architecture steps, the blocks the best of 100 networks drawn in the window by
-  one-shot accuracy; uniform_long: its networks at the long budget (seed 0), beside
-  block_search_long's random blocks.
+  one-shot accuracy; uniform_long: its networks and block_search_long's random blocks at the
+  long budget, seeds 0 to UNIFORM_LONG_SEEDS - 1 (seed 0's random runs are block_search_long's).
   NAME_seeds: each network a block search NAME found retrained with every seed (network
   means, as the random blocks have); block_search_long: block_search's networks and the first
   LONG_RANDOM QuickNets of random blocks at the long budget (seed 0), beside supernet_long's
@@ -137,6 +137,7 @@ SUPERNET_BASELINES = ("quicknet",)  # hand-designed networks sized to the same O
 TRANSITIONS = "quicknet"  # the `reduction` of the transitions stage
 LONG_RANDOM = 2  # the first random networks of the supernet row, retrained at the long budget
 #                 (2 so that the stage fits one session of this CPU; raise it to grow the stage)
+UNIFORM_LONG_SEEDS = 2  # uniform_long's seeds (the other long stages: seed 0), as QuickNet's
 # Fewer, wider binary ops per cell at the supernet row's OPs (issue 14): each template's
 # random networks against the row's (4 nodes, C = 8, stem 3C). Two nodes at C = 12 give 4
 # binary ops per cell that see 12, 24, 48 channels (QuickNet's see 16, 32, 64) where 8 ops
@@ -345,7 +346,8 @@ class Ablations:
             # The same check on the uniform (SPOS / RS-WS) search: its random networks are
             # block_search_long's (the same units).
             "uniform_long": lambda: self._long_blocks("block_search_uniform",
-                                                      "quicknet_ops-random"),
+                                                      "quicknet_ops-random",
+                                                      seeds=range(UNIFORM_LONG_SEEDS)),
             "oneshot_ranking": self.oneshot_ranking,
             "rsws": self.rsws,
             "uniform_topk": self.uniform_topk,
@@ -739,20 +741,24 @@ class Ablations:
         return max(range(UNIFORM_TOPK),
                    key=lambda j: (-1.0 if vals[j] is None else vals[j], -j))
 
-    def _long_blocks(self, name: str, random_name: str, record=None) -> list:
+    def _long_blocks(self, name: str, random_name: str, record=None, seeds=(0,)) -> list:
         """Block search `name`'s networks and the first LONG_RANDOM QuickNets of `record()`
-        (`<row>-RANDOM_NAME-J`), seed 0, retrained for the budget's long epochs."""
+        (`<row>-RANDOM_NAME-J`), each seed of `seeds`, retrained for the budget's long epochs
+        (seed by seed: the first seed's runs come first)."""
         label, exp = f"{self.supernet_label()}-long", self.exp
         sets = (f"epochs={exp.budget.budget_epochs[1]}",)
-        searched = [exp.train_unit(f"{label}-{name}-net-{search}_seed-0", "quicknet", 0,
-                                   model="quicknet", sets=sets, late_sets=functools.partial(
-                                       self._searched_blocks_sets, name, search))
-                    for search in self.seeds]
-        random = [exp.train_unit(f"{label}-{random_name}-{j}_seed-0", "quicknet", 0,
-                                 model="quicknet", sets=sets,
-                                 late_sets=functools.partial(self._random_blocks_sets, j, record))
-                  for j in range(LONG_RANDOM)]
-        return searched + random
+        units = []
+        for seed in seeds:
+            units += [exp.train_unit(f"{label}-{name}-net-{search}_seed-{seed}", "quicknet",
+                                     seed, model="quicknet", sets=sets,
+                                     late_sets=functools.partial(self._searched_blocks_sets,
+                                                                 name, search))
+                      for search in self.seeds]
+            units += [exp.train_unit(f"{label}-{random_name}-{j}_seed-{seed}", "quicknet", seed,
+                                     model="quicknet", sets=sets, late_sets=functools.partial(
+                                         self._random_blocks_sets, j, record))
+                      for j in range(LONG_RANDOM)]
+        return units
 
     # --- the report -------------------------------------------------------------------------
 
@@ -1013,7 +1019,8 @@ class Ablations:
                 self._row("the block search's networks (block_search, seed 0)",
                           *(f"images-{images}-long-block_search-net-{search}"
                             for search in self.seeds)),
-                self._row(f"the first {LONG_RANDOM} QuickNets of random blocks (seed 0)",
+                self._row(f"the first {LONG_RANDOM} QuickNets of random blocks (seed 0; "
+                          f"seeds 0-{UNIFORM_LONG_SEEDS - 1} where uniform_long ran)",
                           *(f"images-{images}-long-quicknet_ops-random-{j}"
                             for j in range(LONG_RANDOM))),
                 self._row("the dilation search's networks (block_search_dilation, seed 0)",
@@ -1022,7 +1029,8 @@ class Ablations:
                 self._row(f"the first {LONG_RANDOM} random dilation patterns (seed 0)",
                           *(f"images-{images}-long-dilation-random-{j}"
                             for j in range(LONG_RANDOM))),
-                self._row("the uniform search's networks (block_search_uniform, seed 0)",
+                self._row(f"the uniform search's networks (block_search_uniform, seeds "
+                          f"0-{UNIFORM_LONG_SEEDS - 1})",
                           *(f"images-{images}-long-block_search_uniform-net-{search}"
                             for search in self.seeds))],
             f"fewer, wider binary ops per cell at the {images:,} rows' OPs (random networks)": [

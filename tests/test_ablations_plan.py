@@ -122,12 +122,12 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # dilation_random: DILATION_RANDOM QuickNets of random dilation patterns x 2 seeds;
     # dilation_long: as block_search_long; oneshot_ranking: a ranking per search of each of
     # ONESHOT_SEARCHES; rsws: a ranking per search, each best x 2 seeds; uniform_long: its
-    # 2 networks; uniform_topk: a ranking per search, UNIFORM_TOPK selection runs per search,
-    # each pick x 2 seeds.
+    # 2 networks and LONG_RANDOM random blocks x UNIFORM_LONG_SEEDS; uniform_topk: a ranking
+    # per search, UNIFORM_TOPK selection runs per search, each pick x 2 seeds.
     templates = len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2
     families = sum(2 + family.random * 2 for name, family in ablations.FAMILIES.items()
                    if name != "transitions")
-    # Every key once, but uniform_long's random networks, block_search_long's units.
+    # Every key once, but uniform_long's seed-0 random networks, block_search_long's units.
     assert len(keys) - len(set(keys)) == ablations.LONG_RANDOM
     assert len(set(keys)) == (7 * 2 * 2 + 7 * 2 + 3 * 2 + 8 * 2 + 2 + 2 + 4 * 2
                               + 2 + 2 + ablations.LONG_RANDOM + templates
@@ -138,7 +138,8 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
                               + ablations.DILATION_RANDOM * 2
                               + 2 + ablations.LONG_RANDOM
                               + len(ablations.ONESHOT_SEARCHES) * 2 + 2 + 2 * 2
-                              + 2
+                              + (2 + ablations.LONG_RANDOM) * ablations.UNIFORM_LONG_SEEDS
+                              - ablations.LONG_RANDOM
                               + 2 + 2 * ablations.UNIFORM_TOPK + 2 * 2)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
@@ -584,29 +585,31 @@ def test_block_search_seeds_retrain_each_searched_network_with_every_seed(tmp_pa
             assert unit.spec() == own[f"images-18000-block_search_seed-{seed}"].spec()
 
 
-@pytest.mark.parametrize("stage, search, random, record", [
-    ("block_search_long", "block_search", "quicknet_ops-random", "quicknet_ops_record"),
-    ("dilation_long", "block_search_dilation", "dilation-random", "dilation_record"),
-    ("uniform_long", "block_search_uniform", "quicknet_ops-random", "quicknet_ops_record")])
+@pytest.mark.parametrize("stage, search, random, record, seeds", [
+    ("block_search_long", "block_search", "quicknet_ops-random", "quicknet_ops_record", 1),
+    ("dilation_long", "block_search_dilation", "dilation-random", "dilation_record", 1),
+    ("uniform_long", "block_search_uniform", "quicknet_ops-random", "quicknet_ops_record",
+     ablations.UNIFORM_LONG_SEEDS)])
 def test_long_stages_retrain_the_searched_and_random_blocks_at_the_long_budget(
-        tmp_path, stage, search, random, record):
+        tmp_path, stage, search, random, record, seeds):
     runs, _ = _supernet_row(tmp_path)
     found = [["bin_dil_conv_5x5"] * 2 + ["avg_pool_3x3"] * 4, ["bin_conv_3x3"] * 6]
     for index, ops in enumerate(found):
         _cache(tmp_path / "r", f"images-18000-{search}_search-{index}",
                {"blocks": {"ops": ops}})
     units = runs.stages()[stage]()
-    assert [unit.key for unit in units] == [
-        *(f"images-18000-long-{search}-net-{index}_seed-0" for index in (0, 1)),
-        *(f"images-18000-long-{random}-{j}_seed-0" for j in range(ablations.LONG_RANDOM))]
+    assert [unit.key for unit in units] == [key for seed in range(seeds) for key in (
+        *(f"images-18000-long-{search}-net-{index}_seed-{seed}" for index in (0, 1)),
+        *(f"images-18000-long-{random}-{j}_seed-{seed}" for j in range(ablations.LONG_RANDOM)))]
     record = getattr(runs, record)()
     expected = found + [network["block_ops"]
                         for network in record["networks"][:ablations.LONG_RANDOM]]
-    for unit, ops in zip(units, expected):
+    for index, unit in enumerate(units):
         config = config_lib.load("train", [protocol.ROOT / runs.exp.budget.train_config],
                                  _sets(unit))
-        assert (config["epochs"], config["seed"]) == (runs.exp.budget.budget_epochs[1], 0)
-        assert config["baselines"]["quicknet"]["ops"] == ops
+        assert config["epochs"] == runs.exp.budget.budget_epochs[1]
+        assert config["seed"] == index // len(expected)
+        assert config["baselines"]["quicknet"]["ops"] == expected[index % len(expected)]
         assert unit.epochs == runs.exp.budget.budget_epochs[1]
 
 
