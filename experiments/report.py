@@ -151,9 +151,9 @@ def run_text(result: dict, digits: int = 2, suffix: str = "") -> str:
 def scatter_runs(groups: dict, path, *, title: str, x_label: str = "OPs (FLOPs + BOPs/64)",
                  y_label: str = "test top-1 (%)", log_x: bool = True,
                  count: str = "runs") -> pathlib.Path:
-    """Top-1 of every run against its OPs, one colour per group (`groups`: label -> list of
-    (x, top1)); the group named `random` is drawn first, in grey, as a cloud. `count`: what a
-    point is, for the legend."""
+    """Top-1 of every run against its OPs (or another `x_label`), one colour per group
+    (`groups`: label -> list of (x, top1)); the group named `random` is drawn first, in grey,
+    as a cloud. `count`: what a point is, for the legend."""
     with _figure(path, title=title, x_label=x_label, y_label=y_label) as axes:
         for label in sorted(groups, key=lambda label: label != "random"):
             points = [(x, y) for x, y in groups[label] if x is not None and y is not None]

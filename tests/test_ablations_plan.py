@@ -4,6 +4,7 @@ build the module they name, K rows differ from the reference, early_stop rows ru
 the supernet row trains on 3x the reference's images."""
 import dataclasses
 import json
+import shutil
 
 import pytest
 import yaml
@@ -26,15 +27,33 @@ def _cache(folder, key, result, budget="full", spec=None):
         "result": result})
 
 
-def _supernet_row(tmp_path):
+def _supernet_row(tmp_path, records=None):
     """Ablations whose supernet row has finished: search K found EBNAS's genotype (K = 0) or
-    UBNAS's Fashion-MNIST one (K = 1), DARTS-PT the other."""
+    UBNAS's Fashion-MNIST one (K = 1), DARTS-PT the other. `records`: a folder whose drawn
+    records (the `row_records` fixture's) are copied in, so that the stage is not drawn again."""
     runs = _ablations(tmp_path)
     found = [published("EBNAS").to_dict(), published("UBNAS_FASHION_MNIST").to_dict()]
     for seed in runs.seeds:
         _cache(tmp_path / "r", f"images-18000_search-{seed}", {"genotype": found[seed]})
         _cache(tmp_path / "r", f"images-18000_pt-{seed}", {"genotype": found[1 - seed]})
+    for record in (records.glob("*.json") if records else ()):
+        shutil.copy(record, tmp_path / "r" / record.name)
     return runs, found
+
+
+@pytest.fixture(scope="module")
+def row_records(tmp_path_factory):
+    """The records the supernet row's stages draw once (random genotypes, QuickNet's size,
+    QuickNets of random blocks, random dilation patterns: 5-10 s each, building and costing
+    networks), drawn once for the tests that use them rather than test them; the tests of the
+    draws themselves draw their own."""
+    folder = tmp_path_factory.mktemp("row")
+    runs, _ = _supernet_row(folder)
+    runs.supernet_random_genotypes()
+    runs.supernet_baseline_sizes()
+    runs.quicknet_ops_record()
+    runs.dilation_record()
+    return folder / "r"
 
 
 def _sets(unit):
@@ -414,9 +433,9 @@ def test_a_family_with_its_own_searches_compares_them_with_its_random_networks(t
          sign_width=1.25, weight_clip=1.25)),
 ])
 def test_a_family_retrains_the_rows_genotypes_and_random_networks_with_its_change(
-        tmp_path, family, changed):
+        tmp_path, row_records, family, changed):
     random = ablations.FAMILIES[family].random
-    runs, found = _supernet_row(tmp_path)
+    runs, found = _supernet_row(tmp_path, row_records)
     units = runs.stages()[family]()
     # Search K's genotype retrained with seed K, then every random network's seed 0 before any
     # seed 1 (a stage stopped half-way has one run of each network).
@@ -439,11 +458,11 @@ def test_a_family_retrains_the_rows_genotypes_and_random_networks_with_its_chang
 
 
 def test_supernet_long_retrains_the_row_quicknet_and_random_networks_at_the_long_budget(
-        tmp_path):
+        tmp_path, row_records):
     from ubnas_tf.network.baselines import build_baseline
     from ubnas_tf.network.cost import profile
 
-    runs, found = _supernet_row(tmp_path)
+    runs, found = _supernet_row(tmp_path, row_records)
     units = runs.stages()["supernet_long"]()
     assert [u.key for u in units] == (
         ["images-18000-long_seed-0", "images-18000-long_seed-1",
@@ -523,13 +542,13 @@ def test_quicknet_ops_retrain_quicknets_of_random_blocks_in_the_rows_window(tmp_
 
 
 @pytest.mark.parametrize("name", list(ablations.BLOCK_SEARCHES))
-def test_block_search_searches_in_the_quicknet_ops_window_and_retrains_its_blocks(tmp_path,
-                                                                                    name):
+def test_block_search_searches_in_the_quicknet_ops_window_and_retrains_its_blocks(
+        tmp_path, row_records, name):
     from ubnas_tf.network.baselines import build_baseline
     from ubnas_tf.network.cost import profile
     from ubnas_tf.search.block_architect import BlockCostModel, block_primitives
 
-    runs, _ = _supernet_row(tmp_path)
+    runs, _ = _supernet_row(tmp_path, row_records)
     units = runs.stages()[name]()
     assert [u.key for u in units] == [
         *(f"images-18000-{name}_search-{seed}" for seed in (0, 1)),
@@ -564,8 +583,8 @@ def test_block_search_searches_in_the_quicknet_ops_window_and_retrains_its_block
         assert f"section2_block1_{found[seed][-1]}" in {layer.name for layer in model.layers}
 
 
-def test_block_search_seeds_retrain_each_searched_network_with_every_seed(tmp_path):
-    runs, _ = _supernet_row(tmp_path)
+def test_block_search_seeds_retrain_each_searched_network_with_every_seed(tmp_path, row_records):
+    runs, _ = _supernet_row(tmp_path, row_records)
     found = [["bin_conv_3x3"] * 6, ["bin_conv_5x5", "avg_pool_3x3", "bin_conv_3x3",
                                     "skip_connect", "max_pool_3x3", "bin_dil_conv_3x3"]]
     for search, ops in enumerate(found):
@@ -591,8 +610,8 @@ def test_block_search_seeds_retrain_each_searched_network_with_every_seed(tmp_pa
     ("uniform_long", "block_search_uniform", "quicknet_ops-random", "quicknet_ops_record",
      ablations.UNIFORM_LONG_SEEDS)])
 def test_long_stages_retrain_the_searched_and_random_blocks_at_the_long_budget(
-        tmp_path, stage, search, random, record, seeds):
-    runs, _ = _supernet_row(tmp_path)
+        tmp_path, row_records, stage, search, random, record, seeds):
+    runs, _ = _supernet_row(tmp_path, row_records)
     found = [["bin_dil_conv_5x5"] * 2 + ["avg_pool_3x3"] * 4, ["bin_conv_3x3"] * 6]
     for index, ops in enumerate(found):
         _cache(tmp_path / "r", f"images-18000-{search}_search-{index}",
@@ -769,8 +788,8 @@ def test_oneshot_rankings_by_hand(tmp_path):
         (75.0, pytest.approx(0.88)), (50.0, pytest.approx(0.84))]
 
 
-def test_uniform_topk_selects_on_validation_among_the_one_shot_best(tmp_path):
-    runs, _ = _supernet_row(tmp_path)
+def test_uniform_topk_selects_on_validation_among_the_one_shot_best(tmp_path, row_records):
+    runs, _ = _supernet_row(tmp_path, row_records)
     label, top = "images-18000", ablations.UNIFORM_TOPK
     networks = [[op] * 6 for op in ("bin_conv_3x3", "bin_conv_5x5", "bin_dil_conv_3x3",
                                     "bin_dil_conv_5x5", "max_pool_3x3")]

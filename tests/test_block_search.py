@@ -304,7 +304,9 @@ def test_uniform_op_weights_are_one_hot_single_paths_drawn_uniformly(cost_model)
 
 def test_uniform_search_trains_the_weights_only_and_returns_the_one_shot_best(tmp_path):
     quiet = lambda *args: None  # noqa: E731
-    config = _config(op_weights="uniform", candidates=5, **{"ops_budget.target": "null"})
+    # Seed 4: the candidates' draw follows the search's seed, which rank_blocks must be given.
+    config = _config(op_weights="uniform", candidates=5, seed=4,
+                     **{"ops_budget.target": "null"})
     blocks = run_block_search(config, dataset="demo", output_dir=tmp_path, print_fn=quiet)
     log = _log(tmp_path)
     assert [r["arch_updates"] for r in log] == [False, False]  # no architecture step at all
@@ -327,3 +329,4 @@ def test_uniform_search_trains_the_weights_only_and_returns_the_one_shot_best(tm
     assert [e["block_ops"] for e in again["ranking"]] == \
         [e["block_ops"] for e in ranking["ranking"]]
     assert [e["oneshot_top1"] for e in again["ranking"]] == pytest.approx(scores, abs=1e-6)
+    assert again["drawn"] == {"count": 5, "seed": 4}
