@@ -734,12 +734,10 @@ class Ablations:
         return f"{self.supernet_label()}-uniform_topk-{search}-{j}_seed-{SELECTION_SEED}"
 
     def uniform_selected(self, search: int) -> int:
-        """The one-shot rank of uniform search `search`'s selected network: the highest
-        val_top1 of its selection runs (ties: the better one-shot rank; a diverged run never)."""
-        vals = [self.exp.result(self._selection_key(search, j))["val_top1"]
-                for j in range(UNIFORM_TOPK)]
-        return max(range(UNIFORM_TOPK),
-                   key=lambda j: (-1.0 if vals[j] is None else vals[j], -j))
+        """The one-shot rank of uniform search `search`'s selected network (`_pick`), once
+        every selection run has run (else a one-line error naming the stage)."""
+        return _pick([self.exp.result(self._selection_key(search, j))["val_top1"]
+                      for j in range(UNIFORM_TOPK)])
 
     def _long_blocks(self, name: str, random_name: str, record=None, seeds=(0,)) -> list:
         """Block search `name`'s networks and the first LONG_RANDOM QuickNets of `record()`
@@ -1317,10 +1315,10 @@ class Ablations:
             searched = self.exp.cached(
                 f"images-{images}-block_search_uniform_search-{search}")
             ranking = rank["result"]["ranking"][:UNIFORM_TOPK]
-            vals = [unit["result"]["val_top1"] if unit else None for unit in (
-                self.exp.cached(f"images-{images}-uniform_topk-{search}-{j}_seed-"
-                                f"{SELECTION_SEED}") for j in range(len(ranking)))]
-            picked = None if None in vals else self.uniform_selected(search)
+            units = [self.exp.cached(self._selection_key(search, j))
+                     for j in range(len(ranking))]
+            vals = [unit["result"]["val_top1"] if unit else None for unit in units]
+            picked = None if None in units else _pick(vals)
             retrained = mean_std([r["train"]["test_top1"] for r in
                                   self._runs(f"images-{images}-uniform_topk-net-{search}")])
             for j, entry in enumerate(ranking):
@@ -1354,6 +1352,12 @@ class Ablations:
                 f"{'yes' if pair['same_genotype'] else 'no'} | "
                 f"{percent(pair['test_top1'][0])} / {percent(pair['test_top1'][1])} |")
         return lines + [""]
+
+
+def _pick(vals: list) -> int:
+    """The index of the highest validation top-1 (ties: the lower index, the better one-shot
+    rank; None, a diverged run, is never picked)."""
+    return max(range(len(vals)), key=lambda j: (-1.0 if vals[j] is None else vals[j], -j))
 
 
 def _blocks_text(ops: list) -> str:
