@@ -15,8 +15,9 @@ $(STAMP): setup.py constraints.txt
 install: $(STAMP)
 
 # One pytest worker per core (at most 4), a test file per worker (its module fixtures built
-# once). On the idle 2-core CPU: 642 tests in 1,059-1,119 s (1,193 s before test_ablations_plan drew
-# its records once per module; 2026-12-07, evening), 641 in 1,023-1,040 s, 628 in 964 s, 623 in
+# once). On the idle 2-core CPU: 642 tests in 1,059-1,119 s (1,193 s before
+# test_ablations_plan drew its records once per module; 2026-12-07, evening), 641 in
+# 1,023-1,040 s, 628 in 964 s, 623 in
 # 847-964 s (548 took 1,226 s one test at a time); 641 took 1,378 s beside two experiment
 # processes for its first half, 628 took 1,456 s beside two, 623 took 1,169 s with two for most
 # of the run, 594 took 1,040 s beside one, 1,473 s beside two (2026-12-07); beside two, 548 took
