@@ -85,6 +85,13 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   every seed. uniform_topk: model selection on the validation split among the uniform
   search's one-shot best: each search's ranking run again, its UNIFORM_TOPK best trained once
   with SELECTION_SEED (no reported run's seed), the highest val top-1 retrained with every seed.
+- block_search_uniform_narrow: width against depth at the same OPs. The uniform search in
+  NARROW_TEMPLATE (widths [12, 24, 48] x 5 blocks a section: less float OPs, so 15 blocks fit
+  the window where QuickNet's template fits 6 binary convs), the same window; narrow: its
+  hand-designed point (QuickNet's block at all 15 positions) and its random baseline
+  (NARROW_RANDOM QuickNets of random blocks in it), every seed each; narrow_long: the
+  search's networks, the first LONG_RANDOM random ones and QuickNet's block in that template
+  at the long budget, seeds 0 to UNIFORM_LONG_SEEDS - 1.
 
 A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
 runs one seed's search and retraining per process.
@@ -111,9 +118,9 @@ flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early
                     "quicknet_block | retrain_module | quicknet_search | quicknet_ops | "
                     "block_search | block_search_gumbel | block_search_qsearch | "
                     "block_search_budget | block_search_dilation | block_search_uniform | "
-                    "NAME_seeds of each of those six | dilation_random | block_search_long | "
-                    "dilation_long | uniform_long | oneshot_ranking | rsws | uniform_topk | "
-                    "report | all; "
+                    "block_search_uniform_narrow | NAME_seeds of each of those seven | "
+                    "dilation_random | block_search_long | dilation_long | uniform_long | "
+                    "oneshot_ranking | rsws | uniform_topk | narrow | narrow_long | report | all; "
                     "NAME:K runs the K-th part of a stage, NAME@K/N its K-th share of N "
                     "processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
@@ -185,7 +192,21 @@ BLOCK_SEARCHES = {"block_search": (), "block_search_gumbel": ("op_weights=gumbel
                                             "ops_budget.target=null"),
                   # SPOS / RS-WS: uniform single paths, no alphas; the blocks the best of 100
                   # networks drawn in the window by one-shot accuracy (search/oneshot.py).
-                  "block_search_uniform": ("op_weights=uniform",)}
+                  "block_search_uniform": ("op_weights=uniform",),
+                  # The same search in NARROW_TEMPLATE (BLOCK_TEMPLATES), the same window.
+                  "block_search_uniform_narrow": ("op_weights=uniform",)}
+# Width against depth at the same OPs (issue 14). In QuickNet's template at the window's OPs the
+# float stem, transitions and head take 350k of QuickNet's 520k OPs: the window admits at most
+# 6 binary 3x3 convs, so block choices have little to trade. Narrower sections cost a quarter
+# less float (216k at [12, 24, 48]) and a binary 3x3 conv 0.56x, so 15 blocks fit: all 3x3
+# convs is 0.454M, inside the window. The searches named here run in the template given
+# (filters and blocks over the window's), their random baseline is NARROW_RANDOM QuickNets of
+# random blocks in it, and QuickNet's own block at every position of it is the hand-designed
+# point (`narrow` stage).
+NARROW_TEMPLATE = {"filters": [12, 24, 48], "blocks": [5, 5, 5]}
+BLOCK_TEMPLATES = {"block_search_uniform_narrow": NARROW_TEMPLATE}
+NARROW_RANDOM = 4  # random networks of the narrow template, every seed each
+NARROW_RECORD = "narrow_random.json"  # their blocks, drawn once
 
 
 @dataclasses.dataclass(frozen=True)
@@ -351,6 +372,8 @@ class Ablations:
             "oneshot_ranking": self.oneshot_ranking,
             "rsws": self.rsws,
             "uniform_topk": self.uniform_topk,
+            "narrow": self.narrow,
+            "narrow_long": self.narrow_long,
             **{name: functools.partial(self.family, name) for name in FAMILIES},
             **{name: functools.partial(self.searched_with, name) for name in SEARCHED_WITH},
         }
@@ -581,10 +604,10 @@ class Ablations:
 
     def block_search(self, name: str) -> list:
         """A block-level search (tools/search_blocks.py with BLOCK_SEARCHES[name]) in the
-        QuickNets' template of quicknet_ops, budgeted to the same OPs window, on the supernet
-        row's images; each search K's blocks retrained with seed K as `<row>-NAME_seed-K`."""
-        record = self.quicknet_ops_record()
-        settings = record["settings"]
+        template `search_settings(name)` (quicknet_ops's unless BLOCK_TEMPLATES names another),
+        budgeted to quicknet_ops's OPs window, on the supernet row's images; each search K's
+        blocks retrained with seed K as `<row>-NAME_seed-K`."""
+        record, settings = self.quicknet_ops_record(), self.search_settings(name)
         search_sets = (f"max_examples={self.supernet_images()}",
                        f"ops_budget.target={record['target_ops']}",
                        f"ops_budget.tolerance={record['tolerance']}",
@@ -599,17 +622,70 @@ class Ablations:
                   for seed in self.seeds]
         return searches + trains
 
-    def _blocks_sets(self, ops: list) -> tuple:
-        """The retraining overrides of QuickNet's template (the row's) with blocks `ops`."""
+    def search_settings(self, name: str) -> dict:
+        """The template (filters, blocks) block search `name` searches in: the row's QuickNet
+        size (quicknet_ops_record) unless BLOCK_TEMPLATES names another."""
+        return {**self.quicknet_ops_record()["settings"], **BLOCK_TEMPLATES.get(name, {})}
+
+    def _blocks_sets(self, ops: list, settings=None) -> tuple:
+        """The retraining overrides of QuickNet's template (`settings`, default the row's)
+        with blocks `ops`."""
         from experiments.ops_matching import settings_as_sets
 
-        return settings_as_sets("quicknet", {**self.quicknet_ops_record()["settings"],
-                                             "ops": ops})
+        settings = settings or self.quicknet_ops_record()["settings"]
+        return settings_as_sets("quicknet", {**settings, "ops": ops})
 
     def _searched_blocks_sets(self, name: str, search: int) -> tuple:
         """The retraining overrides of block search `search` of BLOCK_SEARCHES[name]."""
         return self._blocks_sets(
-            self.exp.result(f"{self.supernet_label()}-{name}_search-{search}")["blocks"]["ops"])
+            self.exp.result(f"{self.supernet_label()}-{name}_search-{search}")["blocks"]["ops"],
+            self.search_settings(name))
+
+    def narrow_record(self) -> dict:
+        """NARROW_RANDOM QuickNets of NARROW_TEMPLATE with random blocks in the window of
+        quicknet_ops_record, written once as NARROW_RECORD."""
+        def make():
+            from experiments.ops_matching import random_block_ops_record
+
+            window = self.quicknet_ops_record()
+            return random_block_ops_record(
+                self.search_settings("block_search_uniform_narrow"), self.exp.dataset_info(),
+                count=NARROW_RANDOM, target=window["target_ops"],
+                tolerance=window["tolerance"])
+
+        return self.exp.written_once(NARROW_RECORD, make)
+
+    def narrow(self) -> list:
+        """NARROW_TEMPLATE's hand-designed point and random baseline, every seed (seed by
+        seed): QuickNet's block at every position (`<row>-narrow-quicknet`) and the
+        QuickNets of random blocks of narrow_record (`<row>-narrow-random-J`)."""
+        label = f"{self.supernet_label()}-narrow"
+        units = []
+        for seed in self.seeds:
+            units.append(self.exp.train_unit(f"{label}-quicknet_seed-{seed}", "quicknet", seed,
+                                             model="quicknet", sets=self._narrow_quicknet_sets()))
+            units += [self.exp.train_unit(
+                f"{label}-random-{j}_seed-{seed}", "quicknet", seed, model="quicknet",
+                sets=functools.partial(self._random_blocks_sets, j, self.narrow_record))
+                for j in range(NARROW_RANDOM)]
+        return units
+
+    def _narrow_quicknet_sets(self) -> tuple:
+        """The retraining overrides of QuickNet's block at every position of NARROW_TEMPLATE."""
+        from experiments.ops_matching import settings_as_sets
+
+        return settings_as_sets("quicknet", self.search_settings("block_search_uniform_narrow"))
+
+    def narrow_long(self) -> list:
+        """The budget check on the narrow template, seeds 0 to UNIFORM_LONG_SEEDS - 1: its
+        uniform search's networks and first LONG_RANDOM random networks (`_long_blocks`), then
+        QuickNet's block at every position of it, at the budget's long epochs."""
+        seeds, exp = range(UNIFORM_LONG_SEEDS), self.exp
+        sets = (f"epochs={exp.budget.budget_epochs[1]}", *self._narrow_quicknet_sets())
+        return self._long_blocks("block_search_uniform_narrow", "narrow-random",
+                                 self.narrow_record, seeds=seeds) + [
+            exp.train_unit(f"{self.supernet_label()}-long-narrow-quicknet_seed-{seed}",
+                           "quicknet", seed, model="quicknet", sets=sets) for seed in seeds]
 
     def block_search_seeds(self, name: str) -> list:
         """Each network a block search of BLOCK_SEARCHES[name] found, retrained with every
@@ -646,7 +722,7 @@ class Ablations:
                     ("dilation-random", DILATION_RANDOM, self.dilation_record())):
                 labelled += [(f"{label}-{name}-{j}", record["networks"][j]["block_ops"])
                              for j in range(count)]
-            for name in BLOCK_SEARCHES:
+            for name in _row_template_searches():
                 labelled += [(f"{label}-{name}-net-{search}", self.exp.result(
                     f"{label}-{name}_search-{search}")["blocks"]["ops"])
                     for search in self.seeds]
@@ -880,16 +956,51 @@ class Ablations:
         return self.versus_random(f"{label}-quicknet_ops-random", (
             *self._baselines(label), ("alphas (the row's cells)", self._seed_networks(label)),
             *((f"{name} (its blocks)", self._seed_networks(f"{label}-{name}"))
-              for name in BLOCK_SEARCHES),
+              for name in _row_template_searches()),
             *((f"{name}, every seed (network means)", self._network_means(
                 f"{label}-{name}-net-{search}" for search in self.seeds))
-              for name in BLOCK_SEARCHES),
+              for name in _row_template_searches()),
             (f"RS-WS, {RSWS_SEARCH}'s supernets (network means)", self._network_means(
                 f"{label}-rsws-net-{search}" for search in self.seeds)),
             (f"block_search_uniform, validation's pick of its one-shot top {UNIFORM_TOPK} "
              "(network means)", self._network_means(
                  f"{label}-uniform_topk-net-{search}" for search in self.seeds))),
             networks=QUICKNET_OPS_RANDOM)
+
+    def _narrow_rows(self, images: int) -> list:
+        """The report's rows of the narrow template: QuickNet's block at every position, its
+        random blocks, the search in it; QuickNet and the uniform search in the row's template
+        beside them."""
+        label, name = f"images-{images}", "block_search_uniform_narrow"
+        row_template = _template_text(self.search_settings("block_search"))
+        return [
+            *(self._row(f"{baseline} ({row_template})", f"{label}-{baseline}")
+              for baseline in SUPERNET_BASELINES),
+            self._row(f"blocks searched (block_search_uniform, {row_template}), every network "
+                      "x every seed", *(f"{label}-block_search_uniform-net-{search}"
+                                        for search in self.seeds)),
+            self._row("QuickNet's block at every position", f"{label}-narrow-quicknet"),
+            self._row("random blocks of the binary space",
+                      *(f"{label}-narrow-random-{j}" for j in range(NARROW_RANDOM))),
+            self._row(f"blocks searched ({name})", f"{label}-{name}"),
+            self._row(f"blocks searched ({name}), every network x every seed",
+                      *(f"{label}-{name}-net-{search}" for search in self.seeds))]
+
+    def narrow_versus_random(self, images: int) -> list:
+        """The narrow template's search and QuickNet's block in it, and the row's QuickNet
+        and uniform search, against the narrow template's random blocks (all in the window)."""
+        label, name = f"images-{images}", "block_search_uniform_narrow"
+        return self.versus_random(f"{label}-narrow-random", (
+            *((f"{baseline} ({_template_text(self.search_settings('block_search'))})",
+               self._network_means([f"{label}-{baseline}"])) for baseline in SUPERNET_BASELINES),
+            ("block_search_uniform, every seed (network means)", self._network_means(
+                f"{label}-block_search_uniform-net-{search}" for search in self.seeds)),
+            ("QuickNet's block at every position", self._network_means(
+                [f"{label}-narrow-quicknet"])),
+            (f"{name} (its blocks)", self._seed_networks(f"{label}-{name}")),
+            (f"{name}, every seed (network means)", self._network_means(
+                f"{label}-{name}-net-{search}" for search in self.seeds))),
+            networks=NARROW_RANDOM)
 
     def dilation_versus_random(self, images: int) -> list:
         """QuickNet (the sub-space's all-plain corner) and the dilation search against the
@@ -908,8 +1019,9 @@ class Ablations:
         runs = self._runs(f"images-{images}-{name}")
         if not runs:
             return []
-        lines = [f"Block searches (`{name}`; blocks in order, two per stage; search K "
-                 "retrained with seed K):", "",
+        template = _template_text(self.search_settings(name))
+        lines = [f"Block searches (`{name}`, {template}; blocks in order; search K retrained "
+                 "with seed K):", "",
                  "| search | blocks | OPs | search s | last change (epoch) | test top-1 |",
                  "|---|---|---|---|---|---|"]
         for run in runs:
@@ -928,9 +1040,11 @@ class Ablations:
         path = self.exp.results_dir / record
         if not path.is_file():
             return []
-        lines = [f"QuickNets of {what} (`{record}`; blocks in order, two per stage):", "",
+        drawn = json.loads(path.read_text())
+        lines = [f"QuickNets of {what} (`{record}`, {_template_text(drawn['settings'])}; "
+                 "blocks in order):", "",
                  "| network | blocks | OPs | runs | test top-1 (mean) |", "|---|---|---|---|---|"]
-        for j, network in enumerate(json.loads(path.read_text())["networks"]):
+        for j, network in enumerate(drawn["networks"]):
             runs = self._runs(f"images-{images}-{label}-{j}")
             stats = mean_std([r["train"]["test_top1"] for r in runs])
             mean = percent(stats[0]) if stats else "-"
@@ -1030,7 +1144,17 @@ class Ablations:
                 self._row(f"the uniform search's networks (block_search_uniform, seeds "
                           f"0-{UNIFORM_LONG_SEEDS - 1})",
                           *(f"images-{images}-long-block_search_uniform-net-{search}"
-                            for search in self.seeds))],
+                            for search in self.seeds)),
+                self._row(f"{_template_text(NARROW_TEMPLATE)}: the uniform search's networks "
+                          f"(block_search_uniform_narrow, seeds 0-{UNIFORM_LONG_SEEDS - 1})",
+                          *(f"images-{images}-long-block_search_uniform_narrow-net-{search}"
+                            for search in self.seeds)),
+                self._row(f"{_template_text(NARROW_TEMPLATE)}: its first {LONG_RANDOM} "
+                          "networks of random blocks",
+                          *(f"images-{images}-long-narrow-random-{j}"
+                            for j in range(LONG_RANDOM))),
+                self._row(f"{_template_text(NARROW_TEMPLATE)}: QuickNet's block at every "
+                          "position", f"images-{images}-long-narrow-quicknet")],
             f"fewer, wider binary ops per cell at the {images:,} rows' OPs (random networks)": [
                 self._row(f"4 nodes, C = 8, stem 3C (the {images:,} rows' random networks)",
                           *(f"images-{images}-random-{j}" for j in range(SUPERNET_RANDOM))),
@@ -1046,10 +1170,10 @@ class Ablations:
                           *(f"images-{images}-quicknet_ops-random-{j}"
                             for j in range(QUICKNET_OPS_RANDOM))),
                 *(self._row(f"blocks searched ({name})", f"images-{images}-{name}")
-                  for name in BLOCK_SEARCHES),
+                  for name in _row_template_searches()),
                 *(self._row(f"blocks searched ({name}), every network x every seed",
                             *(f"images-{images}-{name}-net-{search}" for search in self.seeds))
-                  for name in BLOCK_SEARCHES),
+                  for name in _row_template_searches()),
                 self._row(f"RS-WS's best of {RSWS_CANDIDATES} ({RSWS_SEARCH}'s supernets), "
                           "every network x every seed",
                           *(f"images-{images}-rsws-net-{search}" for search in self.seeds)),
@@ -1060,6 +1184,8 @@ class Ablations:
                 self._row("random dilation patterns of QuickNet's block (its OPs)",
                           *(f"images-{images}-dilation-random-{j}"
                             for j in range(DILATION_RANDOM)))],
+            f"{_template_text(NARROW_TEMPLATE)} at the {images:,} rows' OPs (width against "
+            "depth)": self._narrow_rows(images),
         }
         lines = [f"Budget `{self.exp.budget.name}` on `{self.exp.budget.dataset}`, "
                  f"{self.exp.budget.seeds} seeds per row (`runs`: more where `--seeds` added "
@@ -1098,6 +1224,7 @@ class Ablations:
         templates = self.templates_versus_random(images)
         blocks = self.quicknet_ops_versus_random(images)
         dilation = self.dilation_versus_random(images)
+        narrow = self.narrow_versus_random(images)
         lines += self._versus_random_markdown(
             versus, f"Against the random networks at the {images:,} rows' OPs")
         lines += self._versus_random_markdown(
@@ -1115,10 +1242,15 @@ class Ablations:
             dilation, "QuickNet and the dilation search against QuickNets of random dilation "
                       "patterns (`random`: each block QuickNet's 3x3 block, plain or dilated; "
                       "all at QuickNet's OPs)")
+        lines += self._versus_random_markdown(
+            narrow, f"In {_template_text(NARROW_TEMPLATE)}, against its QuickNets of random "
+                    "blocks (`random`), all in the same OPs window")
         lines += self._random_blocks_markdown(images, QUICKNET_OPS_RECORD, "quicknet_ops-random",
                                               "random blocks")
         lines += self._random_blocks_markdown(images, DILATION_RECORD, "dilation-random",
                                               "random dilation patterns")
+        lines += self._random_blocks_markdown(images, NARROW_RECORD, "narrow-random",
+                                              "random blocks")
         for name in BLOCK_SEARCHES:
             lines += self._block_search_markdown(images, name)
         oneshot = self.oneshot_rankings(images)
@@ -1137,6 +1269,7 @@ class Ablations:
                                                  "templates_versus_random": templates,
                                                  "quicknet_ops_versus_random": blocks,
                                                  "dilation_versus_random": dilation,
+                                                 "narrow_versus_random": narrow,
                                                  "oneshot_rankings": oneshot,
                                                  "retraining_agreement": agreement,
                                                  **{f"{name}_versus_random": rows
@@ -1221,6 +1354,22 @@ class Ablations:
                for name in ("block_search", "block_search_gumbel", "block_search_uniform")},
             "rsws": [f"{label}-rsws-net-{search}" for search in self.seeds],
             "uniform_topk": [f"{label}-uniform_topk-net-{search}" for search in self.seeds]}
+        return self._points(groups)
+
+    def narrow_points(self, images: int) -> dict:
+        """(OPs, test top-1) of every retraining in the narrow template (its random blocks,
+        QuickNet's block, the uniform search), beside QuickNet and the uniform search in the
+        row's template."""
+        label, name = f"images-{images}", "block_search_uniform"
+        return self._points({
+            "random": [f"{label}-narrow-random-{j}" for j in range(NARROW_RANDOM)],
+            **{baseline: [f"{label}-{baseline}"] for baseline in SUPERNET_BASELINES},
+            name: [f"{label}-{name}-net-{search}" for search in self.seeds],
+            "QuickNet's block, narrow": [f"{label}-narrow-quicknet"],
+            f"{name}_narrow": [f"{label}-{name}_narrow-net-{search}" for search in self.seeds]})
+
+    def _points(self, groups: dict) -> dict:
+        """Group -> (OPs, test top-1) of every run of its labels."""
         return {name: [(r["train"].get("ops"), r["train"]["test_top1"])
                        for key in keys for r in self._runs(key)]
                 for name, keys in groups.items()}
@@ -1242,6 +1391,9 @@ class Ablations:
         return [scatter_runs(self.blocks_points(images), out / "blocks_versus_random.png",
                              title=f"QuickNet's template at the {images:,} rows' OPs: every "
                              "retraining", log_x=False),
+                scatter_runs(self.narrow_points(images), out / "narrow_versus_random.png",
+                             title=f"{_template_text(NARROW_TEMPLATE)} (grey: its random "
+                             "blocks) and QuickNet's template", log_x=False),
                 scatter_runs(self.oneshot_points(), out / "oneshot_versus_retrained.png",
                              title="One-shot top-1 (search 0's supernet) against the "
                              "retrained mean", x_label="one-shot top-1 (%)",
@@ -1358,6 +1510,16 @@ def _pick(vals: list) -> int:
     """The index of the highest validation top-1 (ties: the lower index, the better one-shot
     rank; None, a diverged run, is never picked)."""
     return max(range(len(vals)), key=lambda j: (-1.0 if vals[j] is None else vals[j], -j))
+
+
+def _row_template_searches() -> list:
+    """The block searches in the row's QuickNet template (none of BLOCK_TEMPLATES)."""
+    return [name for name in BLOCK_SEARCHES if name not in BLOCK_TEMPLATES]
+
+
+def _template_text(settings: dict) -> str:
+    """"widths [16, 32, 64] x blocks [2, 2, 2]" for a table."""
+    return f"widths {settings['filters']} x blocks {settings['blocks']}"
 
 
 def _blocks_text(ops: list) -> str:

@@ -74,9 +74,10 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     for seed in runs.seeds:  # the selections: the supernet row's, compare.py's
         _cache(tmp_path / "r", f"images-18000_pt-{seed}", {"genotype": genotype})
         _cache(tmp_path / "compare", f"derive_pt-{seed}", {"genotype": genotype})
-        for name in ablations.BLOCK_SEARCHES:
+        for name in ablations.BLOCK_SEARCHES:  # the row's template: 2 blocks a section
+            blocks = sum(ablations.BLOCK_TEMPLATES.get(name, {}).get("blocks", [2, 2, 2]))
             _cache(tmp_path / "r", f"images-18000-{name}_search-{seed}",
-                   {"blocks": {"ops": ["bin_conv_3x3"] * 6}})
+                   {"blocks": {"ops": ["bin_conv_3x3"] * blocks}})
         _cache(tmp_path / "r", f"images-18000-rsws_rank-{seed}",
                {"ranking": [{"block_ops": ["bin_conv_3x3"] * 6}]})
         _cache(tmp_path / "r", f"images-18000-uniform_rank-{seed}",
@@ -100,18 +101,24 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
                 continue
             if unit.kind == "search_blocks":
                 loaded = config_lib.load("search_blocks", [], _sets(unit))
-                assert loaded["template"] == runs.quicknet_ops_record()["settings"]
+                name = unit.key[len("images-18000-"):].rsplit("_search-", 1)[0]
+                assert loaded["template"] == runs.search_settings(name)
                 continue
             tool = "search" if unit.kind == "search" else "train"
             config = budget.search_config if tool == "search" else budget.train_config
             loaded = config_lib.load(tool, [protocol.ROOT / config], _sets(unit))
             if any(part in unit.key for part in ("-block_search", "-rsws-", "-uniform_topk-")):
                 # its search's (or ranking's) blocks
-                assert loaded["baselines"]["quicknet"]["ops"] == ["bin_conv_3x3"] * 6
-            elif "-quicknet_ops-random-" in unit.key or "-dilation-random-" in unit.key:
-                # QuickNet of the record's blocks (random blocks, random dilation patterns)
+                narrow = "block_search_uniform_narrow" in unit.key
+                assert loaded["baselines"]["quicknet"]["ops"] == \
+                    ["bin_conv_3x3"] * (15 if narrow else 6)
+            elif any(f"-{name}-random-" in unit.key for name in ("quicknet_ops", "dilation",
+                                                                  "narrow")):
+                # QuickNet of the record's blocks (random blocks, random dilation patterns,
+                # random blocks of the narrow template)
                 index = int(unit.key.split("-random-")[1].split("_")[0])
                 record = (runs.dilation_record() if "-dilation-" in unit.key
+                          else runs.narrow_record() if "-narrow-" in unit.key
                           else runs.quicknet_ops_record())
                 assert unit.spec()["model"] == "quicknet"
                 assert loaded["baselines"]["quicknet"]["ops"] == \
@@ -142,7 +149,10 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # dilation_long: as block_search_long; oneshot_ranking: a ranking per search of each of
     # ONESHOT_SEARCHES; rsws: a ranking per search, each best x 2 seeds; uniform_long: its
     # 2 networks and LONG_RANDOM random blocks x UNIFORM_LONG_SEEDS; uniform_topk: a ranking
-    # per search, UNIFORM_TOPK selection runs per search, each pick x 2 seeds.
+    # per search, UNIFORM_TOPK selection runs per search, each pick x 2 seeds; narrow:
+    # QuickNet's block in NARROW_TEMPLATE and NARROW_RANDOM random blocks in it x 2 seeds;
+    # narrow_long: its 2 searched networks, LONG_RANDOM random ones and QuickNet's block x
+    # UNIFORM_LONG_SEEDS.
     templates = len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2
     families = sum(2 + family.random * 2 for name, family in ablations.FAMILIES.items()
                    if name != "transitions")
@@ -159,7 +169,9 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
                               + len(ablations.ONESHOT_SEARCHES) * 2 + 2 + 2 * 2
                               + (2 + ablations.LONG_RANDOM) * ablations.UNIFORM_LONG_SEEDS
                               - ablations.LONG_RANDOM
-                              + 2 + 2 * ablations.UNIFORM_TOPK + 2 * 2)
+                              + 2 + 2 * ablations.UNIFORM_TOPK + 2 * 2
+                              + (1 + ablations.NARROW_RANDOM) * 2
+                              + (2 + ablations.LONG_RANDOM + 1) * ablations.UNIFORM_LONG_SEEDS)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -554,13 +566,18 @@ def test_block_search_searches_in_the_quicknet_ops_window_and_retrains_its_block
         *(f"images-18000-{name}_search-{seed}" for seed in (0, 1)),
         *(f"images-18000-{name}_seed-{seed}" for seed in (0, 1))]
     record, info = runs.quicknet_ops_record(), runs.exp.dataset_info()
-    found = [["bin_conv_3x3"] * 6, ["bin_conv_5x5", "avg_pool_3x3", "bin_conv_3x3",
-                                    "skip_connect", "max_pool_3x3", "bin_dil_conv_3x3"]]
+    # The random blocks' template, or the one BLOCK_TEMPLATES gives the search.
+    template = {**record["settings"], **ablations.BLOCK_TEMPLATES.get(name, {})}
+    last = template["blocks"][-1] - 1  # the last block's index in its section
+    some = ["bin_conv_5x5", "avg_pool_3x3", "bin_conv_3x3", "skip_connect", "max_pool_3x3",
+            "bin_dil_conv_3x3"]
+    found = [["bin_conv_3x3"] * sum(template["blocks"]),
+             [some[i % len(some)] for i in range(sum(template["blocks"]))]]
     for seed, unit in enumerate(units[:2]):
         config = config_lib.load("search_blocks", [], _sets(unit))
-        # The random blocks' template, window and images; seed K.
+        # The window and images; seed K.
         assert (config["seed"], config["max_examples"]) == (seed, runs.supernet_images())
-        assert config["template"] == record["settings"]
+        assert config["template"] == template
         variant = config_lib.load("search_blocks", [], ablations.BLOCK_SEARCHES[name])
         # The window's target, unless the variant sets its own (the dilation sub-space: none).
         sets_target = any(s.startswith("ops_budget.target=")
@@ -573,14 +590,14 @@ def test_block_search_searches_in_the_quicknet_ops_window_and_retrains_its_block
             assert config[key] == variant[key]
         assert config["ops_budget"]["strength"] == variant["ops_budget"]["strength"]
         _cache(tmp_path / "r", unit.key, {"blocks": {"ops": found[seed]}})
-    cost_model = BlockCostModel(info, primitives=block_primitives(), **record["settings"])
+    cost_model = BlockCostModel(info, primitives=block_primitives(), **template)
     for seed, unit in enumerate(units[2:]):
         config = config_lib.load("train", [protocol.ROOT / runs.exp.budget.train_config],
                                  _sets(unit))
         assert unit.spec()["model"] == "quicknet" and config["seed"] == seed
         model = build_baseline("quicknet", info, config)
         assert profile(model).ops == cost_model.network_ops(found[seed])
-        assert f"section2_block1_{found[seed][-1]}" in {layer.name for layer in model.layers}
+        assert f"section2_block{last}_{found[seed][-1]}" in {layer.name for layer in model.layers}
 
 
 def test_block_search_seeds_retrain_each_searched_network_with_every_seed(tmp_path, row_records):
@@ -608,15 +625,30 @@ def test_block_search_seeds_retrain_each_searched_network_with_every_seed(tmp_pa
     ("block_search_long", "block_search", "quicknet_ops-random", "quicknet_ops_record", 1),
     ("dilation_long", "block_search_dilation", "dilation-random", "dilation_record", 1),
     ("uniform_long", "block_search_uniform", "quicknet_ops-random", "quicknet_ops_record",
+     ablations.UNIFORM_LONG_SEEDS),
+    ("narrow_long", "block_search_uniform_narrow", "narrow-random", "narrow_record",
      ablations.UNIFORM_LONG_SEEDS)])
 def test_long_stages_retrain_the_searched_and_random_blocks_at_the_long_budget(
         tmp_path, row_records, stage, search, random, record, seeds):
     runs, _ = _supernet_row(tmp_path, row_records)
-    found = [["bin_dil_conv_5x5"] * 2 + ["avg_pool_3x3"] * 4, ["bin_conv_3x3"] * 6]
+    blocks = sum(runs.search_settings(search)["blocks"])
+    found = [["bin_dil_conv_5x5"] * 2 + ["avg_pool_3x3"] * (blocks - 2),
+             ["bin_conv_3x3"] * blocks]
     for index, ops in enumerate(found):
         _cache(tmp_path / "r", f"images-18000-{search}_search-{index}",
                {"blocks": {"ops": ops}})
     units = runs.stages()[stage]()
+    if stage == "narrow_long":  # then QuickNet's block at every position of the template
+        quicknet, units = units[-seeds:], units[:-seeds]
+        assert [unit.key for unit in quicknet] == [
+            f"images-18000-long-narrow-quicknet_seed-{seed}" for seed in range(seeds)]
+        for seed, unit in enumerate(quicknet):
+            config = config_lib.load("train", [protocol.ROOT / runs.exp.budget.train_config],
+                                     _sets(unit))
+            assert (config["epochs"], config["seed"]) == (runs.exp.budget.budget_epochs[1], seed)
+            assert {key: config["baselines"]["quicknet"][key] for key in ("filters", "blocks")} \
+                == ablations.NARROW_TEMPLATE
+            assert config["baselines"]["quicknet"]["ops"] is None  # QuickNet's own block
     assert [unit.key for unit in units] == [key for seed in range(seeds) for key in (
         *(f"images-18000-long-{search}-net-{index}_seed-{seed}" for index in (0, 1)),
         *(f"images-18000-long-{random}-{j}_seed-{seed}" for j in range(ablations.LONG_RANDOM)))]
@@ -634,9 +666,10 @@ def test_long_stages_retrain_the_searched_and_random_blocks_at_the_long_budget(
 
 def test_quicknet_ops_versus_random_and_listing_by_hand(tmp_path):
     runs, _ = _supernet_row(tmp_path)
-    atomic_write_json(tmp_path / "r" / "quicknet_ops_random.json", {"networks": [
-        {"block_ops": ["bin_conv_5x5", "skip_connect"], "ops": 480000.0},
-        {"block_ops": ["avg_pool_3x3", "bin_dil_conv_3x3"], "ops": 500000.0}]})
+    atomic_write_json(tmp_path / "r" / "quicknet_ops_random.json", {
+        "settings": {"filters": [16, 32], "blocks": [1, 1]}, "networks": [
+            {"block_ops": ["bin_conv_5x5", "skip_connect"], "ops": 480000.0},
+            {"block_ops": ["avg_pool_3x3", "bin_dil_conv_3x3"], "ops": 500000.0}]})
     results = {"images-18000-quicknet_ops-random-0": (0.86, 0.88),
                "images-18000-quicknet_ops-random-1": (0.85,),
                "images-18000-quicknet": (0.88, 0.86), "images-18000": (0.89, 0.90),
@@ -661,7 +694,10 @@ def test_quicknet_ops_versus_random_and_listing_by_hand(tmp_path):
         _cache(tmp_path / "r", f"images-18000-block_search_search-{seed}", {
             "blocks": {"ops": ops, "network_ops": 490000 + seed}, "search_seconds": 700.4,
             "last_change_epoch": 6 + seed})
-    assert runs._block_search_markdown(18000, "block_search")[4:] == [
+    listing = runs._block_search_markdown(18000, "block_search")
+    assert listing[0].startswith("Block searches (`block_search`, widths [16, 32] x blocks "
+                                 "[1, 1]; ")
+    assert listing[4:] == [
         "| 0 | conv_3x3, avg_pool_3x3 | 0.490M | 700 | 6 | 84.00 |",
         "| 1 | skip_connect, skip_connect | 0.490M | 700 | 7 | 83.00 |", ""]
     assert rows["random"]["networks"] == pytest.approx([0.87, 0.85])
@@ -675,8 +711,11 @@ def test_quicknet_ops_versus_random_and_listing_by_hand(tmp_path):
     assert [y for _, y in points["random"]] == [0.86, 0.88, 0.85]
     assert [y for _, y in points["block_search"]] == [0.84, 0.86, 0.83, 0.87]
     assert points["uniform_topk"] == []
-    assert runs._random_blocks_markdown(18000, ablations.QUICKNET_OPS_RECORD,
-                                        "quicknet_ops-random", "random blocks")[4:6] == [
+    listing = runs._random_blocks_markdown(18000, ablations.QUICKNET_OPS_RECORD,
+                                           "quicknet_ops-random", "random blocks")
+    assert listing[0] == ("QuickNets of random blocks (`quicknet_ops_random.json`, widths "
+                          "[16, 32] x blocks [1, 1]; blocks in order):")
+    assert listing[4:6] == [
         "| 0 | conv_5x5, skip_connect | 0.480M | 2 | 87.00 |",
         "| 1 | avg_pool_3x3, dil_conv_3x3 | 0.500M | 1 | 85.00 |"]
 
@@ -727,6 +766,83 @@ def test_dilation_versus_random_by_hand(tmp_path):
     # 0.015 or more: {0.89, 0.85} / {0.87, 0.84} (0.015), {0.89, 0.87} / {0.85, 0.84} (0.035),
     # {0.89, 0.84} / {0.85, 0.87} (0.005: no), and their mirrors: 4 of 6.
     assert rows["block_search_dilation (its blocks)"]["p"] == pytest.approx(4 / 6)
+
+
+def test_narrow_retrains_quicknets_block_and_random_blocks_of_its_template_in_the_window(
+        tmp_path, row_records):
+    from ubnas_tf.network.baselines import build_baseline
+    from ubnas_tf.network.cost import profile
+    from ubnas_tf.search.block_architect import BlockCostModel, block_primitives
+
+    runs, _ = _supernet_row(tmp_path, row_records)
+    units = runs.stages()["narrow"]()
+    count = ablations.NARROW_RANDOM
+    assert [u.key for u in units] == [
+        key for seed in (0, 1) for key in (
+            f"images-18000-narrow-quicknet_seed-{seed}",
+            *(f"images-18000-narrow-random-{j}_seed-{seed}" for j in range(count)))]
+    window = runs.quicknet_ops_record()
+    record = runs.narrow_record()
+    assert record["settings"] == {"filters": [12, 24, 48], "blocks": [5, 5, 5]}
+    assert (record["target_ops"], record["tolerance"]) == (window["target_ops"],
+                                                          window["tolerance"])
+    drawn = [tuple(network["block_ops"]) for network in record["networks"]]
+    assert len(set(drawn)) == count and all(len(ops) == 15 and "none" not in ops
+                                            for ops in drawn)
+    info = runs.exp.dataset_info()
+
+    def built(unit):
+        config = config_lib.load("train", [protocol.ROOT / runs.exp.budget.train_config],
+                                 _sets(unit))
+        assert unit.spec()["model"] == "quicknet"
+        return build_baseline("quicknet", info, config), config
+
+    # QuickNet's block at all 15 positions: 15 binary 3x3 convs where the row's template fits
+    # 6 (in the real window, 0.485M +- 10%, it costs 0.454M: tools/search_blocks.py's cost
+    # model, costed here independently of the network built).
+    model, config = built(units[0])
+    names = {layer.name for layer in model.layers}
+    assert config["baselines"]["quicknet"]["filters"] == [12, 24, 48]
+    assert all(f"section{s}_block{b}_bconv" in names for s in range(3) for b in range(5))
+    narrow_costs = BlockCostModel(info, primitives=block_primitives(), **record["settings"])
+    assert profile(model).ops == narrow_costs.network_ops(["bin_conv_3x3"] * 15) == 453_828
+    for j, unit in enumerate(units[1:1 + count]):
+        model, config = built(unit)
+        assert config["seed"] == 0 and config["baselines"]["quicknet"]["ops"] == list(drawn[j])
+        ops = profile(model).ops
+        assert ops == record["networks"][j]["ops"]
+        assert abs(ops / window["target_ops"] - 1) <= window["tolerance"]
+
+
+def test_narrow_versus_random_by_hand(tmp_path):
+    runs, _ = _supernet_row(tmp_path)
+    name = "block_search_uniform_narrow"
+    results = {"images-18000-narrow-random-0": (0.86, 0.88),
+               "images-18000-narrow-random-1": (0.84,),
+               "images-18000-quicknet": (0.88, 0.86),
+               "images-18000-narrow-quicknet": (0.90,),
+               f"images-18000-{name}": (0.89, 0.85),
+               f"images-18000-{name}-net-0": (0.89, 0.87),
+               f"images-18000-{name}-net-1": (0.85, 0.85)}
+    for label, values in results.items():
+        for seed, value in enumerate(values):
+            _cache(tmp_path / "r", f"{label}_seed-{seed}", {"test_top1": value})
+    rows = {row["row"]: row for row in runs.narrow_versus_random(18000)}
+    # No uniform search in the row's template has run: its row is left out.
+    assert list(rows) == ["random", "quicknet (widths [16, 32, 64] x blocks [2, 2, 2])",
+                          "QuickNet's block at every position", f"{name} (its blocks)",
+                          f"{name}, every seed (network means)"]
+    assert rows["random"]["networks"] == pytest.approx([0.87, 0.84])
+    minus = {row: rows[row]["minus_random"] for row in rows}
+    # Against a random mean of 0.855: QuickNet 0.87, QuickNet's block in the narrow template
+    # 0.90, the searches' seed-K runs 0.89 and 0.85 (0.87), their network means 0.88, 0.85.
+    assert list(minus.values()) == pytest.approx([0.0, 0.015, 0.045, 0.015, 0.01])
+    assert rows[f"{name}, every seed (network means)"]["networks"] == pytest.approx([0.88, 0.85])
+    points = runs.narrow_points(18000)  # the figure: every run (OPs not cached here)
+    assert [y for _, y in points["random"]] == [0.86, 0.88, 0.84]
+    assert [y for _, y in points[name]] == [0.89, 0.87, 0.85, 0.85]
+    assert points["block_search_uniform"] == [] and points["quicknet"] == [(None, 0.88),
+                                                                         (None, 0.86)]
 
 
 def test_templates_versus_random_compares_each_templates_network_means(tmp_path):

@@ -192,3 +192,22 @@ def test_training_and_search_steps_have_gpu_kernels_for_every_op():
     graph_def = forward_backward.get_concrete_function(
         tf.zeros((2, 8, 8, 1)), tf.zeros((2,), tf.int32)).graph.as_graph_def()
     assert _ops_without_gpu_kernel(graph_def) == []
+
+
+def test_search_cli_benchmark_runs_config_b_with_k4_and_the_search_accepts_it():
+    # The benchmark once stopped at the search's channels-per-op check (K=4 at C=8 leaves 2
+    # channels per op) and measured nothing: its overrides must pass the search's checks.
+    from ubnas_tf import config as config_lib
+    from ubnas_tf.search.channels import per_op_channels
+    from ubnas_tf.search.config import check_config
+
+    spec = importlib.util.spec_from_file_location("search_cli",
+                                                  ROOT / "benchmarks" / "search_cli.py")
+    search_cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(search_cli)
+    config = config_lib.load("search", overrides=search_cli.CONFIG_B)
+    check_config(config)
+    assert (config["channels"], config["cells"], config["batch_size"]) == (8, 5, 32)
+    # Config (b) of issue 15: K=4 in both cell types, 2 channels per op in the normal cells.
+    assert per_op_channels(config)["normal"][0] == 8 // 4
+    assert config["warmup_epochs"] == 0
