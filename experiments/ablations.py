@@ -1392,8 +1392,8 @@ class Ablations:
                              title=f"QuickNet's template at the {images:,} rows' OPs: every "
                              "retraining", log_x=False),
                 scatter_runs(self.narrow_points(images), out / "narrow_versus_random.png",
-                             title=f"{_template_text(NARROW_TEMPLATE)} (grey: its random "
-                             "blocks) and QuickNet's template", log_x=False),
+                             title=f"{_template_text(NARROW_TEMPLATE)}: every retraining",
+                             log_x=False),
                 scatter_runs(self.oneshot_points(), out / "oneshot_versus_retrained.png",
                              title="One-shot top-1 (search 0's supernet) against the "
                              "retrained mean", x_label="one-shot top-1 (%)",
