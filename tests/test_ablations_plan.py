@@ -814,8 +814,8 @@ def test_narrow_retrains_quicknets_block_and_random_blocks_of_its_template_in_th
         assert abs(ops / window["target_ops"] - 1) <= window["tolerance"]
 
 
-def test_narrow_versus_random_by_hand(tmp_path):
-    runs, _ = _supernet_row(tmp_path)
+def test_narrow_versus_random_by_hand(tmp_path, row_records):
+    runs, _ = _supernet_row(tmp_path, row_records)
     name = "block_search_uniform_narrow"
     results = {"images-18000-narrow-random-0": (0.86, 0.88),
                "images-18000-narrow-random-1": (0.84,),
