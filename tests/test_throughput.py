@@ -12,9 +12,16 @@ from ubnas_tf.search_space.genotype import Genotype
 from ubnas_tf.search_space.module import BinaryConvModule
 from ubnas_tf.network.genotype_network import build_network
 
-spec = importlib.util.spec_from_file_location("train_step", ROOT / "benchmarks" / "train_step.py")
-train_step = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(train_step)
+
+def _benchmark(name: str):
+    """benchmarks/NAME.py as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_step = _benchmark("train_step")
 
 
 @pytest.mark.parametrize("kernel_size", [3, 5])
@@ -201,11 +208,7 @@ def test_search_cli_benchmark_runs_config_b_with_k4_and_the_search_accepts_it():
     from ubnas_tf.search.channels import per_op_channels
     from ubnas_tf.search.config import check_config
 
-    spec = importlib.util.spec_from_file_location("search_cli",
-                                                  ROOT / "benchmarks" / "search_cli.py")
-    search_cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(search_cli)
-    config = config_lib.load("search", overrides=search_cli.CONFIG_B)
+    config = config_lib.load("search", overrides=_benchmark("search_cli").CONFIG_B)
     check_config(config)
     assert (config["channels"], config["cells"], config["batch_size"]) == (8, 5, 32)
     # Config (b) of issue 15: K=4 in both cell types, 2 channels per op in the normal cells.
