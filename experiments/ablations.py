@@ -91,7 +91,9 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   hand-designed point (QuickNet's block at all 15 positions) and its random baseline
   (NARROW_RANDOM QuickNets of random blocks in it), every seed each; narrow_long: the
   search's networks, the first LONG_RANDOM random ones and QuickNet's block in that template
-  at the long budget, seeds 0 to UNIFORM_LONG_SEEDS - 1.
+  at the long budget, seeds 0 to UNIFORM_LONG_SEEDS - 1; narrow_oneshot: each narrow
+  search's supernet ranks every network retrained in that template (does its one-shot ranking
+  disagree with retraining there?).
 
 A row's searches come before its retrainings, so that `--stage NAME@K/N` with N = the seeds
 runs one seed's search and retraining per process.
@@ -120,7 +122,8 @@ flags.DEFINE_string("stage", "plan", "plan | default | sign | module | k | early
                     "block_search_budget | block_search_dilation | block_search_uniform | "
                     "block_search_uniform_narrow | NAME_seeds of each of those seven | "
                     "dilation_random | block_search_long | dilation_long | uniform_long | "
-                    "oneshot_ranking | rsws | uniform_topk | narrow | narrow_long | report | all; "
+                    "oneshot_ranking | rsws | uniform_topk | narrow | narrow_long | "
+                    "narrow_oneshot | report | all; "
                     "NAME:K runs the K-th part of a stage, NAME@K/N its K-th share of N "
                     "processes.")
 flags.DEFINE_enum("budget", "full", sorted(protocol.BUDGETS), "full or smoke (tests).")
@@ -204,7 +207,8 @@ BLOCK_SEARCHES = {"block_search": (), "block_search_gumbel": ("op_weights=gumbel
 # random blocks in it, and QuickNet's own block at every position of it is the hand-designed
 # point (`narrow` stage).
 NARROW_TEMPLATE = {"filters": [12, 24, 48], "blocks": [5, 5, 5]}
-BLOCK_TEMPLATES = {"block_search_uniform_narrow": NARROW_TEMPLATE}
+NARROW_SEARCH = "block_search_uniform_narrow"  # the search in it
+BLOCK_TEMPLATES = {NARROW_SEARCH: NARROW_TEMPLATE}
 NARROW_RANDOM = 4  # random networks of the narrow template, every seed each
 NARROW_RECORD = "narrow_random.json"  # their blocks, drawn once
 
@@ -374,6 +378,7 @@ class Ablations:
             "uniform_topk": self.uniform_topk,
             "narrow": self.narrow,
             "narrow_long": self.narrow_long,
+            "narrow_oneshot": self.narrow_oneshot,
             **{name: functools.partial(self.family, name) for name in FAMILIES},
             **{name: functools.partial(self.searched_with, name) for name in SEARCHED_WITH},
         }
@@ -649,7 +654,7 @@ class Ablations:
 
             window = self.quicknet_ops_record()
             return random_block_ops_record(
-                self.search_settings("block_search_uniform_narrow"), self.exp.dataset_info(),
+                self.search_settings(NARROW_SEARCH), self.exp.dataset_info(),
                 count=NARROW_RANDOM, target=window["target_ops"],
                 tolerance=window["tolerance"])
 
@@ -674,7 +679,7 @@ class Ablations:
         """The retraining overrides of QuickNet's block at every position of NARROW_TEMPLATE."""
         from experiments.ops_matching import settings_as_sets
 
-        return settings_as_sets("quicknet", self.search_settings("block_search_uniform_narrow"))
+        return settings_as_sets("quicknet", self.search_settings(NARROW_SEARCH))
 
     def narrow_long(self) -> list:
         """The budget check on the narrow template, seeds 0 to UNIFORM_LONG_SEEDS - 1: its
@@ -682,10 +687,31 @@ class Ablations:
         QuickNet's block at every position of it, at the budget's long epochs."""
         seeds, exp = range(UNIFORM_LONG_SEEDS), self.exp
         sets = (f"epochs={exp.budget.budget_epochs[1]}", *self._narrow_quicknet_sets())
-        return self._long_blocks("block_search_uniform_narrow", "narrow-random",
+        return self._long_blocks(NARROW_SEARCH, "narrow-random",
                                  self.narrow_record, seeds=seeds) + [
             exp.train_unit(f"{self.supernet_label()}-long-narrow-quicknet_seed-{seed}",
                            "quicknet", seed, model="quicknet", sets=sets) for seed in seeds]
+
+    def narrow_labelled(self) -> list:
+        """(label, block ops) of every network retrained in NARROW_TEMPLATE: QuickNet's block
+        at every position, narrow_record's random ones, the narrow search's."""
+        label = self.supernet_label()
+        record = self.narrow_record()["networks"][:NARROW_RANDOM]
+        return [(f"{label}-narrow-quicknet", ["bin_conv_3x3"] * sum(NARROW_TEMPLATE["blocks"])),
+                *((f"{label}-narrow-random-{j}", network["block_ops"])
+                  for j, network in enumerate(record)),
+                *((f"{label}-{NARROW_SEARCH}-net-{search}", self.exp.result(
+                    f"{label}-{NARROW_SEARCH}_search-{search}")["blocks"]["ops"])
+                  for search in self.seeds)]
+
+    def narrow_oneshot(self) -> list:
+        """Each narrow search ranks every network retrained in NARROW_TEMPLATE with its
+        supernet's weights, as `<row>-NARROW_SEARCH_oneshot-K`."""
+        label = self.supernet_label()
+        return [self.exp.rank_unit(f"{label}-{NARROW_SEARCH}_oneshot-{search}",
+                                   f"{label}-{NARROW_SEARCH}_search-{search}",
+                                   networks=lambda: [ops for _, ops in self.narrow_labelled()])
+                for search in self.seeds]
 
     def block_search_seeds(self, name: str) -> list:
         """Each network a block search of BLOCK_SEARCHES[name] found, retrained with every
@@ -971,7 +997,7 @@ class Ablations:
         """The report's rows of the narrow template: QuickNet's block at every position, its
         random blocks, the search in it; QuickNet and the uniform search in the row's template
         beside them."""
-        label, name = f"images-{images}", "block_search_uniform_narrow"
+        label, name = f"images-{images}", NARROW_SEARCH
         row_template = _template_text(self.search_settings("block_search"))
         return [
             *(self._row(f"{baseline} ({row_template})", f"{label}-{baseline}")
@@ -986,10 +1012,11 @@ class Ablations:
             self._row(f"blocks searched ({name}), every network x every seed",
                       *(f"{label}-{name}-net-{search}" for search in self.seeds))]
 
-    def narrow_versus_random(self, images: int) -> list:
+    def narrow_versus_random(self, images: int, long: bool = False) -> list:
         """The narrow template's search and QuickNet's block in it, and the row's QuickNet
-        and uniform search, against the narrow template's random blocks (all in the window)."""
-        label, name = f"images-{images}", "block_search_uniform_narrow"
+        and uniform search, against the narrow template's random blocks (all in the window);
+        `long`: the same at the long budget (narrow_long, uniform_long, supernet_long)."""
+        label, name = f"images-{images}{'-long' if long else ''}", NARROW_SEARCH
         return self.versus_random(f"{label}-narrow-random", (
             *((f"{baseline} ({_template_text(self.search_settings('block_search'))})",
                self._network_means([f"{label}-{baseline}"])) for baseline in SUPERNET_BASELINES),
@@ -1000,7 +1027,7 @@ class Ablations:
             (f"{name} (its blocks)", self._seed_networks(f"{label}-{name}")),
             (f"{name}, every seed (network means)", self._network_means(
                 f"{label}-{name}-net-{search}" for search in self.seeds))),
-            networks=NARROW_RANDOM)
+            networks=LONG_RANDOM if long else NARROW_RANDOM)
 
     def dilation_versus_random(self, images: int) -> list:
         """QuickNet (the sub-space's all-plain corner) and the dilation search against the
@@ -1225,6 +1252,7 @@ class Ablations:
         blocks = self.quicknet_ops_versus_random(images)
         dilation = self.dilation_versus_random(images)
         narrow = self.narrow_versus_random(images)
+        narrow_long = self.narrow_versus_random(images, long=True)
         lines += self._versus_random_markdown(
             versus, f"Against the random networks at the {images:,} rows' OPs")
         lines += self._versus_random_markdown(
@@ -1245,6 +1273,10 @@ class Ablations:
         lines += self._versus_random_markdown(
             narrow, f"In {_template_text(NARROW_TEMPLATE)}, against its QuickNets of random "
                     "blocks (`random`), all in the same OPs window")
+        lines += self._versus_random_markdown(
+            narrow_long, f"At {self.exp.budget.budget_epochs[1]} epochs (seeds 0-"
+                         f"{UNIFORM_LONG_SEEDS - 1}), in {_template_text(NARROW_TEMPLATE)}, "
+                         f"against its first {LONG_RANDOM} QuickNets of random blocks")
         lines += self._random_blocks_markdown(images, QUICKNET_OPS_RECORD, "quicknet_ops-random",
                                               "random blocks")
         lines += self._random_blocks_markdown(images, DILATION_RECORD, "dilation-random",
@@ -1255,8 +1287,11 @@ class Ablations:
             lines += self._block_search_markdown(images, name)
         oneshot = self.oneshot_rankings(images)
         agreement = {"template": self.retraining_agreement(),
-                     "dilation sub-space": self.retraining_agreement(DILATION_OPS)}
+                     "dilation sub-space": self.retraining_agreement(DILATION_OPS),
+                     _template_text(NARROW_TEMPLATE): self.retraining_agreement(
+                         networks=self._read_narrow_networks())}
         lines += self._oneshot_markdown(oneshot, agreement)
+        lines += self._narrow_oneshot_markdown(images)
         lines += self._rsws_markdown(images)
         lines += self._uniform_topk_markdown(images)
         lines += self._pairs_markdown(pairs, "reference searches")
@@ -1270,6 +1305,7 @@ class Ablations:
                                                  "quicknet_ops_versus_random": blocks,
                                                  "dilation_versus_random": dilation,
                                                  "narrow_versus_random": narrow,
+                                                 "narrow_long_versus_random": narrow_long,
                                                  "oneshot_rankings": oneshot,
                                                  "retraining_agreement": agreement,
                                                  **{f"{name}_versus_random": rows
@@ -1283,25 +1319,41 @@ class Ablations:
         path = self.exp.results_dir / ONESHOT_RECORD
         return json.loads(path.read_text())["networks"] if path.is_file() else []
 
-    def _retrained_means(self) -> dict:
+    def _read_narrow_networks(self) -> list:
+        """narrow_labelled's networks as ONESHOT_RECORD's are written (ops, labels), read:
+        [] before the narrow record and every narrow search exist."""
+        searches = [f"{self.supernet_label()}-{NARROW_SEARCH}_search-{search}"
+                    for search in self.seeds]
+        if not (self.exp.results_dir / NARROW_RECORD).is_file() or any(
+                self.exp.cached(key) is None for key in searches):
+            return []
+        return [{"block_ops": ops, "labels": [label]} for label, ops in self.narrow_labelled()]
+
+    def _ranked_networks(self) -> dict:
+        """Search name -> the retrained networks its one-shot rankings rank (read)."""
+        oneshot = self._read_oneshot_networks()
+        return {**{name: oneshot for name in ONESHOT_SEARCHES},
+                NARROW_SEARCH: self._read_narrow_networks()}
+
+    def _retrained_means(self, networks: list) -> dict:
         """Network (its ops, a tuple) -> mean test top-1 over every run of every label it
-        was retrained under (ONESHOT_RECORD)."""
+        was retrained under, for `networks` (entries of ONESHOT_RECORD's form)."""
         means = {}
-        for network in self._read_oneshot_networks():
+        for network in networks:
             stats = mean_std([r["train"]["test_top1"] for label in network["labels"]
                               for r in self._runs(label)])
             if stats:
                 means[tuple(network["block_ops"])] = stats[0]
         return means
 
-    def retraining_agreement(self, space=None) -> list:
+    def retraining_agreement(self, space=None, networks=None) -> list:
         """The ceiling of any ranking's agreement with retraining: Kendall tau between two
-        seeds' retrainings of the ONESHOT_RECORD networks (of ops within `space`; all: None)
-        that have both, for each pair of seeds (the first label's run of each seed)."""
+        seeds' retrainings of `networks` (default: ONESHOT_RECORD's) of ops within `space`
+        (all: None) that have both, for each pair of seeds (the first label's run of each)."""
         from experiments.report import kendall_tau
 
         by_seed = []
-        for network in self._read_oneshot_networks():
+        for network in self._read_oneshot_networks() if networks is None else networks:
             if space is None or set(network["block_ops"]) <= set(space):
                 runs = {r["seed"]: r["train"]["test_top1"]
                         for r in self._runs(network["labels"][0])}
@@ -1321,8 +1373,9 @@ class Ablations:
         best retrained network."""
         from experiments.report import kendall_tau
 
-        means, rows = self._retrained_means(), []
-        for name in ONESHOT_SEARCHES:
+        rows = []
+        for name, networks in self._ranked_networks().items():
+            means = self._retrained_means(networks)
             for search in self.seeds:
                 unit = self.exp.cached(f"images-{images}-{name}_oneshot-{search}")
                 if unit is None:
@@ -1375,10 +1428,11 @@ class Ablations:
                 for name, keys in groups.items()}
 
     def oneshot_points(self) -> dict:
-        """(one-shot top-1 in %, retrained mean) of each network of ONESHOT_RECORD that search
-        0's supernet of each ONESHOT_SEARCHES name ranked, by name."""
-        means, groups = self._retrained_means(), {}
-        for name in ONESHOT_SEARCHES:
+        """(one-shot top-1 in %, retrained mean) of each retrained network that search 0's
+        supernet of each ranking search (ONESHOT_SEARCHES', the narrow one) ranked, by name."""
+        groups = {}
+        for name, networks in self._ranked_networks().items():
+            means = self._retrained_means(networks)
             unit = self.exp.cached(f"{self.supernet_label()}-{name}_oneshot-{self.seeds[0]}")
             groups[name] = [] if unit is None else [
                 (100 * entry["oneshot_top1"], means[tuple(entry["block_ops"])])
@@ -1404,7 +1458,7 @@ class Ablations:
     def _oneshot_markdown(rows: list, agreement: dict) -> list:
         if not rows:
             return []
-        lines = ["One-shot ranking: each block search's supernet ranks the networks of the "
+        lines = ["One-shot ranking: each block search's supernet ranks the networks of its "
                  "template retrained with every seed (`tools/rank_blocks.py`: each block's op "
                  "alone, the supernet's weights, the search's architecture half) against their "
                  "retrained means (test):", "",
@@ -1424,6 +1478,34 @@ class Ablations:
         for space, seed_rows in agreement.items():
             lines += [f"| {space} | {row['seeds'][0]} vs {row['seeds'][1]} | "
                       f"{row['networks']} | {row['tau']:+.2f} |" for row in seed_rows]
+        return lines + [""]
+
+    def _narrow_oneshot_markdown(self, images: int) -> list:
+        """Each network retrained in NARROW_TEMPLATE: its parameter-free blocks, its one-shot
+        top-1 under each narrow search's supernet and its retrained mean (is the one-shot
+        ranking's disagreement noise, or do all the supernets prefer the same networks?)."""
+        from ubnas_tf.search_space.binary import PARAMETER_FREE
+
+        rankings = [self.exp.cached(f"images-{images}-{NARROW_SEARCH}_oneshot-{search}")
+                    for search in self.seeds]
+        networks = self._read_narrow_networks()
+        if not networks or None in rankings:
+            return []
+        oneshot = [{tuple(e["block_ops"]): e["oneshot_top1"] for e in unit["result"]["ranking"]}
+                   for unit in rankings]
+        lines = [f"The networks of {_template_text(NARROW_TEMPLATE)}, by each narrow search's "
+                 "supernet (one-shot top-1) and by retraining (test top-1, mean over seeds):",
+                 "", "| network | parameter-free blocks | " + " | ".join(
+                     f"one-shot, supernet {search}" for search in self.seeds)
+                 + " | retrained (mean) |", "|---|---|" + "---|" * len(self.seeds) + "---|"]
+        for network in networks:
+            ops, [label] = tuple(network["block_ops"]), network["labels"]
+            stats = mean_std([r["train"]["test_top1"] for r in self._runs(label)])
+            shown = " | ".join(f"{100 * ranked[ops]:.1f}%" if ops in ranked else "-"
+                               for ranked in oneshot)
+            lines.append(f"| {label.removeprefix(f'images-{images}-')} | "
+                         f"{sum(op in PARAMETER_FREE for op in ops)} | {shown} | "
+                         f"{percent(stats[0]) if stats else '-'} |")
         return lines + [""]
 
     def _rsws_markdown(self, images: int) -> list:

@@ -43,16 +43,20 @@ def _supernet_row(tmp_path, records=None):
 
 @pytest.fixture(scope="module")
 def row_records(tmp_path_factory):
-    """The records the supernet row's stages draw once (random genotypes, QuickNet's size,
-    QuickNets of random blocks, random dilation patterns: 5-10 s each, building and costing
-    networks), drawn once for the tests that use them rather than test them; the tests of the
-    draws themselves draw their own."""
+    """The records the supernet row's stages draw once (random genotypes of the row and of
+    each template, QuickNet's size, QuickNets of random blocks, random dilation patterns,
+    random blocks of the narrow template: 5-10 s each, building and costing networks), drawn
+    once for the module: each stage's test checks its draw here (supernet_random's test draws
+    its own, to check that the record is drawn once and grown)."""
     folder = tmp_path_factory.mktemp("row")
     runs, _ = _supernet_row(folder)
     runs.supernet_random_genotypes()
+    for name in ablations.TEMPLATES:
+        runs.template_random_genotypes(name)
     runs.supernet_baseline_sizes()
     runs.quicknet_ops_record()
     runs.dilation_record()
+    runs.narrow_record()
     return folder / "r"
 
 
@@ -60,8 +64,11 @@ def _sets(unit):
     return unit.spec()["sets"]
 
 
-def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
+def test_every_unit_is_a_valid_search_or_train_config(tmp_path, row_records):
     runs = _ablations(tmp_path, reuse=[tmp_path / "compare"])
+    (tmp_path / "r").mkdir()
+    for record in row_records.glob("*.json"):  # the draws are the stage tests' to check
+        shutil.copy(record, tmp_path / "r" / record.name)
     budget = runs.exp.budget
     # The searches' results the retrainings need, as a finished run would have cached them.
     genotype = published("EBNAS").to_dict()  # of the binary space (the random row costs it)
@@ -97,7 +104,14 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
             if unit.kind == "rank_blocks":  # a block search's supernet ranks networks
                 spec = unit.spec()
                 assert spec["search"].startswith("images-18000-block_search")
-                assert "candidates" in spec or all(len(n) == 6 for n in spec["networks"])
+                if ablations.NARROW_SEARCH in unit.key:  # every network retrained in its
+                    # template: QuickNet's block, the random ones, each search's (all 3x3 here)
+                    assert spec["networks"] == [
+                        ["bin_conv_3x3"] * 15,
+                        *(n["block_ops"] for n in runs.narrow_record()["networks"]),
+                        *[["bin_conv_3x3"] * 15] * 2]
+                else:
+                    assert "candidates" in spec or all(len(n) == 6 for n in spec["networks"])
                 continue
             if unit.kind == "search_blocks":
                 loaded = config_lib.load("search_blocks", [], _sets(unit))
@@ -152,7 +166,7 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
     # per search, UNIFORM_TOPK selection runs per search, each pick x 2 seeds; narrow:
     # QuickNet's block in NARROW_TEMPLATE and NARROW_RANDOM random blocks in it x 2 seeds;
     # narrow_long: its 2 searched networks, LONG_RANDOM random ones and QuickNet's block x
-    # UNIFORM_LONG_SEEDS.
+    # UNIFORM_LONG_SEEDS; narrow_oneshot: a ranking per narrow search.
     templates = len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2
     families = sum(2 + family.random * 2 for name, family in ablations.FAMILIES.items()
                    if name != "transitions")
@@ -171,7 +185,8 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path):
                               - ablations.LONG_RANDOM
                               + 2 + 2 * ablations.UNIFORM_TOPK + 2 * 2
                               + (1 + ablations.NARROW_RANDOM) * 2
-                              + (2 + ablations.LONG_RANDOM + 1) * ablations.UNIFORM_LONG_SEEDS)
+                              + (2 + ablations.LONG_RANDOM + 1) * ablations.UNIFORM_LONG_SEEDS
+                              + 2)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
     module = {unit.key: unit for unit in runs.stages()["module"]()}
@@ -368,11 +383,11 @@ def test_supernet_random_draws_once_in_the_window_around_the_rows_mean_ops(tmp_p
         runs.supernet_random_genotypes()
 
 
-def test_supernet_baselines_train_quicknet_at_the_random_networks_target(tmp_path):
+def test_supernet_baselines_train_quicknet_at_the_random_networks_target(tmp_path, row_records):
     from ubnas_tf.network.baselines import build_baseline
     from ubnas_tf.network.cost import profile
 
-    runs, found = _supernet_row(tmp_path)
+    runs, found = _supernet_row(tmp_path, row_records)
     units = runs.stages()["supernet_baselines"]()
     assert [u.key for u in units] == ["images-18000-quicknet_seed-0",
                                       "images-18000-quicknet_seed-1"]
@@ -498,12 +513,13 @@ def test_supernet_long_retrains_the_row_quicknet_and_random_networks_at_the_long
             assert spec["genotype"] == found[config["seed"]]
 
 
-def test_templates_retrain_random_networks_of_fewer_wider_cells_in_the_rows_window(tmp_path):
+def test_templates_retrain_random_networks_of_fewer_wider_cells_in_the_rows_window(
+        tmp_path, row_records):
     from ubnas_tf.network.cost import profile
     from ubnas_tf.network.genotype_network import build_from_config
     from ubnas_tf.search_space.genotype import Genotype
 
-    runs, _ = _supernet_row(tmp_path)
+    runs, _ = _supernet_row(tmp_path, row_records)
     units = runs.stages()["templates"]()
     random, names = ablations.TEMPLATE_RANDOM, list(ablations.TEMPLATES)
     # Every template's networks with seed 0 before any seed 1.
@@ -525,11 +541,12 @@ def test_templates_retrain_random_networks_of_fewer_wider_cells_in_the_rows_wind
         assert abs(ops / target - 1) <= runs.exp.budget.ops_tolerance
 
 
-def test_quicknet_ops_retrain_quicknets_of_random_blocks_in_the_rows_window(tmp_path):
+def test_quicknet_ops_retrain_quicknets_of_random_blocks_in_the_rows_window(
+        tmp_path, row_records):
     from ubnas_tf.network.baselines import build_baseline
     from ubnas_tf.network.cost import profile
 
-    runs, _ = _supernet_row(tmp_path)
+    runs, _ = _supernet_row(tmp_path, row_records)
     units = runs.stages()["quicknet_ops"]()
     count = ablations.QUICKNET_OPS_RANDOM
     assert [u.key for u in units] == [f"images-18000-quicknet_ops-random-{j}_seed-{seed}"
@@ -720,11 +737,12 @@ def test_quicknet_ops_versus_random_and_listing_by_hand(tmp_path):
         "| 1 | avg_pool_3x3, dil_conv_3x3 | 0.500M | 1 | 85.00 |"]
 
 
-def test_dilation_random_draws_quicknets_of_plain_or_dilated_3x3_blocks_at_its_ops(tmp_path):
+def test_dilation_random_draws_quicknets_of_plain_or_dilated_3x3_blocks_at_its_ops(
+        tmp_path, row_records):
     from ubnas_tf.network.baselines import build_baseline
     from ubnas_tf.network.cost import profile
 
-    runs, _ = _supernet_row(tmp_path)
+    runs, _ = _supernet_row(tmp_path, row_records)
     units = runs.stages()["dilation_random"]()
     assert [u.key for u in units] == [f"images-18000-dilation-random-{j}_seed-{seed}"
                                       for seed in (0, 1) for j in range(ablations.DILATION_RANDOM)]
@@ -843,6 +861,18 @@ def test_narrow_versus_random_by_hand(tmp_path, row_records):
     assert [y for _, y in points[name]] == [0.89, 0.87, 0.85, 0.85]
     assert points["block_search_uniform"] == [] and points["quicknet"] == [(None, 0.88),
                                                                          (None, 0.86)]
+    # At the long budget: the long runs only (LONG_RANDOM random networks; the first is
+    # narrow-random-0's, here 0.90 and 0.92), none of the 2-epoch runs above.
+    assert runs.narrow_versus_random(18000, long=True) == []
+    for label, values in (("narrow-random-0", (0.90, 0.92)), ("narrow-random-1", (0.88,)),
+                          (f"{name}-net-0", (0.89, 0.91)), (f"{name}-net-1", (0.87,))):
+        for seed, value in enumerate(values):
+            _cache(tmp_path / "r", f"images-18000-long-{label}_seed-{seed}", {"test_top1": value})
+    rows = {row["row"]: row for row in runs.narrow_versus_random(18000, long=True)}
+    assert list(rows) == ["random", f"{name}, every seed (network means)"]
+    assert rows["random"]["networks"] == pytest.approx([0.91, 0.88])
+    assert rows[f"{name}, every seed (network means)"]["networks"] == pytest.approx([0.90, 0.87])
+    assert rows[f"{name}, every seed (network means)"]["minus_random"] == pytest.approx(-0.01)
 
 
 def test_templates_versus_random_compares_each_templates_network_means(tmp_path):
@@ -896,12 +926,62 @@ def test_oneshot_rankings_by_hand(tmp_path):
         {"seeds": (0, 1), "networks": 2, "tau": pytest.approx(1.0)}]
     assert runs.retraining_agreement(("bin_conv_3x3",)) == []
     # The figure's points: search 0's supernets only (none ranked yet), then a uniform one's.
-    assert runs.oneshot_points() == {name: [] for name in ablations.ONESHOT_SEARCHES}
+    assert runs.oneshot_points() == {name: [] for name in (*ablations.ONESHOT_SEARCHES,
+                                                           ablations.NARROW_SEARCH)}
     _cache(tmp_path / "r", "images-18000-block_search_uniform_oneshot-0", {"ranking": [
         {"block_ops": c, "oneshot_top1": 0.75}, {"block_ops": d, "oneshot_top1": 0.7},
         {"block_ops": b, "oneshot_top1": 0.5}]})
     assert runs.oneshot_points()["block_search_uniform"] == [
         (75.0, pytest.approx(0.88)), (50.0, pytest.approx(0.84))]
+
+
+def test_narrow_oneshot_ranking_by_hand(tmp_path):
+    runs, _ = _supernet_row(tmp_path)
+    name, label = ablations.NARROW_SEARCH, "images-18000"
+    q, r0, r1, r2, r3, s0, s1 = ([op] * 15 for op in (
+        "bin_conv_3x3", "bin_conv_5x5", "bin_dil_conv_3x3", "bin_dil_conv_5x5", "max_pool_3x3",
+        "skip_connect", "avg_pool_3x3"))
+    # Nothing is ranked or compared before the record and every narrow search exist.
+    assert runs.retraining_agreement(networks=runs._read_narrow_networks()) == []
+    atomic_write_json(tmp_path / "r" / ablations.NARROW_RECORD, {"networks": [
+        {"block_ops": ops} for ops in (r0, r1, r2, r3)]})
+    for search, ops in enumerate((s0, s1)):
+        _cache(tmp_path / "r", f"{label}-{name}_search-{search}", {"blocks": {"ops": ops}})
+    assert runs.narrow_labelled() == [
+        (f"{label}-narrow-quicknet", q),
+        *((f"{label}-narrow-random-{j}", ops) for j, ops in enumerate((r0, r1, r2, r3))),
+        (f"{label}-{name}-net-0", s0), (f"{label}-{name}-net-1", s1)]
+    for key, values in (("narrow-quicknet", (0.87, 0.89)), ("narrow-random-0", (0.86, 0.86)),
+                        ("narrow-random-1", (0.85, 0.83)), ("narrow-random-2", (0.84,)),
+                        (f"{name}-net-0", (0.80, 0.82)), (f"{name}-net-1", (0.83, 0.81))):
+        for seed, value in enumerate(values):
+            _cache(tmp_path / "r", f"{label}-{key}_seed-{seed}", {"test_top1": value})
+    # The search's own network first; r3 was never retrained, r2 not ranked.
+    _cache(tmp_path / "r", f"{label}-{name}_oneshot-0", {"ranking": [
+        {"block_ops": ops, "oneshot_top1": top1} for ops, top1 in (
+            (s0, 0.9), (s1, 0.8), (r0, 0.7), (q, 0.6), (r1, 0.5), (r3, 0.4))]})
+    [row] = runs.oneshot_rankings(18000)
+    # Retrained means in one-shot order: s0 0.81, s1 0.82, r0 0.86, q 0.88, r1 0.84: of the
+    # 10 pairs only r0-r1 and q-r1 agree, tau = (2 - 8) / 10.
+    assert row["search"] == f"{name} 0" and row["networks"] == 5
+    assert row["tau"] == pytest.approx(-0.6)
+    assert row["oneshot_best_retrained"] == pytest.approx(0.81)
+    assert row["retrained_best"] == pytest.approx(0.88) and row["retrained_best_rank"] == 4
+    # Seed 0 against seed 1 over the 5 networks with both: only s0-s1 swap, tau = 8 / 10.
+    assert runs.retraining_agreement(networks=runs._read_narrow_networks()) == [
+        {"seeds": (0, 1), "networks": 5, "tau": pytest.approx(0.8)}]
+    assert runs.oneshot_points()[name] == [
+        (90.0, pytest.approx(0.81)), (80.0, pytest.approx(0.82)), (70.0, pytest.approx(0.86)),
+        (60.0, pytest.approx(0.88)), (50.0, pytest.approx(0.84))]
+    # The per-network table waits for every supernet's ranking, then lists each network's
+    # parameter-free blocks (skips, pools), its one-shot top-1 under each and its mean.
+    assert runs._narrow_oneshot_markdown(18000) == []
+    _cache(tmp_path / "r", f"{label}-{name}_oneshot-1", {"ranking": [
+        {"block_ops": q, "oneshot_top1": 0.55}, {"block_ops": s1, "oneshot_top1": 0.5}]})
+    table = runs._narrow_oneshot_markdown(18000)
+    assert "| narrow-quicknet | 0 | 60.0% | 55.0% | 88.00 |" in table
+    assert f"| {name}-net-1 | 15 | 80.0% | 50.0% | 82.00 |" in table
+    assert "| narrow-random-3 | 15 | 40.0% | - | - |" in table
 
 
 def test_uniform_topk_selects_on_validation_among_the_one_shot_best(tmp_path, row_records):
