@@ -1484,6 +1484,7 @@ class Ablations:
         """Each network retrained in NARROW_TEMPLATE: its parameter-free blocks, its one-shot
         top-1 under each narrow search's supernet and its retrained mean (is the one-shot
         ranking's disagreement noise, or do all the supernets prefer the same networks?)."""
+        from experiments.report import kendall_tau
         from ubnas_tf.search_space.binary import PARAMETER_FREE
 
         rankings = [self.exp.cached(f"images-{images}-{NARROW_SEARCH}_oneshot-{search}")
@@ -1506,7 +1507,12 @@ class Ablations:
             lines.append(f"| {label.removeprefix(f'images-{images}-')} | "
                          f"{sum(op in PARAMETER_FREE for op in ops)} | {shown} | "
                          f"{percent(stats[0]) if stats else '-'} |")
-        return lines + [""]
+        agreement = [f"{first} vs {second} {kendall_tau(*zip(*pairs)):+.2f}"
+                     for first, second in itertools.combinations(range(len(oneshot)), 2)
+                     if len(pairs := [(oneshot[first][ops], oneshot[second][ops])
+                                      for ops in oneshot[first] if ops in oneshot[second]]) > 1]
+        return lines + ["", "The supernets against each other over the networks both ranked "
+                        "(Kendall tau): " + ", ".join(agreement) + ".", ""]
 
     def _rsws_markdown(self, images: int) -> list:
         """Each RS-WS ranking's best three networks and what the best retrained to."""

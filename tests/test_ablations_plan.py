@@ -982,6 +982,9 @@ def test_narrow_oneshot_ranking_by_hand(tmp_path):
     assert "| narrow-quicknet | 0 | 60.0% | 55.0% | 88.00 |" in table
     assert f"| {name}-net-1 | 15 | 80.0% | 50.0% | 82.00 |" in table
     assert "| narrow-random-3 | 15 | 40.0% | - | - |" in table
+    # q below s1 under supernet 0 (0.6 < 0.8), above it under 1 (0.55 > 0.5): tau -1.
+    assert table[-2] == ("The supernets against each other over the networks both ranked "
+                         "(Kendall tau): 0 vs 1 -1.00.")
 
 
 def test_uniform_topk_selects_on_validation_among_the_one_shot_best(tmp_path, row_records):
