@@ -91,7 +91,7 @@ early stopping on collapse) and retraining (`ebnas_retrain` modules).
   hand-designed point (QuickNet's block at all 15 positions) and its random baseline
   (NARROW_RANDOM QuickNets of random blocks in it), every seed each; narrow_long: the
   search's networks, the first LONG_RANDOM random ones and QuickNet's block in that template
-  at the long budget, seeds 0 to UNIFORM_LONG_SEEDS - 1; narrow_oneshot: each narrow
+  at the long budget, seeds 0 to NARROW_LONG_SEEDS - 1; narrow_oneshot: each narrow
   search's supernet ranks every network retrained in that template (does its one-shot ranking
   disagree with retraining there?).
 
@@ -148,6 +148,7 @@ TRANSITIONS = "quicknet"  # the `reduction` of the transitions stage
 LONG_RANDOM = 2  # the first random networks of the supernet row, retrained at the long budget
 #                 (2 so that the stage fits one session of this CPU; raise it to grow the stage)
 UNIFORM_LONG_SEEDS = 2  # uniform_long's seeds (the other long stages: seed 0), as QuickNet's
+NARROW_LONG_SEEDS = 3  # narrow_long's (its third seed added 2026-12-08 with QuickNet's third)
 # Fewer, wider binary ops per cell at the supernet row's OPs (issue 14): each template's
 # random networks against the row's (4 nodes, C = 8, stem 3C). Two nodes at C = 12 give 4
 # binary ops per cell that see 12, 24, 48 channels (QuickNet's see 16, 32, 64) where 8 ops
@@ -682,10 +683,10 @@ class Ablations:
         return settings_as_sets("quicknet", self.search_settings(NARROW_SEARCH))
 
     def narrow_long(self) -> list:
-        """The budget check on the narrow template, seeds 0 to UNIFORM_LONG_SEEDS - 1: its
+        """The budget check on the narrow template, seeds 0 to NARROW_LONG_SEEDS - 1: its
         uniform search's networks and first LONG_RANDOM random networks (`_long_blocks`), then
         QuickNet's block at every position of it, at the budget's long epochs."""
-        seeds, exp = range(UNIFORM_LONG_SEEDS), self.exp
+        seeds, exp = range(NARROW_LONG_SEEDS), self.exp
         sets = (f"epochs={exp.budget.budget_epochs[1]}", *self._narrow_quicknet_sets())
         return self._long_blocks(NARROW_SEARCH, "narrow-random",
                                  self.narrow_record, seeds=seeds) + [
@@ -1173,7 +1174,7 @@ class Ablations:
                           *(f"images-{images}-long-block_search_uniform-net-{search}"
                             for search in self.seeds)),
                 self._row(f"{_template_text(NARROW_TEMPLATE)}: the uniform search's networks "
-                          f"(block_search_uniform_narrow, seeds 0-{UNIFORM_LONG_SEEDS - 1})",
+                          f"(block_search_uniform_narrow, seeds 0-{NARROW_LONG_SEEDS - 1})",
                           *(f"images-{images}-long-block_search_uniform_narrow-net-{search}"
                             for search in self.seeds)),
                 self._row(f"{_template_text(NARROW_TEMPLATE)}: its first {LONG_RANDOM} "
@@ -1275,7 +1276,7 @@ class Ablations:
                     "blocks (`random`), all in the same OPs window")
         lines += self._versus_random_markdown(
             narrow_long, f"At {self.exp.budget.budget_epochs[1]} epochs (seeds 0-"
-                         f"{UNIFORM_LONG_SEEDS - 1}), in {_template_text(NARROW_TEMPLATE)}, "
+                         f"{NARROW_LONG_SEEDS - 1}), in {_template_text(NARROW_TEMPLATE)}, "
                          f"against its first {LONG_RANDOM} QuickNets of random blocks")
         lines += self._random_blocks_markdown(images, QUICKNET_OPS_RECORD, "quicknet_ops-random",
                                               "random blocks")

@@ -166,7 +166,7 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path, row_records):
     # per search, UNIFORM_TOPK selection runs per search, each pick x 2 seeds; narrow:
     # QuickNet's block in NARROW_TEMPLATE and NARROW_RANDOM random blocks in it x 2 seeds;
     # narrow_long: its 2 searched networks, LONG_RANDOM random ones and QuickNet's block x
-    # UNIFORM_LONG_SEEDS; narrow_oneshot: a ranking per narrow search.
+    # NARROW_LONG_SEEDS; narrow_oneshot: a ranking per narrow search.
     templates = len(ablations.TEMPLATES) * ablations.TEMPLATE_RANDOM * 2
     families = sum(2 + family.random * 2 for name, family in ablations.FAMILIES.items()
                    if name != "transitions")
@@ -185,7 +185,7 @@ def test_every_unit_is_a_valid_search_or_train_config(tmp_path, row_records):
                               - ablations.LONG_RANDOM
                               + 2 + 2 * ablations.UNIFORM_TOPK + 2 * 2
                               + (1 + ablations.NARROW_RANDOM) * 2
-                              + (2 + ablations.LONG_RANDOM + 1) * ablations.UNIFORM_LONG_SEEDS
+                              + (2 + ablations.LONG_RANDOM + 1) * ablations.NARROW_LONG_SEEDS
                               + 2)
     # The module reference row retrains the reference genotype as the `default` row's seed 0
     # does: the same spec, so a finished default run stands in for it (Experiment.reuse).
@@ -644,7 +644,7 @@ def test_block_search_seeds_retrain_each_searched_network_with_every_seed(tmp_pa
     ("uniform_long", "block_search_uniform", "quicknet_ops-random", "quicknet_ops_record",
      ablations.UNIFORM_LONG_SEEDS),
     ("narrow_long", "block_search_uniform_narrow", "narrow-random", "narrow_record",
-     ablations.UNIFORM_LONG_SEEDS)])
+     ablations.NARROW_LONG_SEEDS)])
 def test_long_stages_retrain_the_searched_and_random_blocks_at_the_long_budget(
         tmp_path, row_records, stage, search, random, record, seeds):
     runs, _ = _supernet_row(tmp_path, row_records)
