@@ -15,8 +15,9 @@ $(STAMP): setup.py constraints.txt
 install: $(STAMP)
 
 # One pytest worker per core (at most 4), a test file per worker (its module fixtures built
-# once). On the idle 2-core CPU: 648 tests in 1,117 s (2026-12-08: the stage tests check one
-# module fixture's draws), 647 in 1,157-1,177 s (2026-12-07, night), 642 in
+# once). On the idle 2-core CPU: 648 tests in 1,117-1,232 s (2026-12-08, two fresh clones;
+# the workers' share of the slow files varies: ops_budget's test 44 s in one, 74 s in the
+# other), 647 in 1,157-1,177 s (2026-12-07, night), 642 in
 # 1,059-1,119 s (1,193 s before
 # test_ablations_plan drew its records once per module; 2026-12-07, evening), 641 in
 # 1,023-1,040 s, 628 in 964 s, 623 in
