@@ -1500,14 +1500,14 @@ class Ablations:
                  "", "| network | parameter-free blocks | " + " | ".join(
                      f"one-shot, supernet {search}" for search in self.seeds)
                  + " | retrained (mean) |", "|---|---|" + "---|" * len(self.seeds) + "---|"]
+        means = self._retrained_means(networks)
         for network in networks:
             ops, [label] = tuple(network["block_ops"]), network["labels"]
-            stats = mean_std([r["train"]["test_top1"] for r in self._runs(label)])
             shown = " | ".join(f"{100 * ranked[ops]:.1f}%" if ops in ranked else "-"
                                for ranked in oneshot)
             lines.append(f"| {label.removeprefix(f'images-{images}-')} | "
                          f"{sum(op in PARAMETER_FREE for op in ops)} | {shown} | "
-                         f"{percent(stats[0]) if stats else '-'} |")
+                         f"{percent(means[ops]) if ops in means else '-'} |")
         agreement = [f"{first} vs {second} {kendall_tau(*zip(*pairs)):+.2f}"
                      for first, second in itertools.combinations(range(len(oneshot)), 2)
                      if len(pairs := [(oneshot[first][ops], oneshot[second][ops])
