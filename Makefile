@@ -15,7 +15,7 @@ $(STAMP): setup.py constraints.txt
 install: $(STAMP)
 
 # One pytest worker per core (at most 4), a test file per worker (its module fixtures built
-# once). On the idle 2-core CPU: 648 tests in 1,117-1,232 s (2026-12-08, two fresh clones;
+# once). On the idle 2-core CPU: 648 tests in 1,117-1,234 s (2026-12-08, three fresh clones;
 # the workers' share of the slow files varies: ops_budget's test 44 s in one, 74 s in the
 # other), 647 in 1,157-1,177 s (2026-12-07, night), 642 in
 # 1,059-1,119 s (1,193 s before
